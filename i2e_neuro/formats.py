@@ -1,0 +1,155 @@
+"""Event formats with lossless round trips, and their ``.npz`` / HDF5 files.
+
+* dense: bool ``[T, B, 2, H, W]`` (channel 0 ON, 1 OFF), the engine's output;
+* packed: ``numpy.packbits`` along the last axis (W), with the dense shape stored;
+* list: a structured array with fields ``x, y, t, p`` (tonic's convention; ``t`` is the timestep,
+  ``p`` = 1 for ON, 0 for OFF), one array per sample.
+
+A file holds one batch of samples in one of these formats, with optional labels and metadata.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_path
+
+FORMATS = ("packed", "dense", "list")
+SUFFIXES = (".npz", ".h5", ".hdf5")
+EVENT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("t", "<u2"), ("p", "u1")])
+
+
+def _numpy(events: Any) -> np.ndarray:
+    if hasattr(events, "detach"):
+        events = events.detach().cpu().numpy()
+    events = np.asarray(events)
+    if events.dtype != np.bool_:
+        raise TypeError(f"events: expected a bool array, got {events.dtype}")
+    return events
+
+
+@dataclass
+class PackedEvents:
+    """Bit-packed events: ``bits`` is ``numpy.packbits(dense, axis=-1)``; ``shape`` the dense shape."""
+
+    bits: np.ndarray
+    shape: tuple[int, ...]
+
+
+def pack(events: Any) -> PackedEvents:
+    dense = _numpy(events)
+    return PackedEvents(np.packbits(dense, axis=-1), tuple(dense.shape))
+
+
+def unpack(packed: PackedEvents) -> np.ndarray:
+    return np.unpackbits(packed.bits, axis=-1, count=packed.shape[-1]).astype(bool).reshape(packed.shape)
+
+
+def to_event_list(sample: Any) -> np.ndarray:
+    """One sample ``[T, 2, H, W]`` -> structured events sorted by (t, p channel, y, x)."""
+    dense = _numpy(sample)
+    if dense.ndim != 4 or dense.shape[1] != 2:
+        raise ValueError(f"events: expected one sample [T, 2, H, W], got shape {dense.shape}")
+    t, c, y, x = np.nonzero(dense)
+    out = np.empty(len(t), dtype=EVENT_DTYPE)
+    out["x"], out["y"], out["t"], out["p"] = x, y, t, c == 0
+    return out
+
+
+def from_event_list(events: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """Structured events -> dense bool ``[T, 2, H, W]`` of the given shape."""
+    dense = np.zeros(shape, dtype=bool)
+    dense[events["t"], 1 - events["p"].astype(np.int64), events["y"], events["x"]] = True
+    return dense
+
+
+@dataclass
+class EventBatch:
+    """A batch as stored in a file: dense events ``[T, B, 2, H, W]``, labels and metadata."""
+
+    events: np.ndarray
+    labels: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def save_events(
+    path: str | Path,
+    events: Any,
+    labels: Any = None,
+    fmt: str = "packed",
+    meta: dict | None = None,
+) -> Path:
+    """Atomically write a batch ``[T, B, 2, H, W]`` to ``.npz`` or ``.h5`` in format ``fmt``."""
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt={fmt!r}: must be one of {FORMATS}")
+    if path.suffix not in SUFFIXES:
+        raise ValueError(f"{path}: unknown event file type (use one of {SUFFIXES})")
+    dense = _numpy(events)
+    if dense.ndim != 5 or dense.shape[2] != 2:
+        raise ValueError(f"events: expected [T, B, 2, H, W], got shape {dense.shape}")
+    arrays: dict[str, np.ndarray] = {"shape": np.asarray(dense.shape, dtype=np.int64)}
+    if fmt == "dense":
+        arrays["events"] = dense
+    elif fmt == "packed":
+        arrays["bits"] = pack(dense).bits
+    else:
+        lists = [to_event_list(dense[:, b]) for b in range(dense.shape[1])]
+        arrays["events"] = np.concatenate(lists) if lists else np.empty(0, EVENT_DTYPE)
+        arrays["offsets"] = np.cumsum([0] + [len(x) for x in lists]).astype(np.int64)
+    if labels is not None:
+        arrays["labels"] = np.asarray(labels, dtype=np.int64)
+    header = json.dumps({"format": fmt, **(meta or {})})
+    with atomic_path(path) as tmp:
+        if path.suffix == ".npz":
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, header=np.asarray(header), **arrays)
+        else:
+            import h5py
+
+            with h5py.File(tmp, "w") as f:
+                f.attrs["header"] = header
+                for k, v in arrays.items():
+                    f.create_dataset(k, data=v, compression="gzip" if v.size > 1024 else None)
+    return path
+
+
+def load_events(path: str | Path) -> EventBatch:
+    """Read a file written by :func:`save_events`; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such event file")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        elif path.suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                arrays = {k: f[k][()] for k in f.keys()}
+                arrays["header"] = np.asarray(f.attrs["header"])
+        else:
+            raise ValueError(f"unknown event file type (use one of {SUFFIXES})")
+        meta = json.loads(str(arrays.pop("header")))
+        fmt = meta.pop("format")
+        shape = tuple(int(s) for s in arrays["shape"])
+        if fmt == "dense":
+            dense = arrays["events"].astype(bool)
+        elif fmt == "packed":
+            dense = unpack(PackedEvents(arrays["bits"], shape))
+        elif fmt == "list":
+            off, ev = arrays["offsets"], arrays["events"]
+            sample_shape = (shape[0], shape[2], shape[3], shape[4])
+            dense = np.stack([from_event_list(ev[off[b] : off[b + 1]], sample_shape) for b in range(shape[1])], axis=1)
+        else:
+            raise ValueError(f"unknown format {fmt!r}")
+        if dense.shape != shape:
+            raise ValueError(f"stored shape {shape} does not match the data {dense.shape}")
+    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a valid i2e-neuro event file ({e})") from e
+    return EventBatch(dense, arrays.get("labels"), meta)
