@@ -10,6 +10,7 @@ A file holds one batch of samples in one of these formats, with optional labels 
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,11 +146,13 @@ def load_events(path: str | Path) -> EventBatch:
         elif fmt == "list":
             off, ev = arrays["offsets"], arrays["events"]
             sample_shape = (shape[0], shape[2], shape[3], shape[4])
-            dense = np.stack([from_event_list(ev[off[b] : off[b + 1]], sample_shape) for b in range(shape[1])], axis=1)
+            dense = np.zeros(shape, dtype=bool)
+            for b in range(shape[1]):
+                dense[:, b] = from_event_list(ev[off[b] : off[b + 1]], sample_shape)
         else:
             raise ValueError(f"unknown format {fmt!r}")
         if dense.shape != shape:
             raise ValueError(f"stored shape {shape} does not match the data {dense.shape}")
-    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not a valid i2e-neuro event file ({e})") from e
     return EventBatch(dense, arrays.get("labels"), meta)

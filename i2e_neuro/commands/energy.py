@@ -1,0 +1,173 @@
+"""``i2e-neuro energy``: SynOp / energy report of an SNN against the equivalent ANN.
+
+Modes:
+
+* ``--first-layer``: the paper's first-layer comparison from layer shapes alone (ANN conv on RGB vs
+  SNN conv on I2E events plus the I2E encoding), e.g.
+  ``i2e-neuro energy --first-layer --input-size 224 --timesteps 8 --event-rate 0.0506 --json``;
+* ``--model FILE --data PATH``: per-layer energy from spikes counted in simulation (not
+  implemented yet: :func:`run_model` is the place).
+
+Exit status: 0 on success, 2 for bad arguments (one line on stderr naming the argument),
+3 for a mode that is not implemented yet. ``--json`` prints one JSON object as the last line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    mode = parser.add_argument_group("mode")
+    mode.add_argument("--first-layer", action="store_true",
+                      help="compare the first conv layer: ANN on RGB vs SNN on I2E events (the paper's analysis)")
+    mode.add_argument("--model", metavar="FILE", help="trained checkpoint or exported network (not implemented yet)")
+    mode.add_argument("--data", metavar="PATH", help="event data to count spikes on, with --model (not implemented yet)")
+    mode.add_argument("--hw", default="loihi2", metavar="TARGET",
+                      help="hardware config for Loihi energies with --model (loihi2, loihi1, cpu or a .yaml; default loihi2)")
+
+    layer = parser.add_argument_group("first layer (--first-layer)")
+    layer.add_argument("--input-size", type=int, default=224, metavar="N", help="square input side in pixels (default 224)")
+    layer.add_argument("--kernel", type=int, default=7, metavar="K", help="conv kernel size (default 7)")
+    layer.add_argument("--stride", type=int, default=2, metavar="S", help="conv stride (default 2)")
+    layer.add_argument("--padding", type=int, default=3, metavar="P", help="conv zero padding per side (default 3)")
+    layer.add_argument("--filters", type=int, default=64, metavar="F", help="output channels (default 64)")
+    layer.add_argument("--in-channels-ann", type=int, default=3, metavar="C", help="ANN input channels (default 3, RGB)")
+    layer.add_argument("--in-channels-snn", type=int, default=2, metavar="C", help="SNN input channels (default 2, ON/OFF)")
+    layer.add_argument("--timesteps", type=int, default=8, metavar="T", help="SNN timesteps (default 8)")
+    layer.add_argument("--event-rate", type=float, default=0.0506, metavar="R",
+                       help="input event rate f_r in [0, 1] (default 0.0506, the paper's ImageNet figure)")
+
+    energy = parser.add_argument_group("energy per operation (defaults: hw_configs/energy_45nm.yaml)")
+    energy.add_argument("--e-mac", type=float, default=None, metavar="J", help="energy per MAC in joules (default 4.6e-12)")
+    energy.add_argument("--e-ac", type=float, default=None, metavar="J", help="energy per accumulate in joules (default 0.9e-12)")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print one JSON object (last line of stdout)")
+    out.add_argument("--chart", metavar="PNG", help="also write a log-scale bar chart to this PNG file")
+
+
+#: parameter names used by i2e_neuro.energy -> the command-line flag they come from
+_FLAGS = {
+    "input_size": "--input-size",
+    "height": "--input-size",
+    "width": "--input-size",
+    "kernel": "--kernel",
+    "stride": "--stride",
+    "padding": "--padding",
+    "filters": "--filters",
+    "in_channels": "--in-channels-ann/--in-channels-snn",
+    "timesteps": "--timesteps",
+    "event_rate": "--event-rate",
+    "e_mac": "--e-mac",
+    "e_ac": "--e-ac",
+    "rows": "--chart",
+}
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"i2e-neuro energy: {message}", file=sys.stderr)
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.model is not None or args.data is not None:
+        if args.first_layer:
+            return _fail("--first-layer cannot be combined with --model/--data")
+        try:
+            return run_model(args)
+        except NotImplementedError as exc:
+            return _fail(str(exc), code=3)
+    if not args.first_layer:
+        return _fail("choose a mode: --first-layer (shapes only) or --model FILE --data PATH")
+    return run_first_layer(args)
+
+
+def run_first_layer(args: argparse.Namespace) -> int:
+    from ..energy import EnergyArgumentError, first_layer_comparison
+    from ..hw import HardwareConfigError
+
+    # The in-channel flags are checked here because the energy model names both "in_channels".
+    for flag, value in (("--in-channels-ann", args.in_channels_ann), ("--in-channels-snn", args.in_channels_snn)):
+        if value < 1:
+            return _fail(f"{flag}: must be >= 1, got {value}")
+    try:
+        result = first_layer_comparison(
+            input_size=args.input_size,
+            kernel=args.kernel,
+            stride=args.stride,
+            padding=args.padding,
+            filters=args.filters,
+            in_channels_ann=args.in_channels_ann,
+            in_channels_snn=args.in_channels_snn,
+            timesteps=args.timesteps,
+            event_rate=args.event_rate,
+            e_mac=args.e_mac,
+            e_ac=args.e_ac,
+        )
+    except EnergyArgumentError as exc:
+        return _fail(f"{_FLAGS.get(exc.argument, exc.argument)}: {exc.detail}")
+    except HardwareConfigError as exc:
+        return _fail(str(exc))
+    if args.chart:
+        try:
+            _chart(result, args.chart)
+        except (OSError, EnergyArgumentError) as exc:
+            return _fail(f"--chart {args.chart}: {exc}")
+        result["chart"] = str(args.chart)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(_table(result))
+    return 0
+
+
+def _chart(result: dict, path: str) -> None:
+    from ..energy import plot_energy
+
+    rows = [
+        {"name": "I2E encoding", "snn_uj": result["i2e_uj"]},
+        {"name": f"conv {result['kernel']}x{result['kernel']}/{result['stride']}", "ann_uj": result["ann_uj"], "snn_uj": result["snn_uj"]},
+        {"name": "first layer total", "ann_uj": result["ann_uj"], "snn_uj": result["snn_total_uj"]},
+    ]
+    plot_energy(rows, path, title=f"First layer, {result['input_size']}x{result['input_size']} input, T={result['timesteps']}")
+
+
+def _table(r: dict) -> str:
+    oh, ow, of = r["output_size"]
+    k, s, p = r["kernel"], r["stride"], r["padding"]
+    lines = [
+        f"first layer: {r['input_size']}x{r['input_size']} input, {k}x{k} conv, stride {s}, padding {p}, "
+        f"{r['filters']} filters -> {oh}x{ow}x{of} outputs",
+        f"E_MAC = {r['e_mac'] * 1e12:g} pJ, E_AC = {r['e_ac'] * 1e12:g} pJ, T = {r['timesteps']}, "
+        f"event rate f_r = {r['event_rate']:.4g}",
+        "",
+        f"{'':34}{'operations':>16}{'energy (uJ)':>14}",
+        f"{'ANN conv, ' + str(r['in_channels_ann']) + ' ch (MAC)':34}{r['ann_macs']:>16,}{r['ann_uj']:>14.2f}",
+        f"{'I2E encoding (AC, H*W*T)':34}{r['i2e_ops']:>16,}{r['i2e_uj']:>14.2f}",
+        f"{'SNN conv, ' + str(r['in_channels_snn']) + ' ch (AC, ops*T*f_r)':34}{r['snn_synops']:>16,.0f}{r['snn_uj']:>14.2f}",
+        f"{'SNN + I2E':34}{'':>16}{r['snn_total_uj']:>14.2f}",
+        "",
+        f"ANN / (SNN + I2E) = {r['ratio']:.2f}x",
+    ]
+    if r["ratio_without_encoding"] is not None:
+        lines.append(f"ANN / SNN (encoding excluded) = {r['ratio_without_encoding']:.2f}x")
+    if r.get("chart"):
+        lines.append(f"chart: {r['chart']}")
+    return "\n".join(lines)
+
+
+def run_model(args: argparse.Namespace) -> int:
+    """Per-layer energy of a trained / exported network from simulated spike counts.
+
+    TODO(lead): NOT IMPLEMENTED. Intended flow: load ``args.model``, run it on ``args.data``
+    counting spikes per population, build one dict per population
+    ``{name, neurons, spikes, fanout, macs_ann}`` and pass them to
+    ``i2e_neuro.energy.energy_table(layers, timesteps, hw=args.hw)``; print the rows (and
+    ``energy_totals``), ``--json`` / ``--chart`` as in ``--first-layer``.
+    """
+    raise NotImplementedError(
+        "--model/--data: per-layer energy from a trained network is not implemented yet; "
+        "use --first-layer for the shape-only comparison"
+    )

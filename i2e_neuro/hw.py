@@ -1,0 +1,133 @@
+"""Hardware descriptions (``hw_configs/*.yaml``): per-core limits, number formats, energy per event.
+
+Every number that describes hardware lives in one YAML file per target, each value next to the
+published source it comes from::
+
+    limits:
+      cores_per_chip:
+        value: 128
+        unit: cores
+        source: Davies et al., IEEE Micro 2018, p. 86 ...
+
+:func:`load_hw_config` finds a file by name (``loihi2``, ``loihi1``, ``cpu``, ``energy_45nm``) or
+path, checks that it is a mapping whose every ``value`` is a number (or ``null`` for "not
+applicable") with a non-empty ``source``, and returns it as a dict. :func:`hw_value` reads one
+entry by its dotted key, e.g. ``hw_value(cfg, "energy.synaptic_op_j")``.
+
+Where the files are looked for, in order: the folder named by ``$I2E_NEURO_HW_CONFIGS``;
+``hw_configs/`` at the repository root (``Path(__file__).parents[1]``, which is also where an
+install that ships ``hw_configs`` as package data puts it, beside ``i2e_neuro``); and
+``i2e_neuro/hw_configs/``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+#: the targets shipped with the project
+NAMES = ("loihi2", "loihi1", "cpu", "energy_45nm")
+ENV_VAR = "I2E_NEURO_HW_CONFIGS"
+_SUFFIXES = (".yaml", ".yml")
+
+
+class HardwareConfigError(ValueError):
+    """A hardware description that is missing, unreadable or malformed; the message names the file."""
+
+
+def search_dirs() -> list[Path]:
+    """The folders searched for ``<name>.yaml``, in order."""
+    dirs = []
+    env = os.environ.get(ENV_VAR)
+    if env:
+        dirs.append(Path(env))
+    here = Path(__file__).resolve()
+    dirs += [here.parents[1] / "hw_configs", here.parent / "hw_configs"]
+    return dirs
+
+
+def config_path(name_or_path: str | os.PathLike) -> Path:
+    """Resolve a target name (``loihi2``) or a YAML path to an existing file."""
+    text = os.fspath(name_or_path)
+    candidate = Path(text).expanduser()
+    looks_like_path = candidate.suffix in _SUFFIXES or os.sep in text or (os.altsep and os.altsep in text)
+    if looks_like_path:
+        if not candidate.is_file():
+            raise HardwareConfigError(f"{candidate}: hardware config file not found")
+        return candidate
+    if not text or not text.replace("_", "").replace("-", "").isalnum():
+        raise HardwareConfigError(f"{text!r}: not a hardware config name (known: {', '.join(NAMES)}) or a .yaml path")
+    tried = []
+    for folder in search_dirs():
+        for suffix in _SUFFIXES:
+            path = folder / f"{text}{suffix}"
+            tried.append(str(path))
+            if path.is_file():
+                return path
+    known = f"known: {', '.join(NAMES)}"
+    raise HardwareConfigError(f"{text!r}: no hardware config found ({known}); looked for {', '.join(tried)}")
+
+
+def load_hw_config(name_or_path: str | os.PathLike) -> dict:
+    """Load and check one hardware description; return it as a dict (plus ``"_path"``)."""
+    import yaml
+
+    path = config_path(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HardwareConfigError(f"{path}: cannot read hardware config ({exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())
+        raise HardwareConfigError(f"{path}: malformed YAML ({detail})") from exc
+    if not isinstance(data, dict):
+        raise HardwareConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    if not isinstance(data.get("name"), str) or not data["name"]:
+        raise HardwareConfigError(f"{path}: missing the top-level 'name' string")
+    problems: list[str] = []
+    _check(data, "", problems)
+    if problems:
+        raise HardwareConfigError(f"{path}: " + "; ".join(problems))
+    data["_path"] = str(path)
+    return data
+
+
+def _check(node: Any, where: str, problems: list[str]) -> None:
+    if not isinstance(node, dict):
+        return
+    if "value" in node:
+        value = node["value"]
+        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+        if not ok:
+            problems.append(f"{where}.value={value!r} is not a finite number or null "
+                            "(note: YAML reads 1e-12 as text; write 1.0e-12)")
+        source = node.get("source")
+        if not isinstance(source, str) or not source.strip():
+            problems.append(f"{where}: value without a 'source'")
+        return
+    for key, child in node.items():
+        _check(child, f"{where}.{key}" if where else str(key), problems)
+
+
+def hw_value(cfg: dict, key: str) -> Any:
+    """The ``value`` of the entry at dotted ``key`` (e.g. ``"limits.cores_per_chip"``); may be None."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(f"{cfg.get('_path', cfg.get('name', 'hardware config'))}: no entry {key!r}")
+        node = node[part]
+    if not isinstance(node, dict) or "value" not in node:
+        raise KeyError(f"{cfg.get('_path', cfg.get('name', 'hardware config'))}: {key!r} is not a value entry")
+    return node["value"]
+
+
+def hw_source(cfg: dict, key: str) -> str:
+    """The published source of the entry at dotted ``key``."""
+    hw_value(cfg, key)  # same errors
+    node: Any = cfg
+    for part in key.split("."):
+        node = node[part]
+    return " ".join(str(node["source"]).split())

@@ -1,0 +1,216 @@
+"""Quantization-aware spiking network on lava-dl slayer parts, with Loihi's CUBA-LIF dynamics.
+
+The model runs a :class:`~i2e_neuro.models.spec.NetSpec`: every connection is a slayer synapse
+(``slayer.synapse.Conv`` / ``Dense``) followed by Loihi's one-step hop delay; every group is a
+``slayer.neuron.cuba.Neuron`` (bit-accurate fixed-point CUBA dynamics) whose input is the sum
+of its incoming connections plus a bias. Training goes in two phases:
+
+1. ``float``: float weights, a BatchNorm per connection (the paper's conv -> BN);
+2. ``folded``: :meth:`SpikingGraph.fold` folds every BN into its connection's weights and the
+   target groups' biases, picks a per-connection exponent, and from then on the forward pass
+   uses 8-bit mantissas ``m`` in [-128, 127] with ``w = m * 2**e / 64`` and biases on Loihi's
+   1/64 grid (quantization-aware fine-tuning with straight-through rounding).
+
+Units follow slayer's (``scale = 64``): a weight ``w`` adds ``w * 4096`` to Loihi's 24-bit
+current, the threshold ``theta`` is ``vth_mant / 64``. Neuron parameters (see README "Design:
+the neuron"): ``du = 4096`` (the current is the synaptic input of this step, as SpikingJelly's
+``decay_input=False`` LIF), ``dv = 2048`` (tau = 2), hard reset to 0.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from lava.lib.dl import slayer
+
+from ..layouts import i2e_to_slayer
+from .spec import INPUT, NetSpec
+
+WEIGHT_SCALE = 64  # slayer's neuron scale: float weight 1.0 == integer 64
+CURRENT_DECAY = 4096  # u[t] = input[t]
+VOLTAGE_DECAY = 2048  # v[t] = v[t-1] / 2 + u[t] + bias  (tau = 2)
+MAX_EXPONENT = 7
+BIAS_STEP = 1 / 64  # netx convention: bias_exp = 6, so a bias mantissa counts 1/64
+
+
+@dataclass
+class NeuronConfig:
+    """Loihi CUBA-LIF parameters shared by all spiking groups."""
+
+    threshold: float = 16.0  # vth_mant = 1024
+    tau_grad: float = 0.003
+    scale_grad: float = 6.0
+
+    @property
+    def vth_mant(self) -> int:
+        return int(self.threshold * WEIGHT_SCALE)
+
+    @property
+    def max_bias(self) -> float:
+        """Largest bias that keeps a neuron silent without input (v <= theta/2 + bias <= theta).
+
+        This makes every sample's activity end ``depth`` steps after its last frame, so
+        consecutive samples never interact on Lava / Loihi (see README "Design: timing").
+        """
+        return self.threshold * (4096 - VOLTAGE_DECAY) / 4096
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+def delay_one_step(x: torch.Tensor) -> torch.Tensor:
+    """Loihi's synaptic hop: the output of step t reaches the target at step t + 1."""
+    return F.pad(x[..., :-1], (1, 0))
+
+
+def quantize_weight(w: torch.Tensor, exponent: int) -> torch.Tensor:
+    """Round to an 8-bit mantissa times ``2**exponent / 64`` (straight-through gradient)."""
+    step = 2.0**exponent / WEIGHT_SCALE
+    return slayer.utils.quantize(w, step=step).clamp(-128 * step, 127 * step)
+
+
+def quantize_bias(b: torch.Tensor, max_bias: float) -> torch.Tensor:
+    return slayer.utils.quantize(b, step=BIAS_STEP).clamp(-4096 * BIAS_STEP, max_bias)
+
+
+class SpikingGraph(torch.nn.Module):
+    """The QAT MS-ResNet (or any :class:`NetSpec`) on slayer synapses and CUBA neurons."""
+
+    def __init__(self, spec: NetSpec, neuron: NeuronConfig | None = None) -> None:
+        super().__init__()
+        spec.validate()
+        self.spec, self.neuron_config = spec, neuron or NeuronConfig()
+        cfg = self.neuron_config
+        self.synapses = torch.nn.ModuleDict()
+        self.norms = torch.nn.ModuleDict()
+        for c in spec.conns:
+            if c.kind == "conv":
+                syn = slayer.synapse.Conv(c.in_channels, c.out_channels, c.kernel, stride=c.stride, padding=c.padding)
+            else:
+                syn = slayer.synapse.Dense(c.in_channels, c.out_channels)
+            self.synapses[_key(c.name)] = syn
+            if c.batchnorm:
+                self.norms[_key(c.name)] = torch.nn.BatchNorm3d(c.out_channels)
+        self.neurons = torch.nn.ModuleDict()
+        self.biases = torch.nn.ParameterDict()
+        for g in spec.groups:
+            if not g.readout:
+                self.neurons[_key(g.name)] = slayer.neuron.cuba.Neuron(
+                    threshold=cfg.threshold,
+                    current_decay=CURRENT_DECAY / 4096,
+                    voltage_decay=VOLTAGE_DECAY / 4096,
+                    tau_grad=cfg.tau_grad,
+                    scale_grad=cfg.scale_grad,
+                    scale=WEIGHT_SCALE,
+                )
+            self.biases[_key(g.name)] = torch.nn.Parameter(torch.zeros(g.shape[0]), requires_grad=False)
+        self.register_buffer("folded", torch.tensor(False))
+        self.register_buffer("exponents", torch.zeros(len(spec.conns), dtype=torch.int64))
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, events: torch.Tensor, record: bool = False):
+        """``events`` ``[T, B, 2, H, W]`` -> logits ``[B, K]`` (and spikes per group if ``record``).
+
+        The logits are the readout integrators' final voltages, ``sum_t fc[t]``, divided by
+        ``threshold * T`` to give the loss a sensible scale (argmax unchanged).
+        """
+        x = i2e_to_slayer(events, self.spec.steps)
+        spikes: dict[str, torch.Tensor] = {INPUT: x}
+        outputs: dict[str, torch.Tensor] = {}
+        currents: dict[str, torch.Tensor] = {}
+        for g in self.spec.groups:
+            total = None
+            for c in self.spec.incoming(g.name):
+                if c.name not in outputs:
+                    outputs[c.name] = delay_one_step(self._synapse(c, spikes[c.source]))
+                total = outputs[c.name] if total is None else total + outputs[c.name]
+            if bool(self.folded):
+                bias = quantize_bias(self.biases[_key(g.name)], self.neuron_config.max_bias)
+                total = total + bias.view(1, -1, *([1] * (total.ndim - 2)))
+            if g.readout:
+                currents[g.name] = total
+            else:
+                spikes[g.name] = self.neurons[_key(g.name)](total)
+        readout = currents[self.spec.readout.name]
+        logits = readout.sum(-1) / (self.neuron_config.threshold * self.spec.timesteps)
+        if record:
+            return logits, {**{k: v for k, v in spikes.items() if k != INPUT}, self.spec.readout.name: readout.cumsum(-1)}
+        return logits
+
+    def _synapse(self, c, source_spikes: torch.Tensor) -> torch.Tensor:
+        syn = self.synapses[_key(c.name)]
+        if c.kind == "pool_dense":
+            source_spikes = source_spikes.sum(dim=(2, 3))
+        if bool(self.folded):
+            e = int(self.exponents[self._conn_index(c.name)])
+            weight = quantize_weight(syn.weight, e)
+            return self._apply(syn, c, source_spikes, weight)
+        out = self._apply(syn, c, source_spikes, syn.weight)
+        if c.batchnorm:
+            out = self.neuron_config.threshold * self.norms[_key(c.name)](out)
+        return out
+
+    @staticmethod
+    def _apply(syn, c, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if c.kind == "pool_dense":
+            return F.conv3d(x.reshape(x.shape[0], -1, 1, 1, x.shape[-1]), weight).reshape(x.shape[0], -1, x.shape[-1])
+        return F.conv3d(x, weight, None, syn.stride, syn.padding, syn.dilation, syn.groups)
+
+    def _conn_index(self, name: str) -> int:
+        return [c.name for c in self.spec.conns].index(name)
+
+    # ------------------------------------------------------------------ folding
+    @torch.no_grad()
+    def fold(self) -> None:
+        """Fold BatchNorm into weights and group biases; choose exponents; switch to QAT."""
+        if bool(self.folded):
+            return
+        cfg = self.neuron_config
+        for i, c in enumerate(self.spec.conns):
+            syn = self.synapses[_key(c.name)]
+            if c.batchnorm:
+                bn = self.norms[_key(c.name)]
+                inv = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                syn.weight.mul_(cfg.threshold * inv.view(-1, *([1] * (syn.weight.ndim - 1))))
+                shift = cfg.threshold * (bn.bias - bn.running_mean * inv)
+                for t in c.targets:
+                    self.biases[_key(t)].add_(shift)
+            self.exponents[i] = choose_exponent(syn.weight)
+        for g in self.spec.groups:
+            self.biases[_key(g.name)].requires_grad_(not g.readout)
+        self.norms = torch.nn.ModuleDict()
+        self.folded.fill_(True)
+
+    # ------------------------------------------------------------------ deployment
+    @torch.no_grad()
+    def integer_parameters(self) -> dict:
+        """The deployable integers: per connection mantissas and exponent, per group bias mantissas."""
+        if not bool(self.folded):
+            raise RuntimeError("fold() the model before exporting integers")
+        conns = {}
+        for i, c in enumerate(self.spec.conns):
+            e = int(self.exponents[i])
+            w = quantize_weight(self.synapses[_key(c.name)].weight, e) * WEIGHT_SCALE / 2.0**e
+            m = w.round().to(torch.int64)
+            assert torch.equal(m.to(w.dtype), w), f"{c.name}: mantissas are not integers"
+            conns[c.name] = {"weight": m.reshape(c.out_channels, c.in_channels, *([c.kernel] * 2 if c.kind == "conv" else [])), "exponent": e}
+        groups = {}
+        for g in self.spec.groups:
+            b = quantize_bias(self.biases[_key(g.name)], self.neuron_config.max_bias) / BIAS_STEP
+            groups[g.name] = {"bias": b.round().to(torch.int64)}
+        return {"conns": conns, "groups": groups}
+
+
+def choose_exponent(weight: torch.Tensor) -> int:
+    """Smallest exponent e >= 0 with max|w| <= 127 * 2**e / 64 (capped at 7)."""
+    peak = float(weight.abs().max())
+    if peak == 0:
+        return 0
+    return int(min(MAX_EXPONENT, max(0, math.ceil(math.log2(peak * WEIGHT_SCALE / 127)))))
+
+
+def build_model(spec: NetSpec, neuron: NeuronConfig | None = None) -> SpikingGraph:
+    return SpikingGraph(spec, neuron)

@@ -1,0 +1,213 @@
+"""Network architecture as a graph of neuron groups and synaptic connections.
+
+This is the shape of a network as Loihi sees it: neuron groups (shape), and connections
+(conv or pooled-dense synapses) from one source (a group or the input) to one or more target
+groups, whose inputs are summed. The MS-ResNet membrane shortcut is exactly that: the residual
+stream is the sum of several connections into one group. The QAT model and the exported
+network description are both built from a :class:`NetSpec`.
+
+Every connection delays by one timestep (as in Lava and on Loihi), so a sample of ``T`` input
+frames needs ``T + depth`` steps, ``depth`` being the longest path (in hops) from the input to
+the readout. See README "Design: timing" for why the network is then exact window by window.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+INPUT = "input"
+
+
+@dataclass
+class ConnSpec:
+    """A synaptic connection. ``kind`` is ``conv`` or ``pool_dense`` (global sum-pool then dense)."""
+
+    name: str
+    source: str
+    targets: list[str]
+    kind: str
+    in_channels: int
+    out_channels: int
+    kernel: int = 1
+    stride: int = 1
+    padding: int = 0
+    batchnorm: bool = True
+
+
+@dataclass
+class GroupSpec:
+    """A neuron group; ``shape`` is ``(C, H, W)``, or ``(K,)`` for the readout integrators."""
+
+    name: str
+    shape: tuple[int, ...]
+    readout: bool = False
+
+
+@dataclass
+class NetSpec:
+    name: str
+    input_shape: tuple[int, int, int]
+    timesteps: int
+    groups: list[GroupSpec] = field(default_factory=list)
+    conns: list[ConnSpec] = field(default_factory=list)
+
+    def group(self, name: str) -> GroupSpec:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(f"no neuron group named {name!r}")
+
+    def incoming(self, group: str) -> list[ConnSpec]:
+        return [c for c in self.conns if group in c.targets]
+
+    def source_shape(self, source: str) -> tuple[int, ...]:
+        return tuple(self.input_shape) if source == INPUT else self.group(source).shape
+
+    def depths(self) -> dict[str, int]:
+        """Longest path in hops from the input to each group."""
+        depth = {INPUT: 0}
+        for g in self.groups:
+            depth[g.name] = 1 + max(depth[c.source] for c in self.incoming(g.name))
+        return depth
+
+    @property
+    def readout(self) -> GroupSpec:
+        return self.groups[-1]
+
+    @property
+    def num_classes(self) -> int:
+        return self.readout.shape[0]
+
+    @property
+    def steps(self) -> int:
+        """Timesteps per sample: the input frames plus the network's latency."""
+        return self.timesteps + self.depths()[self.readout.name]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetSpec":
+        return cls(
+            name=d["name"],
+            input_shape=tuple(d["input_shape"]),
+            timesteps=int(d["timesteps"]),
+            groups=[GroupSpec(g["name"], tuple(g["shape"]), bool(g["readout"])) for g in d["groups"]],
+            conns=[ConnSpec(**{**c, "targets": list(c["targets"])}) for c in d["conns"]],
+        )
+
+    def validate(self) -> None:
+        """Check that the graph is well formed and that shapes chain; errors name the part."""
+        seen = {INPUT}
+        if not self.groups or not self.groups[-1].readout or any(g.readout for g in self.groups[:-1]):
+            raise ValueError(f"{self.name}: the last group, and only it, must be the readout")
+        for g in self.groups:
+            if not self.incoming(g.name):
+                raise ValueError(f"group {g.name!r}: has no incoming connection")
+            seen.add(g.name)
+        for c in self.conns:
+            if c.source not in seen:
+                raise ValueError(f"connection {c.name!r}: unknown source {c.source!r}")
+            for t in c.targets:
+                if t not in seen:
+                    raise ValueError(f"connection {c.name!r}: unknown target {t!r}")
+                expected = conn_output_shape(c, self.source_shape(c.source))
+                if tuple(self.group(t).shape) != expected:
+                    raise ValueError(
+                        f"connection {c.name!r}: output shape {expected} does not match group {t!r} {self.group(t).shape}"
+                    )
+        order = {g.name: i for i, g in enumerate(self.groups)}
+        order[INPUT] = -1
+        for c in self.conns:
+            if any(order[t] <= order[c.source] for t in c.targets):
+                raise ValueError(f"connection {c.name!r}: groups must be listed in feed-forward order")
+
+
+def conn_output_shape(c: ConnSpec, in_shape: Sequence[int]) -> tuple[int, ...]:
+    if len(in_shape) != 3 or in_shape[0] != c.in_channels:
+        raise ValueError(f"connection {c.name!r}: expects {c.in_channels} input channels, source has shape {tuple(in_shape)}")
+    if c.kind == "pool_dense":
+        return (c.out_channels,)
+    if c.kind != "conv":
+        raise ValueError(f"connection {c.name!r}: unknown kind {c.kind!r}")
+    _, h, w = in_shape
+    size = lambda n: (n + 2 * c.padding - c.kernel) // c.stride + 1  # noqa: E731
+    if size(h) < 1 or size(w) < 1:
+        raise ValueError(f"connection {c.name!r}: kernel {c.kernel} larger than its padded input {tuple(in_shape)}")
+    return (c.out_channels, size(h), size(w))
+
+
+def msresnet_spec(
+    name: str,
+    blocks: Sequence[int],
+    widths: Sequence[int],
+    input_shape: tuple[int, int, int] = (2, 128, 128),
+    num_classes: int = 10,
+    timesteps: int = 8,
+    stem_kernel: int = 7,
+    stem_stride: int = 4,
+    stem_padding: int | None = None,
+) -> NetSpec:
+    """MS-ResNet with membrane shortcuts as a group/connection graph.
+
+    Blocks are ``sn1 -> conv3x3 -> sn2 -> conv3x3``; the residual stream (synaptic input, not
+    spikes) is the set of connections summed into the next block's ``sn1``. A downsampling
+    block adds ``sn1 -> conv1x1(stride)``, which starts a new stream. The paper's stem
+    (conv stride 2 + max-pool stride 2 on membrane input) becomes one conv of stride 4: Loihi
+    has no max-pool on synaptic input. The head is ``sn -> global sum-pool -> dense`` into
+    non-spiking readout integrators.
+    """
+    spec = NetSpec(name, tuple(input_shape), timesteps)
+    shape = tuple(input_shape)
+
+    def add_conn(cname: str, source: str, out_ch: int, kernel: int, stride: int, padding: int) -> ConnSpec:
+        c = ConnSpec(cname, source, [], "conv", spec.source_shape(source)[0], out_ch, kernel, stride, padding)
+        spec.conns.append(c)
+        return c
+
+    def add_group(gname: str, stream: list[ConnSpec]) -> str:
+        out = conn_output_shape(stream[0], spec.source_shape(stream[0].source))
+        spec.groups.append(GroupSpec(gname, out))
+        for c in stream:
+            c.targets.append(gname)
+        return gname
+
+    pad = stem_kernel // 2 if stem_padding is None else stem_padding
+    stem = add_conn("stem", INPUT, widths[0], stem_kernel, stem_stride, pad)
+    stream = [stem]
+    channels = widths[0]
+    for i, (n, width) in enumerate(zip(blocks, widths)):
+        for j in range(n):
+            stride = 2 if i > 0 and j == 0 else 1
+            prefix = f"s{i}b{j}"
+            sn1 = add_group(f"{prefix}.sn1", stream)
+            conv1 = add_conn(f"{prefix}.conv1", sn1, width, 3, stride, 1)
+            sn2 = add_group(f"{prefix}.sn2", [conv1])
+            conv2 = add_conn(f"{prefix}.conv2", sn2, width, 3, 1, 1)
+            if stride != 1 or channels != width:
+                stream = [add_conn(f"{prefix}.down", sn1, width, 1, stride, 0), conv2]
+            else:
+                stream = stream + [conv2]
+            channels = width
+    head = add_group("head.sn", stream)
+    fc = ConnSpec("fc", head, ["readout"], "pool_dense", channels, num_classes, batchnorm=False)
+    spec.conns.append(fc)
+    spec.groups.append(GroupSpec("readout", (num_classes,), readout=True))
+    spec.validate()
+    return spec
+
+
+#: name -> keyword arguments of :func:`msresnet_spec` (input shape and classes come from the data).
+ARCHITECTURES: dict[str, dict] = {
+    "msresnet18": dict(blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512)),
+    "msresnet34": dict(blocks=(3, 4, 6, 3), widths=(64, 128, 256, 512)),
+    # CPU-sized for 32x32 digits (8x8 originals): a 4x4 stride-4 stem back to 8x8, one plain
+    # and one downsampling block.
+    "msresnet_tiny": dict(blocks=(1, 1), widths=(16, 32), stem_kernel=4, stem_stride=4, stem_padding=0),
+}
+
+
+def build_spec(arch: str, input_shape: tuple[int, int, int], num_classes: int, timesteps: int = 8) -> NetSpec:
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch={arch!r}: must be one of {sorted(ARCHITECTURES)}")
+    return msresnet_spec(arch, input_shape=input_shape, num_classes=num_classes, timesteps=timesteps, **ARCHITECTURES[arch])
