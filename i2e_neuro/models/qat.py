@@ -37,11 +37,30 @@ BIAS_STEP = 1 / 64  # netx convention: bias_exp = 6, so a bias mantissa counts 1
 
 @dataclass
 class NeuronConfig:
-    """Loihi CUBA-LIF parameters shared by all spiking groups."""
+    """Loihi CUBA-LIF parameters shared by all spiking groups.
+
+    The mapping from the paper's SpikingJelly LIF: with ``du = 4096`` and ``dv = 2048`` the CUBA
+    neuron fed ``threshold * x`` follows exactly SpikingJelly's ``LIFNode(tau=2,
+    decay_input=False, v_threshold=1, v_reset=0)`` fed ``x`` (``H = V/2 + x``, hard reset to 0),
+    except that Loihi fires only when the voltage is strictly above the threshold where
+    SpikingJelly fires at ``H == v_threshold`` too (tested in ``tests/test_models.py``):
+
+    ======================  ==============================  ===========================================
+    quantity                SpikingJelly (paper)            slayer ``cuba.Neuron`` / Loihi 2
+    ======================  ==============================  ===========================================
+    input                   ``x``                           ``16 * x`` (``threshold * x``)
+    current decay           (none: input used directly)     ``current_decay=1.0``, ``du = 4096``
+    voltage decay           ``tau=2``, ``decay_input=False``  ``voltage_decay=0.5``, ``dv = 2048``
+    threshold               ``v_threshold=1``               ``threshold=16``, ``vth_mant = 1024``
+    state scale             float                           ``scale=64`` (24-bit state: v * 4096)
+    reset                   ``v_reset=0`` (hard)            to 0 (hard)
+    fires when              ``H >= 1``                      ``v > threshold`` (strict)
+    ======================  ==============================  ===========================================
+    """
 
     threshold: float = 16.0  # vth_mant = 1024
-    tau_grad: float = 0.003
-    scale_grad: float = 6.0
+    tau_grad: float = 0.01  # surrogate width 100 * tau_grad * threshold = 16 (one threshold)
+    scale_grad: float = 20.0
 
     @property
     def vth_mant(self) -> int:
@@ -125,11 +144,12 @@ class SpikingGraph(torch.nn.Module):
             total = None
             for c in self.spec.incoming(g.name):
                 if c.name not in outputs:
-                    outputs[c.name] = delay_one_step(self._synapse(c, spikes[c.source]))
+                    outputs[c.name] = self._synapse(c, spikes[c.source])
                 total = outputs[c.name] if total is None else total + outputs[c.name]
             if bool(self.folded):
                 bias = quantize_bias(self.biases[_key(g.name)], self.neuron_config.max_bias)
                 total = total + bias.view(1, -1, *([1] * (total.ndim - 2)))
+            total = total.float()  # under CUDA autocast the synapses give float16; the neurons take float32
             if g.readout:
                 currents[g.name] = total
             else:
@@ -141,20 +161,27 @@ class SpikingGraph(torch.nn.Module):
         return logits
 
     def _synapse(self, c, source_spikes: torch.Tensor) -> torch.Tensor:
+        """The synaptic input a connection delivers, one step late (Loihi's hop).
+
+        BatchNorm (float phase) comes after the delay, so that its shift reaches the target from
+        step 0 on, as the folded bias does on Loihi: the folded model is then exactly the
+        unfolded one (tests/test_models.py).
+        """
         syn = self.synapses[_key(c.name)]
         if c.kind == "pool_dense":
             source_spikes = source_spikes.sum(dim=(2, 3))
         if bool(self.folded):
             e = int(self.exponents[self._conn_index(c.name)])
             weight = quantize_weight(syn.weight, e)
-            return self._apply(syn, c, source_spikes, weight)
-        out = self._apply(syn, c, source_spikes, syn.weight)
+            return delay_one_step(self._conv(syn, c, source_spikes, weight))
+        out = delay_one_step(self._conv(syn, c, source_spikes, syn.weight))
         if c.batchnorm:
             out = self.neuron_config.threshold * self.norms[_key(c.name)](out)
         return out
 
     @staticmethod
-    def _apply(syn, c, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def _conv(syn, c, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        # (not ``_apply``: that name is torch.nn.Module's, used by .to() / .cuda() / .double())
         if c.kind == "pool_dense":
             return F.conv3d(x.reshape(x.shape[0], -1, 1, 1, x.shape[-1]), weight).reshape(x.shape[0], -1, x.shape[-1])
         return F.conv3d(x, weight, None, syn.stride, syn.padding, syn.dilation, syn.groups)
@@ -202,6 +229,50 @@ class SpikingGraph(torch.nn.Module):
             b = quantize_bias(self.biases[_key(g.name)], self.neuron_config.max_bias) / BIAS_STEP
             groups[g.name] = {"bias": b.round().to(torch.int64)}
         return {"conns": conns, "groups": groups}
+
+
+    def deploy(self, i2e: dict | None = None, classes: list[str] | None = None) -> dict:
+        """Plain data for the exporter (the checkpoint's ``deploy`` entry): spec, neuron, integers."""
+        ints = self.integer_parameters()
+        cfg = self.neuron_config
+        return {
+            "spec": self.spec.to_dict(),
+            "neuron": {
+                "threshold": cfg.threshold,
+                "vth_mant": cfg.vth_mant,
+                "current_decay": CURRENT_DECAY,
+                "voltage_decay": VOLTAGE_DECAY,
+                "tau_grad": cfg.tau_grad,
+                "scale_grad": cfg.scale_grad,
+            },
+            "steps": self.spec.steps,
+            "i2e": dict(i2e or {}),
+            "conns": ints["conns"],
+            "groups": ints["groups"],
+            "classes": list(classes or []),
+        }
+
+    @classmethod
+    def from_deploy(cls, deploy: dict) -> "SpikingGraph":
+        """Rebuild the quantized model from deployable integers (exactly: quantization is idempotent)."""
+        n = deploy["neuron"]
+        model = cls(
+            NetSpec.from_dict(deploy["spec"]),
+            NeuronConfig(threshold=n["vth_mant"] / WEIGHT_SCALE, tau_grad=n.get("tau_grad", 0.01), scale_grad=n.get("scale_grad", 20.0)),
+        )
+        model.fold()
+        with torch.no_grad():
+            for i, c in enumerate(model.spec.conns):
+                params = deploy["conns"][c.name]
+                e = int(params["exponent"])
+                model.exponents[i] = e
+                syn = model.synapses[_key(c.name)]
+                w = torch.as_tensor(params["weight"], dtype=syn.weight.dtype) * 2.0**e / WEIGHT_SCALE
+                syn.weight.copy_(w.reshape(syn.weight.shape))
+            for g in model.spec.groups:
+                b = torch.as_tensor(deploy["groups"][g.name]["bias"], dtype=torch.float32) * BIAS_STEP
+                model.biases[_key(g.name)].copy_(b)
+        return model
 
 
 def choose_exponent(weight: torch.Tensor) -> int:

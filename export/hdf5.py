@@ -1,0 +1,157 @@
+"""Network description <-> HDF5, in lava-dl netx's layout, extended for residual networks.
+
+netx reads ``layer/0..n`` in order, each layer fed by the one before: ``type`` (input, conv,
+dense), ``shape`` (C, H, W), ``neuron`` (CUBA: iDecay, vDecay, vThMant, refDelay, gradedSpike),
+``weight`` (torch layout, effective integers), ``bias`` (mantissa, exponent 6), ``stride``,
+``padding``, ``dilation``, ``groups``. A chain network written here loads unchanged with
+``lava.lib.dl.netx.hdf5.Network``.
+
+What netx lacks is kept beside it: every layer lists all of its incoming connections under
+``layer/i/inputs/j`` (source layer index, kind, weight mantissas, exponent, geometry, delay),
+and the root holds the I2E input parameters, ``steps`` and the class names. A layer that netx
+cannot express (several inputs, or an input that is not the previous layer) gets the type
+``residual``; the root attribute ``netx_compatible`` says whether netx can load the file.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from i2e_neuro.atomic import atomic_path
+
+from .description import INPUT, Connection, NetworkDescription, NeuronGroup
+
+FORMAT = "i2e-neuro network description"
+VERSION = 1
+
+
+def save_hdf5(desc: NetworkDescription, path: str | Path) -> Path:
+    """Atomically write ``desc`` to ``path``."""
+    desc.validate()
+    path = Path(path)
+    index = {INPUT: 0, **{g.name: i + 1 for i, g in enumerate(desc.groups)}}
+    chain = desc.is_chain()
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(
+            format=FORMAT,
+            version=VERSION,
+            name=desc.name,
+            netx_compatible=chain,
+            timesteps=desc.timesteps,
+            steps=desc.steps,
+            i2e=json.dumps(desc.i2e),
+            classes=json.dumps(desc.classes),
+        )
+        layers = f.create_group("layer")
+        inp = layers.create_group("0")
+        inp["type"] = "input"
+        inp["shape"] = np.asarray(desc.input_shape)
+        for g in desc.groups:
+            _write_group(layers.create_group(str(index[g.name])), desc, g, index, chain)
+    return path
+
+
+def _write_group(h: h5py.Group, desc: NetworkDescription, g: NeuronGroup, index: dict, chain: bool) -> None:
+    incoming = desc.incoming(g.name)
+    first = incoming[0]
+    h["name"] = g.name
+    h["type"] = ("dense" if first.kind == "pool_dense" else "conv") if chain else "residual"
+    h["shape"] = np.asarray(g.shape)
+    neuron = h.create_group("neuron")
+    neuron["type"] = "CUBA"
+    neuron["iDecay"], neuron["vDecay"], neuron["vThMant"] = g.du, g.dv, g.vth
+    neuron["refDelay"], neuron["gradedSpike"] = 1, False
+    neuron["readout"] = g.readout
+    h["bias"] = g.bias.astype(np.int64)
+    h["biasExp"] = g.bias_exp
+    _write_netx_weight(h, desc, first)
+    inputs = h.create_group("inputs")
+    for j, c in enumerate(incoming):
+        ch = inputs.create_group(str(j))
+        ch["name"], ch["kind"], ch["source"] = c.name, c.kind, index[c.source]
+        ch["weight"], ch["exponent"] = c.weight.astype(np.int8), c.exponent
+        ch["stride"], ch["padding"], ch["delay"] = c.stride, c.padding, c.delay
+
+
+def _write_netx_weight(h: h5py.Group, desc: NetworkDescription, c: Connection) -> None:
+    """The first connection in netx's own keys (effective integer weights, as slayer exports them)."""
+    if c.kind == "conv":
+        h["weight"] = c.effective_weight
+        h["stride"], h["padding"], h["dilation"], h["groups"] = c.stride, c.padding, 1, 1
+    else:  # global sum-pool + dense == dense with the weight repeated over positions, netx flatten order (C, H, W)
+        _, height, width = desc.source_shape(c.source)
+        h["weight"] = np.repeat(c.effective_weight, height * width, axis=1)
+
+
+def load_hdf5(path: str | Path) -> NetworkDescription:
+    """Read a file written by :func:`save_hdf5`; a missing, truncated or foreign file raises ValueError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such network file")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                raise ValueError(f"not an {FORMAT} file (no 'format' attribute)")
+            layers = f["layer"]
+            n = len(layers)
+            names = {0: INPUT}
+            groups, conns = [], {}
+            for i in range(1, n):
+                h = layers[str(i)]
+                names[i] = _str(h["name"][()])
+            for i in range(1, n):
+                h = layers[str(i)]
+                neuron = h["neuron"]
+                groups.append(
+                    NeuronGroup(
+                        name=names[i],
+                        shape=tuple(int(s) for s in h["shape"][()]),
+                        du=int(neuron["iDecay"][()]),
+                        dv=int(neuron["vDecay"][()]),
+                        vth=int(neuron["vThMant"][()]),
+                        bias=h["bias"][()].astype(np.int64),
+                        bias_exp=int(h["biasExp"][()]),
+                        readout=bool(neuron["readout"][()]),
+                    )
+                )
+                for j in range(len(h["inputs"])):
+                    ch = h["inputs"][str(j)]
+                    name = _str(ch["name"][()])
+                    if name in conns:
+                        conns[name].targets.append(names[i])
+                        continue
+                    conns[name] = Connection(
+                        name=name,
+                        kind=_str(ch["kind"][()]),
+                        source=names[int(ch["source"][()])],
+                        targets=[names[i]],
+                        weight=ch["weight"][()].astype(np.int64),
+                        exponent=int(ch["exponent"][()]),
+                        stride=int(ch["stride"][()]),
+                        padding=int(ch["padding"][()]),
+                        delay=int(ch["delay"][()]),
+                    )
+            desc = NetworkDescription(
+                name=str(f.attrs["name"]),
+                input_shape=tuple(int(s) for s in layers["0"]["shape"][()]),
+                timesteps=int(f.attrs["timesteps"]),
+                steps=int(f.attrs["steps"]),
+                i2e=json.loads(f.attrs["i2e"]),
+                groups=groups,
+                connections=list(conns.values()),
+                classes=json.loads(f.attrs["classes"]),
+            )
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{path}: not a valid network file ({e})") from e
+    try:
+        desc.validate()
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+    return desc
+
+
+def _str(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

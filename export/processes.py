@@ -1,0 +1,128 @@
+"""Lava processes of our own: the streaming I2E spike input, the readout and spike monitors.
+
+All three run on the host CPU (they are the I/O around the network, not part of it); the
+Loihi 2 path keeps them on the host and refuses nothing else by name (see ``lava_graph``).
+Process declarations are separate from their models, as Lava wants.
+"""
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.decorator import implements, requires
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort, PyRefPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.process.ports.ports import InPort, OutPort, RefPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from i2e_neuro.layouts import chw_to_lava
+
+
+class I2ESource(AbstractProcess):
+    """Streams samples as I2E event frames, one frame per step, then ``steps - T`` idle steps.
+
+    ``samples`` is either images ``[N, C, H, W]`` (uint8 or float; converted with I2E inside
+    the process model, sample after sample) or ready events ``[N, T, 2, H, W]`` (bool).
+    Output: spikes of shape ``(W, H, 2)`` (Lava's ``(x, y, f)``) on ``s_out``.
+    """
+
+    def __init__(self, *, samples: np.ndarray, steps: int, timesteps: int, i2e: dict | None = None, events: bool = False):
+        n = samples.shape[0]
+        h, w = samples.shape[-2:]
+        super().__init__(samples=samples, steps=steps, timesteps=timesteps, i2e=i2e or {}, events=events)
+        self.s_out = OutPort(shape=(w, h, 2))
+        self.num_samples = n
+
+
+@implements(proc=I2ESource, protocol=LoihiProtocol)
+@requires(CPU)
+class PyI2ESourceModel(PyLoihiProcessModel):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=1)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.samples = proc_params["samples"]
+        self.steps, self.timesteps = proc_params["steps"], proc_params["timesteps"]
+        self.i2e, self.events = proc_params["i2e"], proc_params["events"]
+        self.frames = None
+        h, w = self.samples.shape[-2:]
+        self.zero = np.zeros((w, h, 2), dtype=np.int32)
+
+    def _frames(self, k: int) -> np.ndarray | None:
+        if k >= len(self.samples):
+            return None
+        if self.events:
+            ev = np.asarray(self.samples[k])[: self.timesteps]
+        else:
+            from i2e_neuro.conversion import i2e
+
+            ev = i2e(self.samples[k], timesteps=self.timesteps, **self.i2e).numpy()
+        return chw_to_lava(ev.astype(np.int32))  # [T, W, H, 2]
+
+    def run_spk(self) -> None:
+        k, j = divmod(self.time_step - 1, self.steps)
+        if j == 0:
+            self.frames = self._frames(k)
+        if self.frames is not None and j < self.timesteps:
+            self.s_out.send(self.frames[j])
+        else:
+            self.s_out.send(self.zero)
+
+
+class Readout(AbstractProcess):
+    """Reads the readout integrators' voltages at the end of every sample window.
+
+    ``logits[k]`` is the final ``v`` of sample ``k`` (Loihi units: 4096 x the trained logit sum);
+    the prediction is its argmax.
+    """
+
+    def __init__(self, *, num_classes: int, num_samples: int, steps: int):
+        super().__init__(num_classes=num_classes, num_samples=num_samples, steps=steps)
+        self.v = RefPort(shape=(num_classes,))
+        self.logits = Var(shape=(max(1, num_samples), num_classes), init=0)
+
+
+@implements(proc=Readout, protocol=LoihiProtocol)
+@requires(CPU)
+class PyReadoutModel(PyLoihiProcessModel):
+    v: PyRefPort = LavaPyType(PyRefPort.VEC_DENSE, np.int32)
+    logits: np.ndarray = LavaPyType(np.ndarray, np.int64)
+
+    def post_guard(self) -> bool:
+        return self.time_step % self.proc_params["steps"] == 0
+
+    def run_post_mgmt(self) -> None:
+        k = self.time_step // self.proc_params["steps"] - 1
+        if k < self.logits.shape[0]:
+            self.logits[k] = self.v.read()
+
+    def run_spk(self) -> None:
+        pass
+
+
+class SpikeMonitor(AbstractProcess):
+    """Counts a group's spikes per sample window and records the full trains of the first samples."""
+
+    def __init__(self, *, shape: tuple[int, ...], num_samples: int, steps: int, record_samples: int = 0):
+        super().__init__(shape=shape, num_samples=num_samples, steps=steps, record_samples=record_samples)
+        self.s_in = InPort(shape=shape)
+        self.counts = Var(shape=(max(1, num_samples),), init=0)
+        self.trains = Var(shape=(max(1, record_samples), steps, *shape), init=0)
+
+
+@implements(proc=SpikeMonitor, protocol=LoihiProtocol)
+@requires(CPU)
+class PySpikeMonitorModel(PyLoihiProcessModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=1)
+    counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    trains: np.ndarray = LavaPyType(np.ndarray, np.int8)
+
+    def run_spk(self) -> None:
+        spikes = self.s_in.recv()
+        k, j = divmod(self.time_step - 1, self.proc_params["steps"])
+        if k < self.counts.shape[0]:
+            self.counts[k] += int(np.count_nonzero(spikes))
+        if k < self.proc_params["record_samples"]:
+            self.trains[k, j] = spikes != 0

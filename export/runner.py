@@ -1,0 +1,138 @@
+"""Run a network description in Lava: CPU simulation (Loihi 2 fixed point) or Loihi 2 hardware.
+
+The runtime is always stopped: on success, on exceptions, on Ctrl-C and when compilation fails,
+so no Lava OS processes are left behind.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from i2e_neuro.layouts import lava_to_chw
+
+from .description import NetworkDescription
+from .lava_graph import build
+
+BACKENDS = ("cpu", "loihi2")
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested back end cannot run here (e.g. Loihi 2 without the Loihi extension)."""
+
+
+@dataclass
+class SimulationResult:
+    logits: np.ndarray  # [N, K] readout voltages (Loihi units)
+    counts: dict[str, np.ndarray]  # group -> spikes per sample [N]
+    trains: dict[str, np.ndarray] = field(default_factory=dict)  # group -> [M, steps, *CHW] (recorded samples)
+    seconds: float = 0.0
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)
+
+
+def run_config(backend: str = "cpu", fast: bool = True):
+    """Lava run configuration: CPU Loihi-2 fixed-point simulation (with our fast Conv model) or hardware."""
+    if backend == "cpu":
+        from lava.magma.core.run_configs import Loihi2SimCfg
+
+        if not fast:
+            return Loihi2SimCfg(select_tag="fixed_pt")
+        from .fast_models import fast_exception_map
+
+        return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=fast_exception_map())
+    if backend == "loihi2":
+        from lava.utils import loihi
+
+        if not loihi.is_installed():
+            raise BackendUnavailable(
+                "--backend loihi2 needs Intel's Loihi extension for Lava (lava-loihi), which is not installed. "
+                "It is distributed to members of the Intel Neuromorphic Research Community (INRC): join at "
+                "https://intel-ncl.atlassian.net/wiki/spaces/INRC, install lava-loihi in this environment and "
+                "run on an INRC Loihi 2 system (loihi.use_slurm_host()). Use --backend cpu to simulate here."
+            )
+        from lava.magma.core.run_configs import Loihi2HwCfg
+
+        loihi.use_slurm_host()
+        return Loihi2HwCfg()
+    raise ValueError(f"backend={backend!r}: must be one of {BACKENDS}")
+
+
+def simulate(
+    desc: NetworkDescription,
+    samples: np.ndarray,
+    events: bool = False,
+    backend: str = "cpu",
+    record: int = 0,
+    fast: bool = True,
+) -> SimulationResult:
+    """Stream ``samples`` through the network; record full spike trains of the first ``record`` samples.
+
+    ``samples``: images ``[N, C, H, W]`` (converted by I2E in the source process) or, with
+    ``events=True``, event frames ``[N, T, 2, H, W]``.
+    """
+    from lava.magma.core.run_conditions import RunSteps
+
+    from .processes import I2ESource, Readout, SpikeMonitor
+
+    # Lava's model search tries to import every module beside a process's file and warns for each
+    warnings.filterwarnings("ignore", message="Cannot import module", category=UserWarning)
+
+    check_samples(desc, samples, events)
+    cfg = run_config(backend, fast)  # fails before anything starts when the back end is missing
+    n, record = len(samples), min(record, len(samples))
+    net = build(desc)
+    i2e_params = {k: v for k, v in desc.i2e.items() if k in ("ratio", "order", "padding")}
+    source = I2ESource(samples=samples, steps=desc.steps, timesteps=desc.timesteps, i2e=i2e_params, events=events)
+    net.connect_input(source.s_out)
+    readout = Readout(num_classes=desc.readout.shape[0], num_samples=n, steps=desc.steps)
+    readout.v.connect_var(net.readout.v)
+    monitors = {}
+    for g in desc.spiking_groups:
+        mon = SpikeMonitor(shape=net.neurons[g.name].s_out.shape, num_samples=n, steps=desc.steps, record_samples=record)
+        net.neurons[g.name].s_out.connect(mon.s_in)
+        monitors[g.name] = mon
+    start = time.perf_counter()
+    try:
+        source.run(condition=RunSteps(num_steps=n * desc.steps), run_cfg=cfg)
+        logits = np.asarray(readout.logits.get(), dtype=np.int64)[:n]
+        counts = {k: np.asarray(m.counts.get(), dtype=np.int64)[:n] for k, m in monitors.items()}
+        trains = {}
+        if record:
+            for k, m in monitors.items():
+                trains[k] = lava_to_chw(np.asarray(m.trains.get())[:record].astype(bool))
+    finally:
+        _stop(source)
+    return SimulationResult(logits, counts, trains, time.perf_counter() - start)
+
+
+def _stop(process) -> None:
+    try:
+        process.stop()
+    except Exception:  # a runtime that never started, or already stopped, has nothing to stop
+        runtime = getattr(process, "runtime", None)
+        if runtime is not None:
+            try:
+                runtime.stop()
+            except Exception:
+                pass
+
+
+def check_samples(desc: NetworkDescription, samples: np.ndarray, events: bool) -> None:
+    """Refuse input of the wrong size or channel count before any runtime starts."""
+    c, h, w = desc.input_shape
+    if not isinstance(samples, np.ndarray) or samples.ndim not in (4, 5) or len(samples) == 0:
+        raise ValueError(f"input: expected a non-empty array of samples, got {getattr(samples, 'shape', type(samples))}")
+    if events:
+        if samples.ndim != 5 or samples.shape[1] < desc.timesteps or samples.shape[2:] != (c, h, w):
+            raise ValueError(
+                f"input: event samples must be [N, T>={desc.timesteps}, {c}, {h}, {w}], got {samples.shape}"
+            )
+    elif samples.ndim != 4 or samples.shape[1] not in (1, 3) or samples.shape[2:] != (h, w):
+        raise ValueError(
+            f"input: images must be [N, 1 or 3, {h}, {w}] for network {desc.name!r}, got {samples.shape}"
+        )

@@ -1,0 +1,149 @@
+"""``i2e-neuro train``: train a QAT MS-ResNet (lava-dl slayer) or the SpikingJelly reference on I2E events.
+
+Images are converted by I2E on the training device inside every step (random equivalent
+vectors in training, canonical ones in evaluation), after augmentation of the source image.
+The slayer backend trains ``--epochs`` with float weights and BatchNorm, folds BatchNorm into
+the weights and biases, and fine-tunes ``--qat-epochs`` with Loihi's 8-bit weights (QAT); its
+checkpoint then carries a ``deploy`` entry for ``i2e-neuro export``.
+
+Everything goes into ``--out``: checkpoint.pt (after every epoch), metrics.csv, tb/
+(TensorBoard), curves.png, and interrupted.pt after a Ctrl-C. The last line printed is one
+JSON object (test_accuracy, checkpoint, epochs, seconds, backend, arch, samples_per_second ...).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+PROG = "i2e-neuro train"
+
+EXAMPLES = """\
+examples:
+  i2e-neuro train                                   embedded digits, msresnet_tiny, QAT (a few minutes on a CPU)
+  i2e-neuro train --backend spikingjelly            the float SpikingJelly reference on the same data
+  i2e-neuro train --dataset cifar10 --root data     the paper's recipe: msresnet18, 128x128, baseline2
+  i2e-neuro train --dataset cifar10-dvs --root dvs --init runs/cifar10/checkpoint.pt --qat-epochs 8
+                                                    sim-to-real: fine-tune an I2E-CIFAR10 model on real DVS
+  i2e-neuro train --resume --out runs/digits-slayer-20260101-120000
+  torchrun --nproc-per-node 4 -m i2e_neuro.cli train --dataset cifar10 --root data --out runs/c10
+
+datasets (nothing is downloaded; --root DIR):
+  digits         embedded scikit-learn digits (1437 train / 360 test), 32x32; no --root
+  cifar10/100    ROOT/cifar-10-batches-py/ or ROOT/cifar-100-python/ (upsampled to 128x128)
+  mnist          ROOT/MNIST/raw/; fashion-mnist ROOT/FashionMNIST/raw/ (32x32)
+  imagefolder    ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg (224x224)
+  events         ROOT/train/ and ROOT/test/ written by 'i2e-neuro convert --dataset ... --split ...'
+  cifar10-dvs    ROOT/<class>/*.aedat (the unzipped CIFAR10-DVS release)
+
+defaults per dataset (override any): digits msresnet_tiny, 14 float + 3 QAT epochs, batch 64,
+lr 0.1 (QAT 0.02), weight decay 1e-4, no augmentation, ratio 0.10; cifar10/100 msresnet18,
+256 + 16 epochs, batch 128, lr 0.1 (QAT 0.01), wd 2e-4, baseline2, ratio 0.07; imagefolder
+128 + 8 epochs, wd 1e-5, ratio 0.12. All: SGD momentum 0.9, cosine to 5e-5, label smoothing 0.1.
+
+exit status: 0 done; 1 the loss became NaN/inf (the last good checkpoint is kept); 2 bad
+arguments, data or checkpoint; 130 interrupted (OUT/interrupted.pt saved; --resume continues).
+"""
+
+#: argument name -> TrainConfig field (the value None means "not given": the dataset default)
+_CONFIG_ARGS = (
+    "dataset", "root", "backend", "arch", "epochs", "qat_epochs", "batch_size", "lr", "qat_lr", "min_lr",
+    "momentum", "weight_decay", "label_smoothing", "augment", "ratio", "timesteps", "size", "seed",
+    "limit_train", "limit_test", "workers", "init",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EXAMPLES
+    d = parser.add_argument_group("data")
+    d.add_argument("--dataset", metavar="NAME", help="digits (default), cifar10, cifar100, mnist, fashion-mnist, imagefolder, events, cifar10-dvs")
+    d.add_argument("--root", metavar="DIR", help="folder holding the dataset (all but digits)")
+    d.add_argument("--augment", metavar="KIND", help="none | baseline1 (flip) | baseline2 (RandomResizedCrop + flip + colour jitter), on the source image")
+    d.add_argument("--ratio", type=float, help="I2E threshold ratio (default: per dataset, e.g. cifar 0.07, digits 0.10)")
+    d.add_argument("--timesteps", type=int, metavar="T", help="timesteps (default 8)")
+    d.add_argument("--size", type=int, metavar="N", help="image side in pixels before I2E (default: digits/mnist 32, cifar 128, imagefolder 224)")
+    d.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training samples")
+    d.add_argument("--limit-test", type=int, metavar="N", help="use only the first N test samples")
+    d.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default 0 for in-memory data, else 4)")
+    m = parser.add_argument_group("model and recipe")
+    m.add_argument("--backend", metavar="NAME", help="slayer (default: QAT for Loihi) or spikingjelly (the paper's float reference)")
+    m.add_argument("--arch", metavar="NAME", help="msresnet18, msresnet34, msresnet_tiny (default: tiny for digits, else 18)")
+    m.add_argument("--epochs", type=int, metavar="N", help="float epochs (phase 1)")
+    m.add_argument("--qat-epochs", type=int, metavar="N", help="quantization-aware epochs after folding (slayer)")
+    m.add_argument("--batch-size", type=int, metavar="N", help="global batch size (split over processes)")
+    m.add_argument("--lr", type=float, help="SGD learning rate of phase 1 (cosine decay to --min-lr)")
+    m.add_argument("--qat-lr", type=float, help="learning rate of the QAT phase (a fresh SGD)")
+    m.add_argument("--min-lr", type=float, help="cosine floor (default 5e-5)")
+    m.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    m.add_argument("--weight-decay", type=float, help="weight decay (conv / dense weights only)")
+    m.add_argument("--label-smoothing", type=float, help="label smoothing (default 0.1)")
+    m.add_argument("--seed", type=int, help="random seed (default 0)")
+    m.add_argument("--init", metavar="CKPT", help="start from another run's checkpoint (classifier replaced if the classes differ)")
+    r = parser.add_argument_group("running")
+    r.add_argument("--out", metavar="DIR", help="output folder (default runs/<dataset>-<backend>-<time>)")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
+    r.add_argument("--device", default="auto", metavar="DEV", help="auto (default: cuda if available), cpu or cuda")
+    r.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision on CUDA (default: float16 autocast in the float phase)")
+    r.add_argument("--threads", type=int, default=2, metavar="N", help="torch CPU threads (default 2)")
+    r.add_argument("--stop-after", type=int, metavar="N", help="stop after N epochs in total, resumably (for jobs with a time limit)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    import os
+    from pathlib import Path
+
+    from .. import training
+
+    given = {k: getattr(args, k, None) for k in _CONFIG_ARGS}
+    try:
+        if args.threads is not None and args.threads < 1:
+            raise training.TrainError(f"--threads {args.threads}: must be at least 1")
+        if args.stop_after is not None and args.stop_after < 0:
+            raise training.TrainError(f"--stop-after {args.stop_after}: must be >= 0")
+        if args.resume:
+            if not args.out:
+                raise training.TrainError("--resume needs --out DIR, the folder of the run to continue")
+            ignored = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+            if ignored:
+                print(f"{PROG}: note: --resume continues with the run's stored settings; ignoring {' '.join(ignored)}", file=sys.stderr)
+            cfg = None
+        else:
+            cfg = training.resolve_config(**given)
+            cfg.amp = bool(args.amp)
+        if args.out:
+            out = Path(args.out)
+        elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise training.TrainError("--out DIR is required when running several processes (torchrun)")
+        else:
+            out = training.default_out(cfg)
+        result = training.train(
+            cfg, out, resume=args.resume, device=args.device, stop_after=args.stop_after,
+            progress=not args.no_progress, threads=args.threads,
+        )
+    except training.TrainError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except training.NonFiniteLoss as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run this command alone: ``python -m i2e_neuro.commands.train ...`` (and scripts/train_slayer.py)."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].split(": ", 1)[1])
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

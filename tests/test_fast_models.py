@@ -1,0 +1,278 @@
+"""export.fast_models: the fast Conv model equals Lava's stock fixed-point model bit for bit,
+and a failing Lava run leaves no worker processes behind.
+
+Every network runs twice in the Lava CPU simulator, once with the stock fixed-point models
+and once with ``FastConvModelFixed`` in place of ``PyConvModelFixed``; everything recorded
+(per-step conv output ``a_out`` and LIF spikes through sink RingBuffers, final LIF ``u``/``v``
+and conv ``a_buf``) must be identical.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from lava.magma.compiler.compiler_graphs import ProcGroupDiGraphs
+from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.conv import utils
+from lava.proc.conv.models import PyConvModelFixed
+from lava.proc.conv.process import Conv
+from lava.proc.io.sink import RingBuffer as SinkBuffer
+from lava.proc.io.source import RingBuffer as SourceBuffer
+from lava.proc.lif.process import LIF
+
+from export.fast_models import (
+    FastConvModelFixed,
+    LavaRunError,
+    conv_exact,
+    fast_run_config,
+    run_checked,
+)
+
+STEPS = 24
+
+
+# --------------------------------------------------------------------------------------------
+# conv_exact against lava.proc.conv.utils.conv (no Lava runtime; fast)
+# --------------------------------------------------------------------------------------------
+
+GEOMETRIES = [
+    # (W, H, C_in, C_out, kernel (x, y), stride, padding, dilation, groups)
+    (9, 7, 4, 6, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (10, 13, 4, 4, (3, 5), (2, 1), (0, 2), (1, 1), 2),
+    (11, 8, 6, 3, (5, 5), (2, 2), (2, 2), (1, 1), 3),
+    (12, 12, 4, 8, (3, 3), (1, 1), (2, 2), (2, 2), 4),
+    (7, 9, 2, 2, (1, 1), (3, 3), (0, 0), (1, 1), 1),
+    (16, 5, 3, 3, (2, 4), (1, 2), (1, 0), (2, 1), 1),
+    (6, 6, 8, 8, (3, 3), (1, 1), (1, 1), (1, 1), 8),
+]
+
+
+def _inputs(rng, shape):
+    """Binary spikes; graded values on both sides of the float32 (2**24) and float64 limits."""
+    return {
+        "binary": rng.random(shape) < 0.3,
+        "graded_small": rng.integers(-255, 256, shape).astype(np.int32),
+        "graded_f32_edge": rng.integers(-2**12, 2**12, shape).astype(np.int32),
+        "graded_24bit": rng.integers(-2**23, 2**23, shape).astype(np.int32),
+        "int32_extreme": np.full(shape, 2**31 - 1, np.int32),
+    }
+
+
+@pytest.mark.parametrize("geom", GEOMETRIES, ids=lambda g: "x".join(map(str, g[:2])) + f"_k{g[4]}_s{g[5]}_p{g[6]}_d{g[7]}_g{g[8]}")
+def test_conv_exact_equals_stock_conv(geom):
+    w_, h_, cin, cout, k, s, p, d, g = geom
+    rng = np.random.default_rng(100 + GEOMETRIES.index(geom))
+    weight = (rng.integers(-128, 128, (cout, *k, cin // g)) * 2).astype(np.int32)
+    as_int8 = lambda t: np.array(t, np.int8)  # noqa: E731 - the model passes int8 Vars
+    with np.errstate(all="ignore"):  # the int32_extreme case overflows in both
+        for name, x in _inputs(rng, (w_, h_, cin)).items():
+            ref = utils.conv(x, weight, k, s, p, d, g)
+            got = conv_exact(x, weight, as_int8(k), as_int8(s), as_int8(p), as_int8(d), g)
+            assert got.dtype == ref.dtype and got.shape == ref.shape, name
+            assert np.array_equal(got, ref), name
+            assert np.array_equal(utils.signed_clamp(got, 24), utils.signed_clamp(ref, 24))
+
+
+# --------------------------------------------------------------------------------------------
+# Lava networks: RingBuffer -> Conv -> LIF -> Conv -> LIF, stock vs fast
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConvSpec:
+    c_out: int
+    kernel: tuple
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    dilation: tuple = (1, 1)
+    groups: int = 1
+
+
+@dataclass(frozen=True)
+class Net:
+    name: str
+    input_shape: tuple
+    conv1: ConvSpec
+    conv2: ConvSpec
+    graded_bits: int = 0       # num_message_bits of the first Conv (0: binary spikes)
+    graded_max: int = 0
+
+
+NETS = [
+    Net("3x3_pad1_then_stride", (12, 9, 4),
+        ConvSpec(8, (3, 3), padding=(1, 1)),
+        ConvSpec(6, (3, 3), stride=(2, 1), padding=(0, 1))),
+    Net("rect_kernel_groups", (11, 14, 6),
+        ConvSpec(4, (3, 5), stride=(2, 1), padding=(1, 2), groups=2),
+        ConvSpec(4, (1, 1), groups=4)),
+    Net("dilation_groups3", (16, 10, 4),
+        ConvSpec(6, (5, 5), padding=(2, 2), dilation=(2, 1)),
+        ConvSpec(3, (2, 4), stride=(2, 2), groups=3)),
+    Net("graded_input_24bit", (10, 7, 3),
+        ConvSpec(5, (3, 3), padding=(1, 1)),
+        ConvSpec(4, (3, 3), stride=(1, 2), padding=(1, 0)),
+        graded_bits=24, graded_max=2**13),
+]
+
+
+def _build(net: Net, seed: int):
+    """The network and the probes; identical numbers for a given seed."""
+    rng = np.random.default_rng(seed)
+    shape = net.input_shape
+    if net.graded_bits:
+        data = rng.integers(-net.graded_max, net.graded_max + 1, (*shape, STEPS))
+        data = data * (rng.random((*shape, STEPS)) < 0.3)
+    else:
+        data = rng.random((*shape, STEPS)) < 0.2
+    source = SourceBuffer(data=data.astype(np.int32))
+
+    def conv(spec: ConvSpec, in_shape, bits=0):
+        weight = rng.integers(-128, 128, (spec.c_out, *spec.kernel, in_shape[-1] // spec.groups))
+        return Conv(weight=(weight * 2).astype(np.int32), input_shape=in_shape,
+                    padding=spec.padding, stride=spec.stride, dilation=spec.dilation,
+                    groups=spec.groups, num_message_bits=bits)
+
+    def lif(shape_):
+        return LIF(shape=shape_, du=int(rng.integers(0, 4096)), dv=int(rng.integers(0, 4096)),
+                   vth=int(rng.integers(300, 900)), bias_mant=0)
+
+    c1 = conv(net.conv1, shape, net.graded_bits)
+    l1 = lif(c1.output_shape)
+    c2 = conv(net.conv2, c1.output_shape)
+    l2 = lif(c2.output_shape)
+    source.s_out.connect(c1.s_in)
+    c1.a_out.connect(l1.a_in)
+    l1.s_out.connect(c2.s_in)
+    c2.a_out.connect(l2.a_in)
+    sinks = {}
+    for name, port, shp in [("c1.a_out", c1.a_out, c1.output_shape),
+                            ("l1.s_out", l1.s_out, c1.output_shape),
+                            ("c2.a_out", c2.a_out, c2.output_shape),
+                            ("l2.s_out", l2.s_out, c2.output_shape)]:
+        sink = SinkBuffer(shape=shp, buffer=STEPS)
+        port.connect(sink.a_in)
+        sinks[name] = sink
+    state = {"l1.u": l1.u, "l1.v": l1.v, "l2.u": l2.u, "l2.v": l2.v,
+             "c1.a_buf": c1.a_buf, "c2.a_buf": c2.a_buf}
+    return source, sinks, state
+
+
+def _run(net: Net, run_cfg, seed: int) -> dict:
+    source, sinks, state = _build(net, seed)
+    try:
+        run_checked(source, STEPS, run_cfg, timeout_s=20)
+        out = {k: s.data.get().copy() for k, s in sinks.items()}
+        out.update({k: v.get().copy() for k, v in state.items()})
+    finally:
+        source.stop()
+    return out
+
+
+@pytest.mark.parametrize("net", NETS, ids=lambda n: n.name)
+def test_fast_conv_model_identical_to_stock(net: Net):
+    seed = 1234 + NETS.index(net)
+    stock = _run(net, Loihi2SimCfg(select_tag="fixed_pt"), seed)
+    fast = _run(net, fast_run_config(), seed)
+    assert stock.keys() == fast.keys()
+    for key in stock:
+        assert stock[key].shape == fast[key].shape, key
+        assert np.array_equal(stock[key], fast[key]), f"{net.name}: {key} differs"
+    # The comparison means something: both layers spike, neither saturates.
+    for key in ("l1.s_out", "l2.s_out"):
+        rate = float((stock[key] != 0).mean())
+        assert 0.0 < rate < 0.9, f"{net.name}: {key} spike rate {rate:.3f}"
+    assert np.abs(stock["c2.a_out"]).sum() > 0
+
+
+def test_fast_model_only_when_asked():
+    conv = Conv(weight=np.ones((2, 3, 3, 2), np.int32), input_shape=(5, 5, 2))
+    found = ProcGroupDiGraphs._find_proc_models(conv)
+    assert FastConvModelFixed not in found
+    assert Loihi2SimCfg(select_tag="fixed_pt").select(conv, found) is PyConvModelFixed
+    assert fast_run_config().select(conv, found) is FastConvModelFixed
+    assert FastConvModelFixed.implements_process is Conv
+    assert {"fixed_pt", "fast"} <= set(FastConvModelFixed.tags)
+
+
+# --------------------------------------------------------------------------------------------
+# Failing runs leave no worker processes
+# --------------------------------------------------------------------------------------------
+
+def _child_processes() -> set:
+    """(pid, start time) of this process's children, without multiprocessing's resource
+    tracker (started once on first shared-memory use, lives as long as this process)."""
+    me = str(os.getpid())
+    kids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if fields[1] != me:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if b"resource_tracker" in cmdline:
+            continue
+        kids.add((int(entry), fields[19]))
+    return kids
+
+
+class _RaisesInRunSpk(FastConvModelFixed):
+    def run_spk(self):
+        if self.time_step == 3:
+            raise ValueError("boom in run_spk")
+        super().run_spk()
+
+
+class _RaisesInInit(FastConvModelFixed):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        raise ValueError("boom in __init__")
+
+
+def _small_net():
+    source = SourceBuffer(data=np.ones((5, 4, 2, 10), np.int32))
+    conv = Conv(weight=np.full((2, 3, 3, 2), 2, np.int32), input_shape=(5, 4, 2), padding=1)
+    lif = LIF(shape=conv.output_shape, vth=2)
+    source.s_out.connect(conv.s_in)
+    conv.a_out.connect(lif.a_in)
+    return source, lif
+
+
+@pytest.mark.parametrize("failure,expected", [
+    ("run_spk", LavaRunError),
+    ("init", ValueError),
+    ("compile", AssertionError),
+])
+def test_failed_run_leaves_no_processes(failure, expected):
+    cfgs = {
+        "run_spk": fast_run_config(exception_proc_model_map={Conv: _RaisesInRunSpk}),
+        "init": fast_run_config(exception_proc_model_map={Conv: _RaisesInInit}),
+        "compile": Loihi2SimCfg(select_tag="no_such_tag"),
+    }
+    before = _child_processes()
+    mp_before = set(multiprocessing.active_children())
+    source, _ = _small_net()
+    with pytest.raises(expected, match="boom|no_such_tag"):
+        try:
+            run_checked(source, 10, cfgs[failure], timeout_s=60)
+        finally:
+            source.stop()  # must return (Lava's own stop() hangs after a worker failed)
+    assert _child_processes() - before == set()
+    assert set(multiprocessing.active_children()) - mp_before == set()
+
+    # And the next run in this process works.
+    source, lif = _small_net()
+    try:
+        run_checked(source, 10, fast_run_config(), timeout_s=60)
+        assert lif.v.get().shape == (5, 4, 2)
+    finally:
+        source.stop()
+    assert _child_processes() - before == set()
