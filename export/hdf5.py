@@ -32,7 +32,6 @@ def save_hdf5(desc: NetworkDescription, path: str | Path) -> Path:
     """Atomically write ``desc`` to ``path``."""
     desc.validate()
     path = Path(path)
-    index = {INPUT: 0, **{g.name: i + 1 for i, g in enumerate(desc.groups)}}
     chain = desc.is_chain()
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(
@@ -49,7 +48,11 @@ def save_hdf5(desc: NetworkDescription, path: str | Path) -> Path:
         inp = layers.create_group("0")
         inp["type"] = "input"
         inp["shape"] = np.asarray(desc.input_shape)
+        index = {INPUT: 0}
         for g in desc.groups:
+            if chain and desc.incoming(g.name)[0].kind == "pool_dense":
+                layers.create_group(str(len(layers)))["type"] = "flatten"  # netx flattens (C, H, W) here
+            index[g.name] = len(layers)
             _write_group(layers.create_group(str(index[g.name])), desc, g, index, chain)
     return path
 
@@ -96,13 +99,10 @@ def load_hdf5(path: str | Path) -> NetworkDescription:
             if f.attrs.get("format") != FORMAT:
                 raise ValueError(f"not an {FORMAT} file (no 'format' attribute)")
             layers = f["layer"]
-            n = len(layers)
-            names = {0: INPUT}
+            indices = [i for i in range(1, len(layers)) if "neuron" in layers[str(i)]]
+            names = {0: INPUT, **{i: _str(layers[str(i)]["name"][()]) for i in indices}}
             groups, conns = [], {}
-            for i in range(1, n):
-                h = layers[str(i)]
-                names[i] = _str(h["name"][()])
-            for i in range(1, n):
+            for i in indices:
                 h = layers[str(i)]
                 neuron = h["neuron"]
                 groups.append(

@@ -23,17 +23,26 @@ from i2e_neuro.layouts import chw_to_lava
 class I2ESource(AbstractProcess):
     """Streams samples as I2E event frames, one frame per step, then ``steps - T`` idle steps.
 
-    ``samples`` is either images ``[N, C, H, W]`` (uint8 or float; converted with I2E inside
-    the process model, sample after sample) or ready events ``[N, T, 2, H, W]`` (bool).
-    Output: spikes of shape ``(W, H, 2)`` (Lava's ``(x, y, f)``) on ``s_out``.
+    ``samples`` is either images ``[N, C, H, W]`` (uint8 or float), converted here with the I2E
+    engine in batches, or ready events ``[N, T, 2, H, W]`` (bool). The frames travel bit-packed
+    to the process model, which unpacks and sends one per step: spikes of shape ``(W, H, 2)``
+    (Lava's ``(x, y, f)``) on ``s_out``. (Conversion runs in the host process: torch is not
+    fork-safe inside Lava's forked process models once the parent has used its thread pool.)
     """
 
     def __init__(self, *, samples: np.ndarray, steps: int, timesteps: int, i2e: dict | None = None, events: bool = False):
-        n = samples.shape[0]
-        h, w = samples.shape[-2:]
-        super().__init__(samples=samples, steps=steps, timesteps=timesteps, i2e=i2e or {}, events=events)
+        frames = np.asarray(samples, dtype=bool)[:, :timesteps] if events else _convert(samples, timesteps, i2e or {})
+        super().__init__(packed=np.packbits(frames, axis=-1), shape=frames.shape, steps=steps, timesteps=timesteps)
+        n, _, _, h, w = frames.shape
         self.s_out = OutPort(shape=(w, h, 2))
         self.num_samples = n
+
+
+def _convert(images: np.ndarray, timesteps: int, params: dict, batch: int = 256) -> np.ndarray:
+    from i2e_neuro.conversion import i2e
+
+    parts = [i2e(images[i : i + batch], timesteps=timesteps, **params).numpy() for i in range(0, len(images), batch)]
+    return np.concatenate(parts, axis=1).transpose(1, 0, 2, 3, 4)  # [N, T, 2, H, W]
 
 
 @implements(proc=I2ESource, protocol=LoihiProtocol)
@@ -43,28 +52,18 @@ class PyI2ESourceModel(PyLoihiProcessModel):
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        self.samples = proc_params["samples"]
+        self.packed, self.shape = proc_params["packed"], proc_params["shape"]
         self.steps, self.timesteps = proc_params["steps"], proc_params["timesteps"]
-        self.i2e, self.events = proc_params["i2e"], proc_params["events"]
         self.frames = None
-        h, w = self.samples.shape[-2:]
-        self.zero = np.zeros((w, h, 2), dtype=np.int32)
-
-    def _frames(self, k: int) -> np.ndarray | None:
-        if k >= len(self.samples):
-            return None
-        if self.events:
-            ev = np.asarray(self.samples[k])[: self.timesteps]
-        else:
-            from i2e_neuro.conversion import i2e
-
-            ev = i2e(self.samples[k], timesteps=self.timesteps, **self.i2e).numpy()
-        return chw_to_lava(ev.astype(np.int32))  # [T, W, H, 2]
+        self.zero = np.zeros((self.shape[4], self.shape[3], 2), dtype=np.int32)
 
     def run_spk(self) -> None:
         k, j = divmod(self.time_step - 1, self.steps)
         if j == 0:
-            self.frames = self._frames(k)
+            self.frames = None
+            if k < self.shape[0]:
+                sample = np.unpackbits(self.packed[k], axis=-1, count=self.shape[-1]).astype(np.int32)
+                self.frames = chw_to_lava(sample)  # [T, W, H, 2]
         if self.frames is not None and j < self.timesteps:
             self.s_out.send(self.frames[j])
         else:

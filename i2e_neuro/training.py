@@ -109,8 +109,16 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def resolve_config(**given: Any) -> TrainConfig:
-    """A config from the arguments given (None = not given) and the dataset's recipe defaults."""
+def resolve_config(init_config: dict | None = None, **given: Any) -> TrainConfig:
+    """A config from the arguments given (None = not given) and the dataset's recipe defaults.
+
+    ``init_config``: the config of the ``--init`` checkpoint, whose backend and architecture are
+    the defaults then.
+    """
+    if init_config:
+        for key in ("backend", "arch"):
+            if given.get(key) is None and init_config.get(key):
+                given[key] = init_config[key]
     dataset = given.get("dataset") or "digits"
     if dataset not in RECIPES:
         raise TrainError(f"--dataset {dataset}: unknown; choose one of {', '.join(RECIPES)}")
@@ -151,8 +159,9 @@ def resolve_config(**given: Any) -> TrainConfig:
             raise TrainError(f"--{name.replace('_', '-')} {v}: must be a positive number")
     if cfg.size is not None and cfg.size < 8:
         raise TrainError(f"--size {cfg.size}: must be at least 8 pixels")
-    if not 1 <= cfg.timesteps <= (64 if cfg.dataset == "cifar10-dvs" else 8):
-        raise TrainError(f"--timesteps {cfg.timesteps}: must be 1..8 for I2E")
+    most = 64 if cfg.dataset == "cifar10-dvs" else 8
+    if not 1 <= cfg.timesteps <= most:
+        raise TrainError(f"--timesteps {cfg.timesteps}: must be 1..{most}" + (" for I2E" if most == 8 else ""))
     if cfg.ratio is not None and not (math.isfinite(cfg.ratio) and cfg.ratio >= 0):
         raise TrainError(f"--ratio {cfg.ratio}: must be a number >= 0")
     if cfg.backend == "spikingjelly":
@@ -430,7 +439,7 @@ class Trainer:
         if ckpt is not None and "optimizer" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
-            if "scaler" in ckpt:
+            if ckpt.get("scaler") and self.amp:
                 self.scaler.load_state_dict(ckpt["scaler"])
         if ckpt is not None and "rng" in ckpt:
             _set_rng_state(ckpt["rng"])
@@ -518,6 +527,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
+            if phase == "float" and hasattr(self.model, "project_bn_shifts"):
+                self._project_bn_shifts()
             self.step_in_epoch += 1
             loss_sum, correct, count = loss_sum + batch_loss, correct + batch_correct, count + batch_n
             bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{100 * correct / count:.1f}%", refresh=False)
@@ -705,6 +716,18 @@ class Trainer:
         if self.dist.enabled:
             torch.distributed.barrier()
         return result
+
+    def _project_bn_shifts(self) -> None:
+        """Keep the biases folding will make within Loihi's range (SpikingGraph.project_bn_shifts).
+
+        Under DDP every rank's running statistics differ after its own forward pass; rank 0's are
+        used so that all ranks move their betas alike.
+        """
+        if self.dist.enabled:
+            for bn in self.model.norms.values():
+                torch.distributed.broadcast(bn.running_mean, 0)
+                torch.distributed.broadcast(bn.running_var, 0)
+        self.model.project_bn_shifts()
 
     def _fold(self) -> None:
         model = self.model

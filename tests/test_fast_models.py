@@ -1,10 +1,11 @@
-"""export.fast_models: the fast Conv model equals Lava's stock fixed-point model bit for bit,
-and a failing Lava run leaves no worker processes behind.
+"""export.fast_models: the fast Conv and LIF models equal Lava's stock fixed-point models bit
+for bit, and a failing Lava run leaves no worker processes behind.
 
 Every network runs twice in the Lava CPU simulator, once with the stock fixed-point models
-and once with ``FastConvModelFixed`` in place of ``PyConvModelFixed``; everything recorded
-(per-step conv output ``a_out`` and LIF spikes through sink RingBuffers, final LIF ``u``/``v``
-and conv ``a_buf``) must be identical.
+and once with ``fast_run_config()`` (``FastConvModelFixed``, ``FastLifModelBitAcc``,
+``FastLifResetModelBitAcc`` in place of the stock models); everything recorded (per-step conv
+output ``a_out`` and LIF spikes through sink RingBuffers, final LIF ``u``/``v`` and conv
+``a_buf``) must be identical.
 """
 from __future__ import annotations
 
@@ -22,10 +23,14 @@ from lava.proc.conv.models import PyConvModelFixed
 from lava.proc.conv.process import Conv
 from lava.proc.io.sink import RingBuffer as SinkBuffer
 from lava.proc.io.source import RingBuffer as SourceBuffer
-from lava.proc.lif.process import LIF
+from lava.proc.lif.models import PyLifModelBitAcc, PyLifResetModelBitAcc
+from lava.proc.lif.process import LIF, LIFReset
 
+from export import fast_models
 from export.fast_models import (
     FastConvModelFixed,
+    FastLifModelBitAcc,
+    FastLifResetModelBitAcc,
     LavaRunError,
     conv_exact,
     fast_run_config,
@@ -62,8 +67,10 @@ def _inputs(rng, shape):
     }
 
 
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
 @pytest.mark.parametrize("geom", GEOMETRIES, ids=lambda g: "x".join(map(str, g[:2])) + f"_k{g[4]}_s{g[5]}_p{g[6]}_d{g[7]}_g{g[8]}")
-def test_conv_exact_equals_stock_conv(geom):
+def test_conv_exact_equals_stock_conv(geom, backend, monkeypatch):
+    monkeypatch.setattr(fast_models, "_BACKEND", backend)
     w_, h_, cin, cout, k, s, p, d, g = geom
     rng = np.random.default_rng(100 + GEOMETRIES.index(geom))
     weight = (rng.integers(-128, 128, (cout, *k, cin // g)) * 2).astype(np.int32)
@@ -73,6 +80,7 @@ def test_conv_exact_equals_stock_conv(geom):
             ref = utils.conv(x, weight, k, s, p, d, g)
             got = conv_exact(x, weight, as_int8(k), as_int8(s), as_int8(p), as_int8(d), g)
             assert got.dtype == ref.dtype and got.shape == ref.shape, name
+            assert got.flags.c_contiguous, name
             assert np.array_equal(got, ref), name
             assert np.array_equal(utils.signed_clamp(got, 24), utils.signed_clamp(ref, 24))
 
@@ -163,7 +171,7 @@ def _build(net: Net, seed: int):
 def _run(net: Net, run_cfg, seed: int) -> dict:
     source, sinks, state = _build(net, seed)
     try:
-        run_checked(source, STEPS, run_cfg, timeout_s=20)
+        run_checked(source, STEPS, run_cfg, timeout_s=120)
         out = {k: s.data.get().copy() for k, s in sinks.items()}
         out.update({k: v.get().copy() for k, v in state.items()})
     finally:
@@ -187,14 +195,68 @@ def test_fast_conv_model_identical_to_stock(net: Net):
     assert np.abs(stock["c2.a_out"]).sum() > 0
 
 
-def test_fast_model_only_when_asked():
-    conv = Conv(weight=np.ones((2, 3, 3, 2), np.int32), input_shape=(5, 5, 2))
-    found = ProcGroupDiGraphs._find_proc_models(conv)
-    assert FastConvModelFixed not in found
-    assert Loihi2SimCfg(select_tag="fixed_pt").select(conv, found) is PyConvModelFixed
-    assert fast_run_config().select(conv, found) is FastConvModelFixed
-    assert FastConvModelFixed.implements_process is Conv
-    assert {"fixed_pt", "fast"} <= set(FastConvModelFixed.tags)
+@pytest.mark.parametrize("proc,stock,fast", [
+    (Conv(weight=np.ones((2, 3, 3, 2), np.int32), input_shape=(5, 5, 2)),
+     PyConvModelFixed, FastConvModelFixed),
+    (LIF(shape=(3,)), PyLifModelBitAcc, FastLifModelBitAcc),
+    (LIFReset(shape=(3,), reset_interval=4), PyLifResetModelBitAcc, FastLifResetModelBitAcc),
+], ids=["Conv", "LIF", "LIFReset"])
+def test_fast_models_only_when_asked(proc, stock, fast):
+    found = ProcGroupDiGraphs._find_proc_models(proc)
+    assert fast not in found
+    for tag in ("fixed_pt", "bit_accurate_loihi"):
+        if tag in stock.tags:
+            assert Loihi2SimCfg(select_tag=tag).select(proc, found) is stock
+    assert fast_run_config().select(proc, found) is fast
+    assert fast.implements_process is type(proc)
+    assert {"fixed_pt", "fast"} <= set(fast.tags)
+    assert "fast" not in stock.tags
+
+
+# LIF alone, graded input straight from a RingBuffer: the edges of the fixed-point arithmetic
+# (decays 0 and 4095, biases with exponents, 24-bit wrap of u, clip of v, int32 wrap of the
+# shifted input).
+LIF_CASES = [
+    dict(du=0, dv=0, vth=5, bias_mant=0, bias_exp=0, amp=300),
+    dict(du=4095, dv=4095, vth=1, bias_mant=0, bias_exp=3, amp=2000),
+    dict(du=1000, dv=77, vth=900, bias_mant="random", bias_exp="random", amp=50_000),
+    dict(du=3, dv=4000, vth=131_071, bias_mant=-4096, bias_exp=7, amp=2**18),  # u wraps
+    dict(du=2047, dv=1024, vth=20, bias_mant=4095, bias_exp=2, amp=2**26),    # int32 wrap
+]
+
+
+def _run_lif(case: dict, cls, run_cfg, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    shape = (6, 5, 3)
+    steps = 20
+    data = rng.integers(-case["amp"], case["amp"] + 1, (*shape, steps)).astype(np.int32)
+    kw = {k: case[k] for k in ("du", "dv", "vth")}
+    kw["bias_mant"] = (rng.integers(-4096, 4096, shape) if case["bias_mant"] == "random"
+                       else case["bias_mant"])
+    kw["bias_exp"] = (rng.integers(0, 8, shape) if case["bias_exp"] == "random"
+                      else case["bias_exp"])
+    if cls is LIFReset:
+        kw.update(reset_interval=7, reset_offset=3)
+    source = SourceBuffer(data=data)
+    lif = cls(shape=shape, **kw)
+    sink = SinkBuffer(shape=shape, buffer=steps)
+    source.s_out.connect(lif.a_in)
+    lif.s_out.connect(sink.a_in)
+    try:
+        run_checked(source, steps, run_cfg, timeout_s=120)
+        return {"s": sink.data.get().copy(), "u": lif.u.get().copy(), "v": lif.v.get().copy()}
+    finally:
+        source.stop()
+
+
+@pytest.mark.parametrize("cls", [LIF, LIFReset])
+@pytest.mark.parametrize("case", LIF_CASES, ids=lambda c: f"du{c['du']}_dv{c['dv']}_amp{c['amp']}")
+def test_fast_lif_models_identical_to_stock(case, cls):
+    seed = LIF_CASES.index(case)
+    stock = _run_lif(case, cls, Loihi2SimCfg(select_tag="fixed_pt"), seed)
+    fast = _run_lif(case, cls, fast_run_config(), seed)
+    for key in stock:
+        assert np.array_equal(stock[key], fast[key]), key
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,3 +338,74 @@ def test_failed_run_leaves_no_processes(failure, expected):
     finally:
         source.stop()
     assert _child_processes() - before == set()
+
+
+def test_fast_model_after_parent_used_torch_threads():
+    """Lava forks its workers.  When the main process has run multi-threaded torch (OpenMP
+    pool started, here also through conv_exact itself), a multi-threaded torch op in a forked
+    worker hangs; the workers must run torch single-threaded (set up per process id, not by a
+    flag that the fork would copy)."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    x = np.random.default_rng(0).random((96, 96, 16)) < 0.1
+    w = np.ones((16, 3, 3, 16), np.int32)
+    try:
+        torch.set_num_threads(max(2, threads))
+        torch.nn.functional.conv2d(torch.rand(1, 16, 64, 64), torch.rand(16, 16, 3, 3), padding=1)
+        conv_exact(x, w, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+        fast_models._prepare_worker()  # in the main process: a no-op
+        assert torch.get_num_threads() == max(2, threads)
+    finally:
+        torch.set_num_threads(threads)
+    source = SourceBuffer(data=np.tile(x[..., None], (1, 1, 1, 6)).astype(np.int32))
+    conv = Conv(weight=w, input_shape=x.shape, padding=1)
+    lif = LIF(shape=conv.output_shape, vth=2)
+    source.s_out.connect(conv.s_in)
+    conv.a_out.connect(lif.a_in)
+    try:
+        run_checked(source, 6, fast_run_config(), timeout_s=30)  # raises on a hang
+    finally:
+        source.stop()
+
+
+def test_fast_lif_arithmetic_direct():
+    """The LIF update on its own (no runtime), many random states over the whole int32 range
+    of u, v and the input, every decay constant class, with and without bias: the fast models'
+    steps equal the stock models' exactly, and never fall back to the stock arithmetic."""
+    from unittest import mock
+
+    from lava.proc.lif.models import AbstractPyLifModelFixed
+
+    rng = np.random.default_rng(7)
+    shape = (4096,)
+    for trial in range(60):
+        stock, fast = PyLifModelBitAcc({"shape": shape}), FastLifModelBitAcc({"shape": shape})
+        big = [2**10, 2**22, 2**24, 2**31 - 1][trial % 4]
+        u = rng.integers(-big, big, shape, dtype=np.int64).astype(np.int32)
+        v = rng.integers(-big, big, shape, dtype=np.int64).astype(np.int32)
+        a_in = rng.integers(-big, big, shape, dtype=np.int64).astype(np.int32)
+        du, dv = (int(x) for x in rng.choice([0, 1, 2047, 4094, 4095], 2))
+        if trial % 3 == 0:
+            bias_mant, bias_exp = np.zeros(shape, np.int16), rng.integers(0, 8, shape).astype(np.int16)
+        else:
+            bias_mant = rng.integers(-4096, 4096, shape).astype(np.int16)
+            bias_exp = rng.integers(0, 8, shape).astype(np.int16)
+        for m in (stock, fast):
+            m.u, m.v = u.copy(), v.copy()
+            m.du, m.dv, m.vth = du, dv, int(rng.integers(0, 131072))
+            m.bias_mant, m.bias_exp = bias_mant.copy(), bias_exp.copy()
+        fast.vth = stock.vth
+        results = []
+        for m in (stock, fast):
+            patch = mock.patch.object(AbstractPyLifModelFixed, "subthr_dynamics",
+                                      side_effect=AssertionError("fell back"))
+            with (patch if m is fast else mock.MagicMock()):
+                with np.errstate(over="ignore"):
+                    m.scale_bias()
+                    m.scale_threshold()
+                    m.subthr_dynamics(activation_in=a_in.copy())
+                s = m.spiking_activation()
+                m.reset_voltage(spike_vector=s)
+            results.append((m.u.copy(), m.v.copy(), s))
+        for a, b, name in zip(results[0], results[1], "uvs"):
+            assert a.dtype == b.dtype and np.array_equal(a, b), (trial, name)

@@ -257,3 +257,28 @@ def test_spikingjelly_lif_maps_to_loihi_cuba_except_at_exact_ties():
     never = first_tie == T
     assert never.float().mean() > 0.5 and torch.equal(s_sj[never], s_lo[never])
     assert s_sj.sum() > 1000
+
+
+def test_projected_bn_shifts_fold_without_clipping():
+    """project_bn_shifts keeps every group's folded bias <= max_bias, so fold() clips nothing."""
+    torch.manual_seed(0)
+    spec = tiny_spec(16, 5)
+    model = SpikingGraph(spec).train()
+    with torch.no_grad():
+        model(digit_events(6, 16))  # running statistics
+        for bn in model.norms.values():
+            bn.bias.uniform_(-1.0, 1.5)  # shifts up to +24: neurons that would fire without input
+    limit = model.neuron_config.max_bias
+
+    def folded_sums():
+        return {g.name: sum(model._bn_shift(c) for c in spec.incoming(g.name) if c.batchnorm) for g in spec.groups if not g.readout}
+
+    assert max(float(v.max()) for v in folded_sums().values()) > limit
+    assert model.project_bn_shifts() > 0
+    for name, v in folded_sums().items():
+        assert float(v.max()) <= limit + 1e-5, name
+    model.fold()
+    for g in spec.groups:
+        if not g.readout:
+            assert float(model.biases[_key(g.name)].max()) <= limit + 1e-5, g.name
+    assert model.project_bn_shifts() == 0  # nothing to do once folded

@@ -93,6 +93,8 @@ def test_resume_matches_an_uninterrupted_run_bit_for_bit(tmp_path, capsys):
     # the same run stopped after epoch 1, then resumed (epoch 2 float, then fold + QAT)
     assert run(*args, "--out", tmp_path / "b", "--stop-after", 1) == 0
     assert load(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
+    assert run("--resume", "--out", tmp_path / "b", "--stop-after", 2, "--no-progress") == 0
+    assert load(tmp_path / "b" / "checkpoint.pt")["phase"] == "float"  # the next process folds
     capsys.readouterr()
     assert run("--resume", "--out", tmp_path / "b", "--no-progress") == 0
     result = last_json(capsys.readouterr().out)
@@ -222,7 +224,7 @@ def test_init_with_another_class_count_replaces_the_classifier(trained, tmp_path
     root = _digit_folder(tmp_path / "folder")
     out = tmp_path / "ft"
     capsys.readouterr()
-    rc = run("--dataset", "imagefolder", "--root", root, "--size", 32, "--arch", "msresnet_tiny", "--init", src_out / "checkpoint.pt",
+    rc = run("--dataset", "imagefolder", "--root", root, "--size", 32, "--init", src_out / "checkpoint.pt",  # arch: the init's
              "--epochs", 2, "--qat-epochs", 1, "--workers", 0, "--out", out, "--no-progress", "--batch-size", 16)
     assert rc == 0
     captured = capsys.readouterr()

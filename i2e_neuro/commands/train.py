@@ -67,8 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--limit-test", type=int, metavar="N", help="use only the first N test samples")
     d.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default 0 for in-memory data, else 4)")
     m = parser.add_argument_group("model and recipe")
-    m.add_argument("--backend", metavar="NAME", help="slayer (default: QAT for Loihi) or spikingjelly (the paper's float reference)")
-    m.add_argument("--arch", metavar="NAME", help="msresnet18, msresnet34, msresnet_tiny (default: tiny for digits, else 18)")
+    m.add_argument("--backend", metavar="NAME", help="slayer (default: QAT for Loihi) or spikingjelly (the paper's float reference); default: --init's")
+    m.add_argument("--arch", metavar="NAME", help="msresnet18, msresnet34, msresnet_tiny (default: --init's, else tiny for digits, 18 otherwise)")
     m.add_argument("--epochs", type=int, metavar="N", help="float epochs (phase 1)")
     m.add_argument("--qat-epochs", type=int, metavar="N", help="quantization-aware epochs after folding (slayer)")
     m.add_argument("--batch-size", type=int, metavar="N", help="global batch size (split over processes)")
@@ -110,7 +110,8 @@ def run(args) -> int:
                 print(f"{PROG}: note: --resume continues with the run's stored settings; ignoring {' '.join(ignored)}", file=sys.stderr)
             cfg = None
         else:
-            cfg = training.resolve_config(**given)
+            init_config = training.load_checkpoint(args.init, "--init")["config"] if args.init else None
+            cfg = training.resolve_config(init_config, **given)
             cfg.amp = bool(args.amp)
         if args.out:
             out = Path(args.out)

@@ -136,6 +136,11 @@ class SpikingGraph(torch.nn.Module):
         The logits are the readout integrators' final voltages, ``sum_t fc[t]``, divided by
         ``threshold * T`` to give the loss a sensible scale (argmax unchanged).
         """
+        if events.ndim != 5 or tuple(events.shape[2:]) != tuple(self.spec.input_shape) or events.shape[0] != self.spec.timesteps:
+            raise ValueError(
+                f"events: expected [{self.spec.timesteps}, B, {', '.join(map(str, self.spec.input_shape))}] "
+                f"for {self.spec.name}, got {tuple(events.shape)}"
+            )
         x = i2e_to_slayer(events, self.spec.steps)
         spikes: dict[str, torch.Tensor] = {INPUT: x}
         outputs: dict[str, torch.Tensor] = {}
@@ -210,6 +215,38 @@ class SpikingGraph(torch.nn.Module):
             self.biases[_key(g.name)].requires_grad_(not g.readout)
         self.norms = torch.nn.ModuleDict()
         self.folded.fill_(True)
+
+    @torch.no_grad()
+    def project_bn_shifts(self) -> int:
+        """Keep the biases that :meth:`fold` will make within Loihi's range; returns the channels moved.
+
+        ``fold`` turns each BatchNorm into a bias ``threshold * (beta - mean * gamma / sigma)`` on
+        its target groups, and the QAT forward clamps a group's summed bias to ``max_bias`` (a
+        neuron must stay silent without input). Called after each float-phase step, this lowers
+        the betas of a group's incoming BatchNorms, equally, wherever that sum (with the running
+        statistics) exceeds ``max_bias``: projected SGD, so that folding cuts nothing.
+        """
+        if bool(self.folded):
+            return 0
+        th, limit = self.neuron_config.threshold, self.neuron_config.max_bias
+        moved = 0
+        for g in self.spec.groups:  # lowering a beta only lowers other groups' sums: one pass
+            conns = [c for c in self.spec.incoming(g.name) if c.batchnorm]
+            if not conns:
+                continue
+            total = sum(self._bn_shift(c) for c in conns)
+            excess = (total - limit).clamp(min=0)
+            if bool(excess.any()):
+                moved += int((excess > 0).sum())
+                for c in conns:
+                    self.norms[_key(c.name)].bias.sub_(excess / (th * len(conns)))
+        return moved
+
+    def _bn_shift(self, c) -> torch.Tensor:
+        """The bias a BatchNorm folds into (as in :meth:`fold`)."""
+        bn = self.norms[_key(c.name)]
+        inv = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        return self.neuron_config.threshold * (bn.bias - bn.running_mean * inv)
 
     # ------------------------------------------------------------------ deployment
     @torch.no_grad()
