@@ -1,0 +1,43 @@
+"""``i2e-neuro export``: trained checkpoint -> network description (HDF5) + layer and resource tables."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path, help="checkpoint of a quantized lava-dl model (train --backend slayer)")
+    p.add_argument("--out", type=Path, default=None, help="HDF5 file to write (default: network.h5 beside the checkpoint)")
+    p.add_argument("--hardware", default="loihi2", help="hw_configs target for the resource check (loihi2, loihi1)")
+    p.add_argument("--chips", type=int, default=1, help="chips available to the network (default 1)")
+
+
+def layer_table(desc) -> str:
+    lines = [f"{'group':<14} {'shape':<14} {'inputs (kind, exponent, source)':<58} {'bias mant.':>13}"]
+    for g in desc.groups:
+        inputs = ", ".join(f"{c.name}[{c.kind} e{c.exponent} <- {c.source}]" for c in desc.incoming(g.name))
+        bias = f"{int(g.bias.min())}..{int(g.bias.max())}"
+        lines.append(f"{g.name:<14} {'x'.join(map(str, g.shape)):<14} {inputs:<58} {bias:>13}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from export.description import from_checkpoint
+    from export.hdf5 import save_hdf5
+    from export.resources import DoesNotFit, format_report, resource_report
+
+    try:
+        desc = from_checkpoint(args.checkpoint)
+        rows = resource_report(desc, args.hardware, args.chips)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if not isinstance(e, DoesNotFit) else 3
+    out = args.out or args.checkpoint.with_name("network.h5")
+    save_hdf5(desc, out)
+    print(layer_table(desc))
+    print()
+    print(format_report(rows, args.hardware))
+    print(f"\n{desc.name}: {len(desc.groups)} neuron groups, {len(desc.connections)} connections, "
+          f"{desc.timesteps} frames + {desc.steps - desc.timesteps} latency steps per sample -> {out}")
+    return 0
