@@ -102,12 +102,13 @@ class PyReadoutModel(PyLoihiProcessModel):
 
 
 class SpikeMonitor(AbstractProcess):
-    """Counts a group's spikes per sample window and records the full trains of the first samples."""
+    """Counts a group's spikes per sample and per neuron, and records the full trains of the first samples."""
 
     def __init__(self, *, shape: tuple[int, ...], num_samples: int, steps: int, record_samples: int = 0):
         super().__init__(shape=shape, num_samples=num_samples, steps=steps, record_samples=record_samples)
         self.s_in = InPort(shape=shape)
         self.counts = Var(shape=(max(1, num_samples),), init=0)
+        self.neuron_counts = Var(shape=shape, init=0)
         self.trains = Var(shape=(max(1, record_samples), steps, *shape), init=0)
 
 
@@ -116,6 +117,7 @@ class SpikeMonitor(AbstractProcess):
 class PySpikeMonitorModel(PyLoihiProcessModel):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=1)
     counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    neuron_counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
     trains: np.ndarray = LavaPyType(np.ndarray, np.int8)
 
     def run_spk(self) -> None:
@@ -123,5 +125,6 @@ class PySpikeMonitorModel(PyLoihiProcessModel):
         k, j = divmod(self.time_step - 1, self.proc_params["steps"])
         if k < self.counts.shape[0]:
             self.counts[k] += int(np.count_nonzero(spikes))
+            self.neuron_counts += spikes != 0
         if k < self.proc_params["record_samples"]:
             self.trains[k, j] = spikes != 0

@@ -27,6 +27,7 @@ class BackendUnavailable(RuntimeError):
 class SimulationResult:
     logits: np.ndarray  # [N, K] readout voltages (Loihi units)
     counts: dict[str, np.ndarray]  # group -> spikes per sample [N]
+    neuron_counts: dict[str, np.ndarray] = field(default_factory=dict)  # group -> spikes per neuron [C, H, W]
     trains: dict[str, np.ndarray] = field(default_factory=dict)  # group -> [M, steps, *CHW] (recorded samples)
     seconds: float = 0.0
 
@@ -101,13 +102,14 @@ def simulate(
         source.run(condition=RunSteps(num_steps=n * desc.steps), run_cfg=cfg)
         logits = np.asarray(readout.logits.get(), dtype=np.int64)[:n]
         counts = {k: np.asarray(m.counts.get(), dtype=np.int64)[:n] for k, m in monitors.items()}
+        per_neuron = {k: lava_to_chw(np.asarray(m.neuron_counts.get(), dtype=np.int64)) for k, m in monitors.items()}
         trains = {}
         if record:
             for k, m in monitors.items():
                 trains[k] = lava_to_chw(np.asarray(m.trains.get())[:record].astype(bool))
     finally:
         _stop(source)
-    return SimulationResult(logits, counts, trains, time.perf_counter() - start)
+    return SimulationResult(logits, counts, per_neuron, trains, time.perf_counter() - start)
 
 
 def _stop(process) -> None:

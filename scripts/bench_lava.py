@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import subprocess
 import sys
@@ -58,7 +59,7 @@ from lava.proc.conv.process import Conv  # noqa: E402
 from lava.proc.io.source import RingBuffer as Source  # noqa: E402
 from lava.proc.lif.process import LIF  # noqa: E402
 
-from export.fast_models import abort_runtime, fast_run_config, run_checked  # noqa: E402
+from export.fast_models import _actors, abort_runtime, fast_run_config, run_checked  # noqa: E402
 
 
 @dataclass
@@ -179,9 +180,12 @@ def run_lava(p: Params, fast: bool, workdir: Path) -> dict:
         except BaseException:
             abort_runtime(source)
             raise
+        workers = [a.pid for a in _actors(source.runtime)]
+        cpu0 = worker_cpu(workers)
         t2 = time.perf_counter()
         run_checked(source, p.steps)
         t3 = time.perf_counter()
+        cpu = worker_cpu(workers) - cpu0
     finally:
         source.stop()
     spikes = [np.array(np.memmap(path, dtype=np.uint8, mode="r", shape=(p.steps, *shape)))
@@ -190,7 +194,18 @@ def run_lava(p: Params, fast: bool, workdir: Path) -> dict:
         path.unlink()
     t4 = time.perf_counter()
     return {"spikes": spikes,
-            "time": {"setup": t2 - t1, "run": t3 - t2, "total": t4 - t0}}
+            "time": {"setup": t2 - t1, "run": t3 - t2, "total": t4 - t0, "cpu": cpu}}
+
+
+def worker_cpu(pids) -> float:
+    """User + system CPU seconds used so far by these (Lava worker) processes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 # --------------------------------------------------------------------------------------------

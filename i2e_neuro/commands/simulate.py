@@ -32,36 +32,12 @@ def load_description(path: Path):
     return from_checkpoint(path) if path.suffix in (".pt", ".pth", ".ckpt") else load_hdf5(path)
 
 
-def lava_dl_reference(desc, samples, record: int):
-    """Predictions (all samples) and spike trains (first ``record``) of the lava-dl model of ``desc``."""
-    import numpy as np
-    import torch
-
-    from export.description import to_deploy
-    from i2e_neuro.conversion import i2e
-    from i2e_neuro.models.qat import SpikingGraph
-
-    model = SpikingGraph.from_deploy(to_deploy(desc)).eval()
-    params = {k: v for k, v in desc.i2e.items() if k in ("ratio", "order", "padding")}
-    preds, trains = [], {}
-    with torch.no_grad():
-        for start in range(0, len(samples.data), 64):
-            batch = torch.from_numpy(samples.data[start : start + 64])
-            ev = batch.transpose(0, 1)[: desc.timesteps] if samples.events else i2e(batch, timesteps=desc.timesteps, **params)
-            logits, rec = model(ev, record=True)
-            preds.append(rec[desc.readout.name][..., -1].numpy().argmax(1))
-            if start < record:
-                for g in desc.spiking_groups:
-                    t = rec[g.name].permute(0, 4, 1, 2, 3).numpy().astype(bool)[: record - start]
-                    trains.setdefault(g.name, []).append(t)
-    return np.concatenate(preds), {k: np.concatenate(v) for k, v in trains.items()}
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from export.runner import BackendUnavailable, simulate
     from i2e_neuro.eval_data import load_samples
+    from i2e_neuro.lava_dl_run import run_lava_dl
 
     try:
         desc = load_description(args.model)
@@ -75,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
-    ref_preds, ref_trains = lava_dl_reference(desc, samples, args.check)
+    reference = run_lava_dl(desc, samples, args.check)
+    ref_preds, ref_trains = reference.predictions, reference.trains
     n = len(samples.labels)
     labelled = samples.labels >= 0
     accuracy = float((result.predictions[labelled] == samples.labels[labelled]).mean()) if labelled.any() else None

@@ -1,0 +1,54 @@
+"""Run an exported network description through its lava-dl (slayer) model: the training framework's view.
+
+Used to check Lava against the trained model (predictions, spike trains) and to count spikes
+for the energy report; the model is rebuilt exactly from the description's integers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .conversion import i2e
+from .eval_data import Samples
+
+
+@dataclass
+class LavaDlRun:
+    predictions: np.ndarray  # [N]
+    trains: dict[str, np.ndarray]  # group -> [M, steps, C, H, W] for the first M samples
+    neuron_counts: dict[str, np.ndarray]  # group -> spikes per neuron [C, H, W] over all samples
+    input_counts: np.ndarray  # I2E events per input neuron [2, H, W] over all samples
+
+
+def sample_events(desc, samples: Samples, start: int, stop: int) -> torch.Tensor:
+    """I2E events ``[T, B, 2, H, W]`` of samples ``start:stop`` (canonical vectors, the description's ratio)."""
+    batch = torch.from_numpy(samples.data[start:stop])
+    if samples.events:
+        return batch.transpose(0, 1)[: desc.timesteps]
+    params = {k: v for k, v in desc.i2e.items() if k in ("ratio", "order", "padding")}
+    return i2e(batch, timesteps=desc.timesteps, **params)
+
+
+def run_lava_dl(desc, samples: Samples, record: int = 0, batch: int = 64) -> LavaDlRun:
+    from export.description import to_deploy
+
+    from .models.qat import SpikingGraph
+
+    model = SpikingGraph.from_deploy(to_deploy(desc)).eval()
+    preds, trains = [], {}
+    counts = {g.name: np.zeros(g.shape, dtype=np.int64) for g in desc.spiking_groups}
+    input_counts = np.zeros(desc.input_shape, dtype=np.int64)
+    with torch.no_grad():
+        for start in range(0, len(samples.data), batch):
+            events = sample_events(desc, samples, start, start + batch)
+            input_counts += events.sum(dim=(0, 1)).numpy().astype(np.int64)
+            _, rec = model(events, record=True)
+            preds.append(rec[desc.readout.name][..., -1].numpy().argmax(1))
+            for g in desc.spiking_groups:
+                spikes = rec[g.name]  # [B, C, H, W, steps]
+                counts[g.name] += spikes.sum(dim=(0, 4)).numpy().astype(np.int64)
+                if start < record:
+                    trains.setdefault(g.name, []).append(spikes.permute(0, 4, 1, 2, 3).numpy().astype(bool)[: record - start])
+    return LavaDlRun(np.concatenate(preds), {k: np.concatenate(v) for k, v in trains.items()}, counts, input_counts)
