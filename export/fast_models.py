@@ -252,12 +252,16 @@ def _conv_exact(input_: np.ndarray,
 
 
 def _conv_torch(input_, weight, dtype, stride, padding, dilation, groups) -> np.ndarray:
-    # (W, H, C) -> (1, C, W, H) as a view: a channels-last tensor, no copy.
-    x = torch.from_numpy(input_.astype(dtype)).permute(2, 0, 1).unsqueeze(0)
+    # Everything channels-last: (W, H, C) memory is (1, C, W, H) in torch's channels_last
+    # format (a view, no copy), and with a channels_last weight too the output comes back
+    # channels-last, i.e. already (W', H', C_out) in memory.  (128x128x16, one thread: 0.9 ms
+    # for the conv and 0.06 ms to get the result out, against 1.75 ms and 0.7 ms otherwise.)
+    cl = torch.channels_last
+    x = torch.from_numpy(input_.astype(dtype)).permute(2, 0, 1).unsqueeze(0).contiguous(memory_format=cl)
     # Convolution = correlation with the flipped kernel; (C_out, kW, kH, C_in/g) ->
     # (C_out, C_in/g, kW, kH).
-    w = torch.from_numpy(
-        np.ascontiguousarray(weight[:, ::-1, ::-1, :].transpose(0, 3, 1, 2), dtype=dtype))
+    w = torch.from_numpy(np.ascontiguousarray(weight[:, ::-1, ::-1, :], dtype=dtype)).permute(0, 3, 1, 2)
+    w = w.contiguous(memory_format=cl)
     with torch.no_grad():
         y = torch_F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation,
                            groups=groups)
@@ -366,18 +370,18 @@ def _exact_int(x) -> ty.Optional[int]:
     return int(a.reshape(-1)[0])
 
 
-def _decay_trunc(state: np.ndarray, factor: int) -> np.ndarray:
-    """``sign(p) * (|p| >> 12)`` with ``p = int64(state) * factor``, as int32, for int32 state
-    and ``0 <= factor <= 4096``.
+def _decay_into(state: np.ndarray, factor: int, scratch: np.ndarray) -> None:
+    """In place: ``state = sign(p) * (|p| >> 12)`` with ``p = int64(state) * factor``, for
+    int32 ``state`` and ``0 <= factor <= 4096``; ``scratch`` is a float64 array of its shape.
 
-    Computed as ``trunc(state * (factor / 4096))`` in float64: ``factor / 4096`` is exact (a
-    power-of-two denominator), the product's exact value ``p / 4096`` needs at most 43
-    significant bits (``|p| < 2**31 * 2**12``) so the multiplication is exact, and ``trunc``
-    rounds toward zero like the stock sign/abs/shift sequence.  The result fits int32.
+    Computed as ``state * (factor / 4096)`` in float64, cast back to int32: ``factor / 4096``
+    is exact (a power-of-two denominator); the product's exact value ``p / 4096`` needs at
+    most 43 significant bits (``|p| < 2**31 * 2**12``), so the multiplication is exact; the
+    float -> int cast truncates toward zero, like the stock sign/abs/shift sequence; and the
+    result's magnitude is at most ``|state|``, so it fits int32.
     """
-    t = state * (factor / 4096.0)
-    np.trunc(t, out=t)
-    return t.astype(np.int32)
+    np.multiply(state, factor / 4096.0, out=scratch)
+    np.copyto(state, scratch, casting="unsafe")
 
 
 class _FastLifFixedMixin:
@@ -405,25 +409,31 @@ class _FastLifFixedMixin:
                 or self.u.dtype != np.int32 or self.v.dtype != np.int32):
             return super().subthr_dynamics(activation_in)
 
-        # Current: decay, add the MSB-aligned input (int32 wrap-around as in the stock code).
-        decayed_curr = _decay_trunc(self.u, factor_u)
-        decayed_curr += np.left_shift(activation_in, self.act_shift)
+        scratch = getattr(self, "_fast_scratch", None)
+        if scratch is None or scratch.shape != self.u.shape:
+            scratch = self._fast_scratch = np.empty(self.u.shape, np.float64)
+
+        # Current: decay, add the MSB-aligned input; int32 arithmetic (and wrap-around) as in
+        # the stock code, done in place in u.
+        u = self.u
+        _decay_into(u, factor_u, scratch)
+        u += np.left_shift(activation_in, self.act_shift)
         lim = self.max_uv_val
-        if decayed_curr.size and (decayed_curr.max() > lim or decayed_curr.min() <= -lim):
+        if u.size and (u.max() > lim or u.min() <= -lim):
             # The stock 24-bit wrap, verbatim (only reached when a value is out of range;
             # otherwise both np.where calls are the identity).
-            wrapped = np.where(decayed_curr > lim, decayed_curr - 2 * lim, decayed_curr)
-            wrapped = np.where(wrapped <= -lim, decayed_curr + 2 * lim, wrapped)
-            decayed_curr = wrapped
-        self.u[:] = decayed_curr
+            wrapped = np.where(u > lim, u - 2 * lim, u)
+            wrapped = np.where(wrapped <= -lim, u + 2 * lim, wrapped)
+            u[:] = wrapped
 
-        # Voltage: decay, add current and bias, clip to 24 bits.
-        updated_volt = _decay_trunc(self.v, factor_v)
-        updated_volt += self.u
+        # Voltage: decay, add current and bias (int32, in place in v), clip to 24 bits.
+        v = self.v
+        _decay_into(v, factor_v, scratch)
+        v += u
         bias = self.effective_bias
         if not (isinstance(bias, int) and bias == 0):
-            updated_volt = updated_volt + bias
-        np.clip(updated_volt, -np.int32(lim) + 1, np.int32(lim) - 1, out=self.v)
+            v += bias
+        np.clip(v, -np.int32(lim) + 1, np.int32(lim) - 1, out=v)
 
     def reset_voltage(self, spike_vector: np.ndarray):
         if (isinstance(spike_vector, np.ndarray) and spike_vector.dtype == np.bool_
@@ -437,13 +447,15 @@ class _FastLifFixedMixin:
 @implements(proc=LIF, protocol=LoihiProtocol)
 @tag("fast")
 class FastLifModelBitAcc(_FastLifFixedMixin, PyLifModelBitAcc):
-    """Stock Lava ``LIF``, bit-for-bit equal to ``PyLifModelBitAcc``, about 3x less work.
+    """Stock Lava ``LIF``, bit-for-bit equal to ``PyLifModelBitAcc``, with less work per step.
 
     A subclass of the stock model (same ports, Vars, types, step order, threshold and bias
     scaling, 24-bit wrap of u and clip of v, reset to 0); only the arithmetic of the
-    sub-threshold update is rearranged (see ``_decay_trunc`` for why it is exact) and the
-    all-zero bias array is not rebuilt each step.  Tags: those of the stock model plus
-    ``"fast"``; selected only through ``exception_proc_model_map`` (``fast_run_config``).
+    sub-threshold update is rearranged and done in place in u and v (see ``_decay_into`` for
+    why it is exact), and the all-zero bias array is not rebuilt each step.  128x128x16
+    neurons: about 1-2 ms per step instead of 13-19 ms (this machine, one process).  Tags:
+    those of the stock model plus ``"fast"``; selected only through
+    ``exception_proc_model_map`` (``fast_run_config``).
     """
 
 

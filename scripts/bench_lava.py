@@ -8,13 +8,16 @@ Loihi-range integer weights (even, in [-256, 254]) and fixed-point CUBA-LIF para
 Run side by side in one process, on the same numbers:
 
 (a) Lava, stock fixed-point models (``Loihi2SimCfg(select_tag="fixed_pt")``),
-(b) Lava, stock models with ``export.fast_models.FastConvModelFixed`` for Conv,
+(b) Lava with ``export.fast_models.fast_run_config()``: ``FastConvModelFixed`` for Conv and
+    ``FastLifModelBitAcc`` for LIF, the stock models for the rest,
 (c) the lava-dl slayer forward pass of the same network (``slayer.synapse.Conv`` +
     ``slayer.neuron.cuba.Neuron``; w_float = w_int / 64, threshold = vth / 64,
     current_decay = (du + 1) / 4096, voltage_decay = dv / 4096).
 
 Lava times are wall clock: "setup" = compile + starting the worker processes, "run" = the
-``steps`` time steps, "total" = build + setup + run + reading the probes + stop.  Every LIF
+``steps`` time steps, "total" = build + setup + run + reading the probes + stop; "worker
+CPU" = user + system CPU of all Lava worker processes during "run" (less sensitive to other
+load on the machine than wall time).  A small warm-up run of both configurations comes first.  Every LIF
 layer's spikes are recorded at every step (``SpikeDump`` probes, see there why not
 ``Var.get()``); (a) and (b) must be identical.
 
@@ -290,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dv", type=int, default=1024, help="Lava LIF dv (voltage decay, 12 bit)")
     parser.add_argument("--vth", type=int, default=1250, help="Lava LIF vth (threshold mantissa)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for slayer (default: torch's)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for slayer (default 1: with 2 OpenMP threads on this "
+                             "shared 2-core machine the slayer pass was up to 10x slower)")
     parser.add_argument("--quick", action="store_true", help="32x32 input, for a short run")
     parser.add_argument("--skip-stock", action="store_true", help="do not run the stock models")
     args = parser.parse_args(argv)
@@ -298,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     size = args.size or (32 if args.quick else 128)
     stock_size = args.stock_size or size
 
-    print(f"# machine: {cpu_name()}, {__import__('os').cpu_count()} logical CPUs; "
+    print(f"# machine: {cpu_name()}, {os.cpu_count()} logical CPUs; "
           f"python {platform.python_version()}; date {datetime.date.today().isoformat()}")
     print(f"# network: source ({size}, {size}, {args.channels}) density {args.density}, "
           f"{args.layers} x [Conv {args.channels}->{args.channels} 3x3 pad 1 -> LIF], "
@@ -307,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [size] if stock_size == size else [stock_size, size]
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_lava_") as tmp:
+        # Warm-up: the first Lava run in a process pays one-time imports (Lava's model search
+        # imports the modules next to each process); keep that out of the timings.
+        warm = make_params(8, args.channels, 2, 2, args.density, args.seed, args.du, args.dv, args.vth)
+        run_lava(warm, fast=True, workdir=Path(tmp))
+        run_lava(warm, fast=False, workdir=Path(tmp))
         for sz in sizes:
             p = make_params(sz, args.channels, args.layers, args.steps, args.density, args.seed,
                             args.du, args.dv, args.vth)
@@ -318,15 +328,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# done {sz}x{sz}", flush=True)
 
     print()
-    print("| size | model | setup s | run s | total s |")
-    print("|---|---|---|---|---|")
+    print("| size | model | setup s | run s | total s | worker CPU s (run) |")
+    print("|---|---|---|---|---|---|")
     for sz, (p, res) in results.items():
         for name, label in [("stock", "(a) Lava, stock fixed_pt models"),
-                            ("fast", "(b) Lava, FastConvModelFixed")]:
+                            ("fast", "(b) Lava, fast_run_config() (FastConv + FastLif)")]:
             if name in res:
                 t = res[name]["time"]
-                print(f"| {sz}x{sz} | {label} | {t['setup']:.2f} | {t['run']:.2f} | {t['total']:.2f} |")
-        print(f"| {sz}x{sz} | (c) slayer forward, torch CPU | - | {res['slayer']['time']:.2f} | - |")
+                print(f"| {sz}x{sz} | {label} | {t['setup']:.2f} | {t['run']:.2f} | "
+                      f"{t['total']:.2f} | {t['cpu']:.2f} |")
+        print(f"| {sz}x{sz} | (c) slayer forward, torch CPU, {args.threads} thread(s) | - | "
+              f"{res['slayer']['time']:.2f} | - | - |")
 
     for sz, (p, res) in results.items():
         fast, sl = res["fast"], res["slayer"]
@@ -337,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- identical spikes: {'yes' if identical(st, fast) else 'no'} "
                   f"(every LIF layer, every step)")
             print(f"- fast vs stock: run {st['time']['run'] / fast['time']['run']:.1f}x faster, "
-                  f"total {st['time']['total'] / fast['time']['total']:.1f}x faster")
+                  f"total {st['time']['total'] / fast['time']['total']:.1f}x faster, "
+                  f"worker CPU {st['time']['cpu'] / fast['time']['cpu']:.1f}x less")
         print(f"- fast / slayer: run {fast['time']['run'] / sl['time']:.2f}x, "
               f"total {fast['time']['total'] / sl['time']:.2f}x")
         n = sz * sz * p.channels * p.steps

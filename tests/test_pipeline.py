@@ -1,0 +1,90 @@
+"""A trained digits model through export, the Lava simulation and the energy report."""
+import json
+
+import numpy as np
+import pytest
+
+from export.description import from_checkpoint
+from export.runner import simulate
+from export.synops import energy_report, fanout_map
+from i2e_neuro.cli import main
+from i2e_neuro.eval_data import load_samples
+from i2e_neuro.lava_dl_run import run_lava_dl
+from i2e_neuro.training import resolve_config, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = resolve_config(epochs=3, qat_epochs=1, limit_train=384, limit_test=32)
+    result = train(cfg, out)
+    return out, result
+
+
+def last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_export_and_simulate_the_trained_model_spike_for_spike(trained, capsys):
+    out, result = trained
+    net = out / "net.h5"
+    assert main(["export", result["checkpoint"], "--out", str(net)]) == 0
+    assert net.is_file() and "s1b0.sn1" in capsys.readouterr().out
+    code = main(["simulate", "--model", str(net), "--data", "digits", "--limit", "12", "--check", "4", "--json"])
+    summary = last_json(capsys.readouterr().out)
+    assert code == 0
+    assert summary["samples"] == 12 and summary["checked_samples"] == 4
+    assert summary["agreement"] == 1.0
+    assert summary["spike_mismatches"] == 0
+    assert 0.0 <= summary["accuracy"] <= 1.0
+    assert all(layer["spikes"] > 0 for layer in summary["layers"])
+
+
+def test_lava_and_lava_dl_count_the_same_spikes_and_synops(trained):
+    desc = from_checkpoint(trained[1]["checkpoint"])
+    samples = load_samples("digits", desc.input_shape[1:], limit=5)
+    lava = simulate(desc, samples.data)
+    ref = run_lava_dl(desc, samples)
+    assert (lava.predictions == ref.predictions).all()
+    for g in desc.spiking_groups:
+        assert np.array_equal(lava.neuron_counts[g.name], ref.neuron_counts[g.name]), g.name
+    a = energy_report(desc, ref.input_counts, lava.neuron_counts, 5)
+    b = energy_report(desc, ref.input_counts, ref.neuron_counts, 5)
+    assert [r["synops"] for r in a["layers"]] == [r["synops"] for r in b["layers"]]
+    assert a["total"]["synops"] > 0 and a["total"]["ann_uj"] > 0
+
+
+def test_fanout_counts_borders_and_strides(trained):
+    desc = from_checkpoint(trained[1]["checkpoint"])
+    conv = next(c for c in desc.connections if c.name == "s0b0.conv1")  # 3x3, stride 1, pad 1, 16 out
+    f = fanout_map(desc, conv)[0]
+    assert f[3, 3] == 9 * 16 and f[0, 0] == 4 * 16 and f[0, 3] == 6 * 16
+    down = next(c for c in desc.connections if c.name == "s1b0.conv1")  # 3x3, stride 2, pad 1
+    g = fanout_map(desc, down)[0]
+    # every output window counted once per position: the total equals outputs x kernel taps
+    out = desc.output_shape(down)
+    in_bounds = sum(
+        1
+        for oy in range(out[1]) for ox in range(out[2]) for ky in range(3) for kx in range(3)
+        if 0 <= oy * 2 - 1 + ky < 8 and 0 <= ox * 2 - 1 + kx < 8
+    )
+    assert g.sum() == in_bounds * out[0]
+
+
+def test_energy_command_on_the_model(trained, tmp_path, capsys):
+    chart = tmp_path / "energy.png"
+    code = main(["energy", "--model", trained[1]["checkpoint"], "--limit", "4", "--engine", "lava-dl", "--json", "--chart", str(chart)])
+    report = last_json(capsys.readouterr().out)
+    assert code == 0 and chart.stat().st_size > 1000
+    assert report["samples"] == 4 and report["first_layer"]["ann_uj"] > report["first_layer"]["snn_measured_uj"]
+    names = [r["name"] for r in report["layers"]]
+    assert names[0] == "i2e input" and "head.sn" in names
+
+
+def test_simulate_reports_bad_input_clearly(trained, tmp_path, capsys):
+    assert main(["simulate", "--model", str(tmp_path / "none.h5")]) == 2
+    assert "none.h5" in capsys.readouterr().err
+    assert main(["simulate", "--model", trained[1]["checkpoint"], "--data", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert main(["simulate", "--model", trained[1]["checkpoint"], "--limit", "1", "--backend", "loihi2"]) == 3
+    assert "lava-loihi" in capsys.readouterr().err
