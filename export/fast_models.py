@@ -2,24 +2,30 @@
 
 Lava's stock fixed-point Conv model (``lava.proc.conv.models.PyConvModelFixed``) convolves
 with ``scipy.signal.convolve2d`` one (output channel, input channel) pair at a time, which makes
-a 16-channel 128x128 layer cost a quarter of a second per time step.  ``FastConvModelFixed``
-below implements the *same* stock ``lava.proc.conv.process.Conv`` process with one BLAS matrix
-product per kernel tap and gives bit-for-bit the same ``a_out`` as the stock model.
+a 16-channel 128x128 layer cost about a quarter of a second per time step.
+``FastConvModelFixed`` implements the *same* stock ``lava.proc.conv.process.Conv`` process
+with one torch ``conv2d`` per step (numpy/BLAS where torch is not safe to call) and gives
+bit-for-bit the same results as the stock model.  ``FastLifModelBitAcc`` and
+``FastLifResetModelBitAcc`` do the same for the stock ``LIF`` / ``LIFReset`` bit-accurate
+models (the next bottleneck once Conv was fast).
 
-It is never picked by Lava's default model search (it lives outside ``lava/proc/conv`` and is
-tagged ``"fast"`` besides ``"fixed_pt"``); ask for it explicitly::
+They are never picked by Lava's default model search (they live outside ``lava/proc`` and are
+tagged ``"fast"``); ask for them explicitly::
 
     from export.fast_models import fast_run_config, run_checked
     run_checked(proc, num_steps, fast_run_config())   # or proc.run(..., run_cfg=...)
 
 where ``fast_run_config()`` is ``Loihi2SimCfg(select_tag="fixed_pt",
-exception_proc_model_map={Conv: FastConvModelFixed})``.
+exception_proc_model_map=fast_exception_map())``, i.e. ``{Conv: FastConvModelFixed, LIF:
+FastLifModelBitAcc, LIFReset: FastLifResetModelBitAcc}``.
 
-Why numpy and not torch: Lava's CPU backend forks one OS process per process model.  When the
-parent process has already run a multi-threaded torch op (OpenMP thread pool started), a
-torch conv2d in the forked child hangs (GNU OpenMP is not fork-safe; seen here with torch
-2.3.1, also with ``torch.set_num_threads(1)`` in the child, and the reason Lava's own
-``lava.proc.conv.utils`` disables its torch path).  numpy's OpenBLAS is fork-safe.
+torch inside Lava workers: Lava's CPU backend forks one OS process per process model.  When
+the main process has already run a multi-threaded torch op (GNU OpenMP pool started), a
+multi-threaded torch op in a forked worker hangs (reproduced here with torch 2.3.1; the
+reason Lava's own ``lava.proc.conv.utils`` disabled its torch path).  The models therefore
+set torch (and numpy's OpenBLAS) to one thread in each worker before any computation, keyed
+by process id (``_prepare_worker``); torch is only used where that was done or in a main
+process (``_torch_is_safe``), numpy otherwise.
 
 The module also has ``run_checked``, a ``proc.run(RunSteps(n))`` that cannot hang: Lava 0.10
 deadlocks when a process model raises (the runtime service waits forever for the neighbours of
@@ -41,7 +47,6 @@ except ImportError:  # pragma: no cover - torch is a dependency of lava-dl
     torch = None
 
 from lava.magma.core.decorator import implements, requires, tag
-from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: F401 - base of the model
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort
 from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
@@ -117,9 +122,10 @@ def _prepare_worker() -> None:
       two, on this 2-core machine).
     * torch after fork: when the main process has already run a multi-threaded torch op
       (GNU OpenMP thread pool started), a multi-threaded torch op in the forked child hangs
-      (reproduced here with torch 2.3.1: the 128x128 conv2d never returned).  With one thread
-      torch never enters an OpenMP parallel region.  This is the reason Lava's own
-      ``lava.proc.conv.utils`` disabled its torch path.
+      (reproduced here with torch 2.3.1: the worker's conv2d never returns; see
+      ``tests/test_fast_models.py::test_fast_model_after_parent_used_torch_threads``).  With
+      one thread torch does not enter an OpenMP parallel region.  This is the reason Lava's
+      own ``lava.proc.conv.utils`` disabled its torch path.
 
     Only inside a forked worker (``multiprocessing.parent_process()`` set): a model built by
     hand in a main process leaves that process's settings alone.
@@ -186,7 +192,8 @@ def _conv_exact(input_: np.ndarray,
     tap (i, j) the rows shifted by ``i * dx * H_pad + j * dy`` times the tap's ``(C_in/g,
     C_out/g)`` weight matrix (one BLAS gemm) is added to the output rows; this is the stride-1
     output on the padded-width grid, the wrapped-around columns are dropped and the stride is
-    applied by slicing.  128x128x16, 3x3, one thread: torch about 2 ms, numpy about 4 ms.
+    applied by slicing.  128x128x16, 3x3, one thread, this machine: torch about 1 ms (plus
+    about 0.1 ms of conversions), numpy about 4 ms.
 
     Exactness.  Let ``L = max over output channels of sum |w|`` and ``m = max |input|``.  Every
     partial sum of the products feeding one output is an integer of magnitude <= ``L * m``:
@@ -316,15 +323,16 @@ class FastConvModelFixed(AbstractPyConvModel):
       deliberate so that results equal the stock model exactly; a graph builder that needs a
       weight exponent must fold it into the weights (or the neuron) itself.
 
-    The convolution itself is ``conv_exact`` (BLAS gemms in float32 or float64 when that is
-    provably exact, else the stock scipy routine); see its docstring for the argument.  The
-    dense method is used for binary spikes too: at 128x128x16 one step costs a few
-    milliseconds, which a scatter of the active spikes in numpy does not beat at a few %
-    activity.
+    The convolution itself is ``_conv_exact`` (torch conv2d or numpy gemms, in float32 or
+    float64 when that is provably exact, else the stock scipy routine); see its docstring
+    for the argument.  When the bound shows ``|a_out| < 2**23`` the 24-bit wrap is skipped
+    (it is the identity there).  The dense method is used for binary spikes too: at
+    128x128x16 and 5 % input spikes a numpy scatter of the active spikes (``np.add.at``) took
+    53 ms, the dense conv 1-4 ms.
 
     Only selected when asked for: ``exception_proc_model_map={Conv: FastConvModelFixed}``
-    (see ``fast_run_config``).  Inside a Lava worker process it limits OpenBLAS to one
-    thread (see ``_prepare_worker``).
+    (see ``fast_run_config``).  Its constructor (run inside the Lava worker process) sets
+    torch and numpy's OpenBLAS to one thread there (see ``_prepare_worker``).
     """
 
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
@@ -474,7 +482,8 @@ def fast_exception_map() -> dict:
 def fast_run_config(select_tag: str = "fixed_pt",
                     exception_proc_model_map: ty.Optional[dict] = None,
                     **kwargs) -> Loihi2SimCfg:
-    """``Loihi2SimCfg`` that runs stock ``Conv`` processes with ``FastConvModelFixed``.
+    """``Loihi2SimCfg`` that runs stock ``Conv``, ``LIF`` and ``LIFReset`` processes with the
+    fast models of this module (``fast_exception_map``), everything else as usual.
 
     ``exception_proc_model_map`` entries given here are added on top of (and win over) the
     fast ones; other keyword arguments go to ``Loihi2SimCfg``.  The fast models are
@@ -527,7 +536,16 @@ def abort_runtime(proc) -> None:
         runtime.join()  # the runtime's own channel ports in this process
     except Exception:  # noqa: BLE001 - best effort, the ports may be half built
         pass
-    runtime.stop()
+    try:
+        runtime.stop()   # joins the (dead) actors, shuts down the shared-memory manager
+    except Exception:  # noqa: BLE001 - cleanup after another error: do not mask it
+        infra = getattr(runtime, "_messaging_infrastructure", None)
+        smm = getattr(infra, "smm", None)
+        if smm is not None:
+            try:
+                smm.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
 
 
 def _failure_text(actors) -> str:

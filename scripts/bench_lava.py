@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time a 10-layer conv chain in the Lava CPU simulator: stock models vs FastConvModelFixed vs slayer.
+"""Time a 10-layer conv chain in the Lava CPU simulator: stock models vs export.fast_models vs slayer.
 
 Network: a spike source of shape (size, size, channels) (Lava's (x, y, f)) with ~5 % random
 spikes per step, then ``layers`` x [Conv(channels -> channels, 3x3, padding 1) -> LIF], with
@@ -17,9 +17,9 @@ Run side by side in one process, on the same numbers:
 Lava times are wall clock: "setup" = compile + starting the worker processes, "run" = the
 ``steps`` time steps, "total" = build + setup + run + reading the probes + stop; "worker
 CPU" = user + system CPU of all Lava worker processes during "run" (less sensitive to other
-load on the machine than wall time).  A small warm-up run of both configurations comes first.  Every LIF
-layer's spikes are recorded at every step (``SpikeDump`` probes, see there why not
-``Var.get()``); (a) and (b) must be identical.
+load on the machine than wall time).  A small warm-up run of both configurations comes
+first.  Every LIF layer's spikes are recorded at every step (``SpikeDump`` probe, see there
+why not ``Var.get()``); (a) and (b) must be identical.
 
 Lava adds one time step of delay per Conv (its a_buf), slayer none, so Lava's layer k
 (1-based) at step t equals slayer's layer k at step t - k.  Per layer the script compares

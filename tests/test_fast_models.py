@@ -110,20 +110,23 @@ class Net:
 
 
 NETS = [
-    Net("3x3_pad1_then_stride", (12, 9, 4),
-        ConvSpec(8, (3, 3), padding=(1, 1)),
-        ConvSpec(6, (3, 3), stride=(2, 1), padding=(0, 1))),
-    Net("rect_kernel_groups", (11, 14, 6),
+    Net("3x3_pad1_then_stride", (10, 7, 3),
+        ConvSpec(5, (3, 3), padding=(1, 1)),
+        ConvSpec(4, (3, 3), stride=(2, 1), padding=(0, 1))),
+    Net("rect_kernel_groups", (9, 11, 4),
         ConvSpec(4, (3, 5), stride=(2, 1), padding=(1, 2), groups=2),
         ConvSpec(4, (1, 1), groups=4)),
-    Net("dilation_groups3", (16, 10, 4),
+    Net("dilation_groups3", (13, 8, 3),
         ConvSpec(6, (5, 5), padding=(2, 2), dilation=(2, 1)),
         ConvSpec(3, (2, 4), stride=(2, 2), groups=3)),
-    Net("graded_input_24bit", (10, 7, 3),
-        ConvSpec(5, (3, 3), padding=(1, 1)),
+    Net("graded_input_24bit", (8, 6, 3),
+        ConvSpec(4, (3, 3), padding=(1, 1)),
         ConvSpec(4, (3, 3), stride=(1, 2), padding=(1, 0)),
         graded_bits=24, graded_max=2**13),
 ]
+
+# Note: Var.get() moves one element per message (about 50 us each), so the recorded tensors
+# are kept small; the network shapes above still cover the geometry cases.
 
 
 def _build(net: Net, seed: int):
@@ -225,7 +228,8 @@ LIF_CASES = [
 ]
 
 
-def _run_lif(case: dict, cls, run_cfg, seed: int) -> dict:
+def _run_lif(case: dict, run_cfg, seed: int) -> dict:
+    """One source driving a LIF and a LIFReset with the same parameters."""
     rng = np.random.default_rng(seed)
     shape = (6, 5, 3)
     steps = 20
@@ -235,137 +239,33 @@ def _run_lif(case: dict, cls, run_cfg, seed: int) -> dict:
                        else case["bias_mant"])
     kw["bias_exp"] = (rng.integers(0, 8, shape) if case["bias_exp"] == "random"
                       else case["bias_exp"])
-    if cls is LIFReset:
-        kw.update(reset_interval=7, reset_offset=3)
     source = SourceBuffer(data=data)
-    lif = cls(shape=shape, **kw)
-    sink = SinkBuffer(shape=shape, buffer=steps)
-    source.s_out.connect(lif.a_in)
-    lif.s_out.connect(sink.a_in)
+    neurons = {"LIF": LIF(shape=shape, **kw),
+               "LIFReset": LIFReset(shape=shape, reset_interval=7, reset_offset=3, **kw)}
+    sinks = {}
+    for name, neuron in neurons.items():
+        source.s_out.connect(neuron.a_in)
+        sinks[name] = SinkBuffer(shape=shape, buffer=steps)
+        neuron.s_out.connect(sinks[name].a_in)
     try:
         run_checked(source, steps, run_cfg, timeout_s=120)
-        return {"s": sink.data.get().copy(), "u": lif.u.get().copy(), "v": lif.v.get().copy()}
+        out = {}
+        for name, neuron in neurons.items():
+            out[f"{name}.s"] = sinks[name].data.get().copy()
+            out[f"{name}.u"] = neuron.u.get().copy()
+            out[f"{name}.v"] = neuron.v.get().copy()
+        return out
     finally:
         source.stop()
 
 
-@pytest.mark.parametrize("cls", [LIF, LIFReset])
 @pytest.mark.parametrize("case", LIF_CASES, ids=lambda c: f"du{c['du']}_dv{c['dv']}_amp{c['amp']}")
-def test_fast_lif_models_identical_to_stock(case, cls):
+def test_fast_lif_models_identical_to_stock(case):
     seed = LIF_CASES.index(case)
-    stock = _run_lif(case, cls, Loihi2SimCfg(select_tag="fixed_pt"), seed)
-    fast = _run_lif(case, cls, fast_run_config(), seed)
+    stock = _run_lif(case, Loihi2SimCfg(select_tag="fixed_pt"), seed)
+    fast = _run_lif(case, fast_run_config(), seed)
     for key in stock:
         assert np.array_equal(stock[key], fast[key]), key
-
-
-# --------------------------------------------------------------------------------------------
-# Failing runs leave no worker processes
-# --------------------------------------------------------------------------------------------
-
-def _child_processes() -> set:
-    """(pid, start time) of this process's children, without multiprocessing's resource
-    tracker (started once on first shared-memory use, lives as long as this process)."""
-    me = str(os.getpid())
-    kids = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if fields[1] != me:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if b"resource_tracker" in cmdline:
-            continue
-        kids.add((int(entry), fields[19]))
-    return kids
-
-
-class _RaisesInRunSpk(FastConvModelFixed):
-    def run_spk(self):
-        if self.time_step == 3:
-            raise ValueError("boom in run_spk")
-        super().run_spk()
-
-
-class _RaisesInInit(FastConvModelFixed):
-    def __init__(self, proc_params):
-        super().__init__(proc_params)
-        raise ValueError("boom in __init__")
-
-
-def _small_net():
-    source = SourceBuffer(data=np.ones((5, 4, 2, 10), np.int32))
-    conv = Conv(weight=np.full((2, 3, 3, 2), 2, np.int32), input_shape=(5, 4, 2), padding=1)
-    lif = LIF(shape=conv.output_shape, vth=2)
-    source.s_out.connect(conv.s_in)
-    conv.a_out.connect(lif.a_in)
-    return source, lif
-
-
-@pytest.mark.parametrize("failure,expected", [
-    ("run_spk", LavaRunError),
-    ("init", ValueError),
-    ("compile", AssertionError),
-])
-def test_failed_run_leaves_no_processes(failure, expected):
-    cfgs = {
-        "run_spk": fast_run_config(exception_proc_model_map={Conv: _RaisesInRunSpk}),
-        "init": fast_run_config(exception_proc_model_map={Conv: _RaisesInInit}),
-        "compile": Loihi2SimCfg(select_tag="no_such_tag"),
-    }
-    before = _child_processes()
-    mp_before = set(multiprocessing.active_children())
-    source, _ = _small_net()
-    with pytest.raises(expected, match="boom|no_such_tag"):
-        try:
-            run_checked(source, 10, cfgs[failure], timeout_s=60)
-        finally:
-            source.stop()  # must return (Lava's own stop() hangs after a worker failed)
-    assert _child_processes() - before == set()
-    assert set(multiprocessing.active_children()) - mp_before == set()
-
-    # And the next run in this process works.
-    source, lif = _small_net()
-    try:
-        run_checked(source, 10, fast_run_config(), timeout_s=60)
-        assert lif.v.get().shape == (5, 4, 2)
-    finally:
-        source.stop()
-    assert _child_processes() - before == set()
-
-
-def test_fast_model_after_parent_used_torch_threads():
-    """Lava forks its workers.  When the main process has run multi-threaded torch (OpenMP
-    pool started, here also through conv_exact itself), a multi-threaded torch op in a forked
-    worker hangs; the workers must run torch single-threaded (set up per process id, not by a
-    flag that the fork would copy)."""
-    torch = pytest.importorskip("torch")
-    threads = torch.get_num_threads()
-    x = np.random.default_rng(0).random((96, 96, 16)) < 0.1
-    w = np.ones((16, 3, 3, 16), np.int32)
-    try:
-        torch.set_num_threads(max(2, threads))
-        torch.nn.functional.conv2d(torch.rand(1, 16, 64, 64), torch.rand(16, 16, 3, 3), padding=1)
-        conv_exact(x, w, (3, 3), (1, 1), (1, 1), (1, 1), 1)
-        fast_models._prepare_worker()  # in the main process: a no-op
-        assert torch.get_num_threads() == max(2, threads)
-    finally:
-        torch.set_num_threads(threads)
-    source = SourceBuffer(data=np.tile(x[..., None], (1, 1, 1, 6)).astype(np.int32))
-    conv = Conv(weight=w, input_shape=x.shape, padding=1)
-    lif = LIF(shape=conv.output_shape, vth=2)
-    source.s_out.connect(conv.s_in)
-    conv.a_out.connect(lif.a_in)
-    try:
-        run_checked(source, 6, fast_run_config(), timeout_s=30)  # raises on a hang
-    finally:
-        source.stop()
 
 
 def test_fast_lif_arithmetic_direct():
