@@ -68,7 +68,9 @@ def _inputs(rng, shape):
 
 
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
-@pytest.mark.parametrize("geom", GEOMETRIES, ids=lambda g: "x".join(map(str, g[:2])) + f"_k{g[4]}_s{g[5]}_p{g[6]}_d{g[7]}_g{g[8]}")
+@pytest.mark.parametrize(
+    "geom", GEOMETRIES,
+    ids=lambda g: "x".join(map(str, g[:2])) + f"_k{g[4]}_s{g[5]}_p{g[6]}_d{g[7]}_g{g[8]}")
 def test_conv_exact_equals_stock_conv(geom, backend, monkeypatch):
     monkeypatch.setattr(fast_models, "_BACKEND", backend)
     w_, h_, cin, cout, k, s, p, d, g = geom
@@ -266,6 +268,116 @@ def test_fast_lif_models_identical_to_stock(case):
     fast = _run_lif(case, fast_run_config(), seed)
     for key in stock:
         assert np.array_equal(stock[key], fast[key]), key
+
+
+# --------------------------------------------------------------------------------------------
+# Failing runs leave no worker processes
+# --------------------------------------------------------------------------------------------
+
+def _child_processes() -> set:
+    """(pid, start time) of this process's children, without multiprocessing's resource
+    tracker (started once on first shared-memory use, lives as long as this process)."""
+    me = str(os.getpid())
+    kids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if fields[1] != me:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if b"resource_tracker" in cmdline:
+            continue
+        kids.add((int(entry), fields[19]))
+    return kids
+
+
+class _RaisesInRunSpk(FastConvModelFixed):
+    def run_spk(self):
+        if self.time_step == 3:
+            raise ValueError("boom in run_spk")
+        super().run_spk()
+
+
+class _RaisesInInit(FastConvModelFixed):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        raise ValueError("boom in __init__")
+
+
+def _small_net():
+    source = SourceBuffer(data=np.ones((5, 4, 2, 10), np.int32))
+    conv = Conv(weight=np.full((2, 3, 3, 2), 2, np.int32), input_shape=(5, 4, 2), padding=1)
+    lif = LIF(shape=conv.output_shape, vth=2)
+    source.s_out.connect(conv.s_in)
+    conv.a_out.connect(lif.a_in)
+    return source, lif
+
+
+@pytest.mark.parametrize("failure,expected", [
+    ("run_spk", LavaRunError),
+    ("init", ValueError),
+    ("compile", AssertionError),
+])
+def test_failed_run_leaves_no_processes(failure, expected):
+    cfgs = {
+        "run_spk": fast_run_config(exception_proc_model_map={Conv: _RaisesInRunSpk}),
+        "init": fast_run_config(exception_proc_model_map={Conv: _RaisesInInit}),
+        "compile": Loihi2SimCfg(select_tag="no_such_tag"),
+    }
+    before = _child_processes()
+    mp_before = set(multiprocessing.active_children())
+    source, _ = _small_net()
+    with pytest.raises(expected, match="boom|no_such_tag"):
+        try:
+            run_checked(source, 10, cfgs[failure], timeout_s=60)
+        finally:
+            source.stop()  # must return (Lava's own stop() hangs after a worker failed)
+    assert _child_processes() - before == set()
+    assert set(multiprocessing.active_children()) - mp_before == set()
+
+    # And the next run in this process works.
+    source, lif = _small_net()
+    try:
+        run_checked(source, 10, fast_run_config(), timeout_s=60)
+        assert lif.v.get().shape == (5, 4, 2)
+    finally:
+        source.stop()
+    assert _child_processes() - before == set()
+
+
+def test_fast_model_after_parent_used_torch_threads():
+    """Lava forks its workers.  When the main process has run multi-threaded torch (OpenMP
+    pool started, here also through conv_exact itself), a multi-threaded torch op in a forked
+    worker hangs; the workers must run torch single-threaded (set up per process id, not by a
+    flag that the fork would copy)."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    x = np.random.default_rng(0).random((96, 96, 16)) < 0.1
+    w = np.ones((16, 3, 3, 16), np.int32)
+    try:
+        torch.set_num_threads(max(2, threads))
+        torch.nn.functional.conv2d(torch.rand(1, 16, 64, 64), torch.rand(16, 16, 3, 3), padding=1)
+        conv_exact(x, w, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+        fast_models._prepare_worker()  # in the main process: a no-op
+        assert torch.get_num_threads() == max(2, threads)
+    finally:
+        torch.set_num_threads(threads)
+    source = SourceBuffer(data=np.tile(x[..., None], (1, 1, 1, 6)).astype(np.int32))
+    conv = Conv(weight=w, input_shape=x.shape, padding=1)
+    lif = LIF(shape=conv.output_shape, vth=2)
+    source.s_out.connect(conv.s_in)
+    conv.a_out.connect(lif.a_in)
+    try:
+        run_checked(source, 6, fast_run_config(), timeout_s=30)  # raises on a hang
+    finally:
+        source.stop()
+
 
 
 def test_fast_lif_arithmetic_direct():
