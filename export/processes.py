@@ -102,29 +102,46 @@ class PyReadoutModel(PyLoihiProcessModel):
 
 
 class SpikeMonitor(AbstractProcess):
-    """Counts a group's spikes per sample and per neuron, and records the full trains of the first samples."""
+    """Counts a group's spikes per sample and per neuron, and records the full trains of the first samples.
 
-    def __init__(self, *, shape: tuple[int, ...], num_samples: int, steps: int, record_samples: int = 0):
-        super().__init__(shape=shape, num_samples=num_samples, steps=steps, record_samples=record_samples)
+    The results go to memory-mapped files in ``folder`` (``counts``, ``neuron_counts``,
+    ``trains``): reading Lava Vars back moves one element per message, far too slow for spike
+    trains. :func:`monitor_arrays` creates the files; the host reads them after the run.
+    """
+
+    def __init__(self, *, shape: tuple[int, ...], num_samples: int, steps: int, folder: str, record_samples: int = 0):
+        super().__init__(shape=shape, num_samples=num_samples, steps=steps, folder=folder, record_samples=record_samples)
         self.s_in = InPort(shape=shape)
-        self.counts = Var(shape=(max(1, num_samples),), init=0)
-        self.neuron_counts = Var(shape=shape, init=0)
-        self.trains = Var(shape=(max(1, record_samples), steps, *shape), init=0)
+
+
+def monitor_arrays(folder: str, shape: tuple[int, ...], num_samples: int, steps: int, record_samples: int, mode: str) -> dict:
+    """The memory-mapped result arrays of a :class:`SpikeMonitor` (``mode`` "w+" creates them)."""
+    from pathlib import Path
+
+    specs = {
+        "counts": (np.int64, (num_samples,)),
+        "neuron_counts": (np.int64, tuple(shape)),
+        "trains": (np.bool_, (max(1, record_samples), steps, *shape)),
+    }
+    return {k: np.memmap(Path(folder) / f"{k}.bin", dtype=d, mode=mode, shape=s) for k, (d, s) in specs.items()}
 
 
 @implements(proc=SpikeMonitor, protocol=LoihiProtocol)
 @requires(CPU)
 class PySpikeMonitorModel(PyLoihiProcessModel):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=1)
-    counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
-    neuron_counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
-    trains: np.ndarray = LavaPyType(np.ndarray, np.int8)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = proc_params
+        self.steps, self.record = p["steps"], p["record_samples"]
+        self.out = monitor_arrays(p["folder"], p["shape"], p["num_samples"], p["steps"], p["record_samples"], "r+")
 
     def run_spk(self) -> None:
-        spikes = self.s_in.recv()
-        k, j = divmod(self.time_step - 1, self.proc_params["steps"])
-        if k < self.counts.shape[0]:
-            self.counts[k] += int(np.count_nonzero(spikes))
-            self.neuron_counts += spikes != 0
-        if k < self.proc_params["record_samples"]:
-            self.trains[k, j] = spikes != 0
+        spikes = self.s_in.recv() != 0
+        k, j = divmod(self.time_step - 1, self.steps)
+        if k < len(self.out["counts"]):
+            self.out["counts"][k] += int(np.count_nonzero(spikes))
+            self.out["neuron_counts"] += spikes
+        if k < self.record:
+            self.out["trains"][k, j] = spikes

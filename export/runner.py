@@ -1,13 +1,16 @@
 """Run a network description in Lava: CPU simulation (Loihi 2 fixed point) or Loihi 2 hardware.
 
 The runtime is always stopped: on success, on exceptions, on Ctrl-C and when compilation fails,
-so no Lava OS processes are left behind.
+so no Lava OS processes are left behind (``fast_models.run_checked``: Lava 0.10 itself hangs when
+a process model raises).
 """
 from __future__ import annotations
 
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -76,9 +79,8 @@ def simulate(
     ``samples``: images ``[N, C, H, W]`` (converted by I2E in the source process) or, with
     ``events=True``, event frames ``[N, T, 2, H, W]``.
     """
-    from lava.magma.core.run_conditions import RunSteps
-
-    from .processes import I2ESource, Readout, SpikeMonitor
+    from .fast_models import run_checked
+    from .processes import I2ESource, Readout, SpikeMonitor, monitor_arrays
 
     # Lava's model search tries to import every module beside a process's file and warns for each
     warnings.filterwarnings("ignore", message="Cannot import module", category=UserWarning)
@@ -92,23 +94,29 @@ def simulate(
     net.connect_input(source.s_out)
     readout = Readout(num_classes=desc.readout.shape[0], num_samples=n, steps=desc.steps)
     readout.v.connect_var(net.readout.v)
-    monitors = {}
-    for g in desc.spiking_groups:
-        mon = SpikeMonitor(shape=net.neurons[g.name].s_out.shape, num_samples=n, steps=desc.steps, record_samples=record)
-        net.neurons[g.name].s_out.connect(mon.s_in)
-        monitors[g.name] = mon
-    start = time.perf_counter()
-    try:
-        source.run(condition=RunSteps(num_steps=n * desc.steps), run_cfg=cfg)
-        logits = np.asarray(readout.logits.get(), dtype=np.int64)[:n]
-        counts = {k: np.asarray(m.counts.get(), dtype=np.int64)[:n] for k, m in monitors.items()}
-        per_neuron = {k: lava_to_chw(np.asarray(m.neuron_counts.get(), dtype=np.int64)) for k, m in monitors.items()}
-        trains = {}
-        if record:
-            for k, m in monitors.items():
-                trains[k] = lava_to_chw(np.asarray(m.trains.get())[:record].astype(bool))
-    finally:
-        _stop(source)
+    with tempfile.TemporaryDirectory(prefix="i2e-neuro-monitors-") as tmp:
+        monitors = {}
+        for g in desc.spiking_groups:
+            shape = net.neurons[g.name].s_out.shape
+            folder = f"{tmp}/{len(monitors)}"
+            Path(folder).mkdir()
+            monitor_arrays(folder, shape, n, desc.steps, record, "w+")
+            mon = SpikeMonitor(shape=shape, num_samples=n, steps=desc.steps, folder=folder, record_samples=record)
+            net.neurons[g.name].s_out.connect(mon.s_in)
+            monitors[g.name] = (folder, shape)
+        start = time.perf_counter()
+        try:
+            run_checked(source, n * desc.steps, cfg)
+            logits = np.asarray(readout.logits.get(), dtype=np.int64)[:n]
+        finally:
+            _stop(source)
+        counts, per_neuron, trains = {}, {}, {}
+        for name, (folder, shape) in monitors.items():
+            arrays = monitor_arrays(folder, shape, n, desc.steps, record, "r")
+            counts[name] = np.array(arrays["counts"])
+            per_neuron[name] = lava_to_chw(np.array(arrays["neuron_counts"]))
+            if record:
+                trains[name] = lava_to_chw(np.array(arrays["trains"][:record]))
     return SimulationResult(logits, counts, per_neuron, trains, time.perf_counter() - start)
 
 
