@@ -200,22 +200,35 @@ def test_loihi2_backend_without_the_extension_says_what_is_missing(residual):
 
 
 def _children() -> set[int]:
+    """Child processes of this one, except multiprocessing's resource tracker (one per interpreter)."""
     me = str(os.getpid())
     kids = set()
     for pid in os.listdir("/proc"):
         try:
             with open(f"/proc/{pid}/stat") as f:
-                if f.read().split(")")[-1].split()[1] == me:
+                if f.read().split(")")[-1].split()[1] != me:
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"resource_tracker" not in f.read():
                     kids.add(int(pid))
         except (OSError, IndexError):
             pass
     return kids
 
 
-def test_a_failing_run_leaves_no_lava_processes_behind(residual):
+def test_a_failing_run_leaves_no_lava_processes_behind(residual, monkeypatch):
+    from export import processes
+    from export.fast_models import LavaRunError
+
     _, desc = residual
     before = _children()
-    bad = np.full((1, 3, 16, 16), np.nan, dtype=np.float32)  # I2E fails inside the source process
-    with pytest.raises(Exception):
-        simulate(desc, bad)
+    with pytest.raises(ValueError, match="NaN"):  # bad input fails in the host, before Lava starts
+        simulate(desc, np.full((1, 3, 16, 16), np.nan, dtype=np.float32))
+
+    def broken(self):  # a fault inside a running Lava process (the workers are forked: they see it)
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(processes.PySpikeMonitorModel, "run_spk", broken)
+    with pytest.raises(LavaRunError, match="injected fault"):
+        simulate(desc, images(1, 16).numpy())
     assert _children() <= before
