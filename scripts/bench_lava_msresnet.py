@@ -30,18 +30,13 @@ def main() -> None:
     from export.runner import simulate
     from i2e_neuro.eval_data import Samples
     from i2e_neuro.lava_dl_run import run_lava_dl
-    from i2e_neuro.models.qat import SpikingGraph
+    from i2e_neuro.models.qat import SpikingGraph, randomize_batchnorm
     from i2e_neuro.models.spec import build_spec
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
     spec = build_spec(args.arch, (2, args.size, args.size), 10)
-    model = SpikingGraph(spec)
-    for bn in model.norms.values():
-        bn.running_mean.uniform_(-0.2, 0.2)
-        bn.running_var.uniform_(0.5, 2.0)
-        bn.weight.data.uniform_(0.8, 1.6)
-        bn.bias.data.uniform_(-0.3, 0.6)
+    model = randomize_batchnorm(SpikingGraph(spec))
     model.eval().fold()
     desc = from_deploy(model.deploy(i2e={"ratio": 0.12, "order": "efghabcd"}))
     images = (torch.rand(args.samples, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8).numpy()

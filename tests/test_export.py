@@ -11,7 +11,7 @@ from export.description import from_checkpoint, from_deploy, to_deploy
 from export.hdf5 import load_hdf5, save_hdf5
 from export.runner import BackendUnavailable, simulate
 from i2e_neuro import i2e
-from i2e_neuro.models.qat import SpikingGraph
+from i2e_neuro.models.qat import SpikingGraph, randomize_batchnorm
 from i2e_neuro.models.spec import INPUT, ConnSpec, GroupSpec, NetSpec, build_spec
 
 I2E = {"ratio": 0.1, "order": "efghabcd"}
@@ -20,12 +20,7 @@ I2E = {"ratio": 0.1, "order": "efghabcd"}
 def random_folded(spec: NetSpec, seed: int = 0) -> SpikingGraph:
     """A model with random weights and BatchNorm statistics, folded to integers."""
     torch.manual_seed(seed)
-    model = SpikingGraph(spec)
-    for bn in model.norms.values():
-        bn.running_mean.uniform_(-0.3, 0.3)
-        bn.running_var.uniform_(0.5, 2.0)
-        bn.weight.data.uniform_(0.6, 1.6)
-        bn.bias.data.uniform_(-0.5, 0.8)
+    model = randomize_batchnorm(SpikingGraph(spec), seed)
     model.eval().fold()
     return model
 

@@ -312,6 +312,20 @@ class SpikingGraph(torch.nn.Module):
         return model
 
 
+@torch.no_grad()
+def randomize_batchnorm(model: SpikingGraph, seed: int = 0) -> SpikingGraph:
+    """Plausible random BatchNorm statistics and affine parameters (tests and benchmarks of
+    untrained networks: folding then gives varied weights and biases of both signs)."""
+    g = torch.Generator().manual_seed(seed)
+    for bn in model.norms.values():
+        n = bn.num_features
+        bn.running_mean.copy_(torch.rand(n, generator=g) * 0.6 - 0.3)
+        bn.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+        bn.weight.copy_(torch.rand(n, generator=g) + 0.6)
+        bn.bias.copy_(torch.rand(n, generator=g) * 1.3 - 0.5)
+    return model
+
+
 def choose_exponent(weight: torch.Tensor) -> int:
     """Smallest exponent e >= 0 with max|w| <= 127 * 2**e / 64 (capped at 7)."""
     peak = float(weight.abs().max())
