@@ -146,3 +146,5 @@ def check_samples(desc: NetworkDescription, samples: np.ndarray, events: bool) -
         raise ValueError(
             f"input: images must be [N, 1 or 3, {h}, {w}] for network {desc.name!r}, got {samples.shape}"
         )
+    elif samples.dtype.kind == "f" and not np.isfinite(samples).all():
+        raise ValueError("input: images contain NaN or infinite values")

@@ -331,17 +331,12 @@ def test_cli_bad_argument_exit_status_in_a_subprocess():
     assert proc.stderr.strip() == "i2e-neuro energy: --event-rate: must be in [0, 1], got 2"
 
 
-def test_cli_model_mode_is_not_implemented_yet(capsys):
+def test_cli_model_mode_bad_arguments(capsys):
     proc = run_energy("--model", "net.h5", "--data", "events.npz")
-    assert proc.returncode == 3
-    assert "not implemented yet" in proc.stderr
+    assert proc.returncode == 2
+    assert "net.h5" in proc.stderr
     assert run_in_process(capsys)[0] == 2  # no mode chosen
-    parser = argparse.ArgumentParser()
-    from i2e_neuro.commands import energy as command
-
-    command.add_arguments(parser)
-    with pytest.raises(NotImplementedError):
-        command.run_model(parser.parse_args(["--model", "x"]))
+    assert run_in_process(capsys, "--first-layer", "--model", "x.h5")[0] == 2
 
 
 def test_through_the_main_cli():
