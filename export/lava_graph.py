@@ -27,6 +27,8 @@ from i2e_neuro.layouts import chw_shape_to_lava
 
 from .description import INPUT, LAVA_DU_OFFSET, Connection, NetworkDescription, NeuronGroup
 
+#: Stock Lava processes that Loihi 2 implements, and all this builder creates for the network.
+LOIHI_PROCESSES = (LIFReset, Conv, Dense)
 #: Our own processes: host-side I/O that stays on the CPU in every run configuration.
 HOST_PROCESSES = ("I2ESource", "Readout", "SpikeMonitor")
 
@@ -94,6 +96,13 @@ def synapse_process(desc: NetworkDescription, c: Connection) -> Conv | Dense:
     # of the (even) accumulated sum is exact.
     weights = np.tile(2 * c.weight.astype(np.int32), (1, w * h))
     return Dense(weights=weights, weight_exp=c.exponent - 1, num_weight_bits=8, name=c.name)
+
+
+def refuse_cpu_only(net: LavaNetwork) -> None:
+    """The Loihi 2 path: refuse, by name, any network process that has no Loihi implementation."""
+    cpu_only = [f"{p.name} ({type(p).__name__})" for p in net.processes() if not isinstance(p, LOIHI_PROCESSES)]
+    if cpu_only:
+        raise ValueError(f"not deployable on Loihi 2 (CPU-only processes): {', '.join(cpu_only)}")
 
 
 def build(desc: NetworkDescription) -> LavaNetwork:

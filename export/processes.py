@@ -24,18 +24,33 @@ class I2ESource(AbstractProcess):
     """Streams samples as I2E event frames, one frame per step, then ``steps - T`` idle steps.
 
     ``samples`` is either images ``[N, C, H, W]`` (uint8 or float), converted here with the I2E
-    engine in batches, or ready events ``[N, T, 2, H, W]`` (bool). The frames travel bit-packed
+    engine in batches, or ready events ``[N, T, 2, H, W]`` (bool); an array, a tensor, or any
+    iterable / torch dataset of them (see :func:`as_sample_array`). The frames travel bit-packed
     to the process model, which unpacks and sends one per step: spikes of shape ``(W, H, 2)``
     (Lava's ``(x, y, f)``) on ``s_out``. (Conversion runs in the host process: torch is not
     fork-safe inside Lava's forked process models once the parent has used its thread pool.)
     """
 
-    def __init__(self, *, samples: np.ndarray, steps: int, timesteps: int, i2e: dict | None = None, events: bool = False):
-        frames = np.asarray(samples, dtype=bool)[:, :timesteps] if events else _convert(samples, timesteps, i2e or {})
+    def __init__(self, *, samples, steps: int, timesteps: int, i2e: dict | None = None, events: bool = False):
+        samples = as_sample_array(samples)
+        frames = samples.astype(bool)[:, :timesteps] if events else _convert(samples, timesteps, i2e or {})
         super().__init__(packed=np.packbits(frames, axis=-1), shape=frames.shape, steps=steps, timesteps=timesteps)
         n, _, _, h, w = frames.shape
         self.s_out = OutPort(shape=(w, h, 2))
         self.num_samples = n
+
+
+def as_sample_array(samples) -> np.ndarray:
+    """Samples as one array: a numpy array or torch tensor as it is; any other iterable (a list,
+    a torch dataset yielding ``(sample, label)``) is read item by item and stacked."""
+    if isinstance(samples, np.ndarray):
+        return samples
+    if hasattr(samples, "detach"):
+        return samples.detach().cpu().numpy()
+    items = [s[0] if isinstance(s, (tuple, list)) else s for s in samples]
+    if not items:
+        raise ValueError("input: no samples")
+    return np.stack([i.detach().cpu().numpy() if hasattr(i, "detach") else np.asarray(i) for i in items])
 
 
 def _convert(images: np.ndarray, timesteps: int, params: dict, batch: int = 256) -> np.ndarray:

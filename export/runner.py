@@ -17,7 +17,7 @@ import numpy as np
 from i2e_neuro.layouts import lava_to_chw
 
 from .description import NetworkDescription
-from .lava_graph import build
+from .lava_graph import build, refuse_cpu_only
 
 BACKENDS = ("cpu", "loihi2")
 
@@ -76,8 +76,9 @@ def simulate(
 ) -> SimulationResult:
     """Stream ``samples`` through the network; record full spike trains of the first ``record`` samples.
 
-    ``samples``: images ``[N, C, H, W]`` (converted by I2E in the source process) or, with
-    ``events=True``, event frames ``[N, T, 2, H, W]``.
+    ``samples``: images ``[N, C, H, W]`` (converted by the I2E source process) or, with
+    ``events=True``, event frames ``[N, T, 2, H, W]``: an array, tensor, or iterable / torch
+    dataset of samples.
     """
     from .fast_models import run_checked
     from .processes import I2ESource, Readout, SpikeMonitor, monitor_arrays
@@ -85,10 +86,15 @@ def simulate(
     # Lava's model search tries to import every module beside a process's file and warns for each
     warnings.filterwarnings("ignore", message="Cannot import module", category=UserWarning)
 
+    from .processes import as_sample_array
+
+    samples = as_sample_array(samples)
     check_samples(desc, samples, events)
     cfg = run_config(backend, fast)  # fails before anything starts when the back end is missing
     n, record = len(samples), min(record, len(samples))
     net = build(desc)
+    if backend == "loihi2":
+        refuse_cpu_only(net)
     i2e_params = {k: v for k, v in desc.i2e.items() if k in ("ratio", "order", "padding")}
     source = I2ESource(samples=samples, steps=desc.steps, timesteps=desc.timesteps, i2e=i2e_params, events=events)
     net.connect_input(source.s_out)

@@ -227,3 +227,37 @@ def test_a_failing_run_leaves_no_lava_processes_behind(residual, monkeypatch):
     with pytest.raises(LavaRunError, match="injected fault"):
         simulate(desc, images(1, 16).numpy())
     assert _children() <= before
+
+
+def test_resource_report_names_the_group_and_limit_that_do_not_fit():
+    from export.resources import DoesNotFit, resource_report
+
+    small = from_deploy(random_folded(build_spec("msresnet_tiny", (2, 16, 16), 5)).deploy(i2e=I2E))
+    rows = resource_report(small, "loihi2")
+    assert [r.name for r in rows] == [g.name for g in small.groups] and all(r.cores >= 1 for r in rows)
+    big = from_deploy(random_folded(build_spec("msresnet_tiny", (2, 128, 128), 5)).deploy(i2e=I2E))
+    with pytest.raises(DoesNotFit, match="group 'readout': fan-in 8192 .* 4096 \\(max_fan_in_per_core\\)"):
+        resource_report(big, "loihi2")
+
+
+def test_loihi_path_refuses_cpu_only_processes_by_name(residual):
+    from lava.proc.io.source import RingBuffer
+
+    from export.lava_graph import build, refuse_cpu_only
+
+    net = build(residual[1])
+    refuse_cpu_only(net)  # LIFReset, Conv and Dense only
+    extra = RingBuffer(data=np.zeros((2, 3)))
+    net.synapses["extra"] = extra
+    with pytest.raises(ValueError, match=f"{extra.name} \\(RingBuffer\\)"):
+        refuse_cpu_only(net)
+
+
+def test_source_takes_tensors_and_torch_datasets(residual):
+    from torch.utils.data import TensorDataset
+
+    _, desc = residual
+    imgs = images(2, 16, seed=7)
+    expected = simulate(desc, imgs.numpy()).logits
+    assert np.array_equal(simulate(desc, imgs).logits, expected)
+    assert np.array_equal(simulate(desc, TensorDataset(imgs, torch.arange(2))).logits, expected)
