@@ -17,7 +17,7 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from i2e_neuro.layouts import chw_to_lava
+from i2e_neuro.layouts import batch_first_to_time_first, chw_to_lava
 
 
 class I2ESource(AbstractProcess):
@@ -57,7 +57,7 @@ def _convert(images: np.ndarray, timesteps: int, params: dict, batch: int = 256)
     from i2e_neuro.conversion import i2e
 
     parts = [i2e(images[i : i + batch], timesteps=timesteps, **params).numpy() for i in range(0, len(images), batch)]
-    return np.concatenate(parts, axis=1).transpose(1, 0, 2, 3, 4)  # [N, T, 2, H, W]
+    return batch_first_to_time_first(np.concatenate(parts, axis=1))  # [N, T, 2, H, W]
 
 
 @implements(proc=I2ESource, protocol=LoihiProtocol)

@@ -12,6 +12,7 @@ import torch
 
 from .conversion import i2e
 from .eval_data import Samples
+from .layouts import batch_first_to_time_first, slayer_to_samples
 
 
 @dataclass
@@ -26,7 +27,7 @@ def sample_events(desc, samples: Samples, start: int, stop: int) -> torch.Tensor
     """I2E events ``[T, B, 2, H, W]`` of samples ``start:stop`` (canonical vectors, the description's ratio)."""
     batch = torch.from_numpy(samples.data[start:stop])
     if samples.events:
-        return batch.transpose(0, 1)[: desc.timesteps]
+        return batch_first_to_time_first(batch)[: desc.timesteps]
     params = {k: v for k, v in desc.i2e.items() if k in ("ratio", "order", "padding")}
     return i2e(batch, timesteps=desc.timesteps, **params)
 
@@ -50,5 +51,5 @@ def run_lava_dl(desc, samples: Samples, record: int = 0, batch: int = 64) -> Lav
                 spikes = rec[g.name]  # [B, C, H, W, steps]
                 counts[g.name] += spikes.sum(dim=(0, 4)).numpy().astype(np.int64)
                 if start < record:
-                    trains.setdefault(g.name, []).append(spikes.permute(0, 4, 1, 2, 3).numpy().astype(bool)[: record - start])
+                    trains.setdefault(g.name, []).append(slayer_to_samples(spikes).numpy().astype(bool)[: record - start])
     return LavaDlRun(np.concatenate(preds), {k: np.concatenate(v) for k, v in trains.items()}, counts, input_counts)

@@ -23,9 +23,16 @@ def slayer_to_i2e(x: torch.Tensor) -> torch.Tensor:
     return x.permute(4, 0, 1, 2, 3)
 
 
-def batch_first_to_time_first(x: torch.Tensor) -> torch.Tensor:
-    """DataLoader batches of per-sample ``[T, C, H, W]`` arrive as ``[B, T, ...]``; make them ``[T, B, ...]``."""
-    return x.transpose(0, 1)
+def batch_first_to_time_first(x):
+    """DataLoader batches of per-sample ``[T, C, H, W]`` arrive as ``[B, T, ...]``; make them ``[T, B, ...]``.
+
+    The same swap turns ``[T, B, ...]`` back into per-sample ``[B, T, ...]`` (tensor or array)."""
+    return x.transpose(0, 1) if hasattr(x, "detach") else np.swapaxes(x, 0, 1)
+
+
+def slayer_to_samples(x: torch.Tensor) -> torch.Tensor:
+    """``[B, C, H, W, T]`` -> per-sample trains ``[B, T, C, H, W]`` (how spike records are compared)."""
+    return x.permute(0, 4, 1, 2, 3)
 
 
 def chw_to_lava(x: np.ndarray) -> np.ndarray:

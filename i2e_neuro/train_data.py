@@ -28,6 +28,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from .layouts import batch_first_to_time_first
+
 IMAGE_DATASETS = ("digits", "cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder")
 EVENT_DATASETS = ("events", "cifar10-dvs")
 ALL_DATASETS = IMAGE_DATASETS + EVENT_DATASETS
@@ -383,7 +385,7 @@ def _packed_events(folder: Path, index: dict, limit: int | None) -> tuple[np.nda
             raise DataError(f"{folder / entry['file']}: sample shape {ev.shape} differs from the first file's {shape}")
         if batch.labels is None or (np.asarray(batch.labels) < 0).any():
             raise DataError(f"{folder / entry['file']}: has no class labels (convert a dataset, not loose images)")
-        bits.append(np.packbits(np.moveaxis(ev, 1, 0), axis=-1))
+        bits.append(np.packbits(batch_first_to_time_first(ev), axis=-1))  # [T, B, ...] -> [B, T, ...]
         labels.append(np.asarray(batch.labels, dtype=np.int64))
         count += ev.shape[1]
     return np.concatenate(bits), np.concatenate(labels), shape

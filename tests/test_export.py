@@ -11,6 +11,7 @@ from export.description import from_checkpoint, from_deploy, to_deploy
 from export.hdf5 import load_hdf5, save_hdf5
 from export.runner import BackendUnavailable, simulate
 from i2e_neuro import i2e
+from i2e_neuro.layouts import slayer_to_samples
 from i2e_neuro.models.qat import SpikingGraph, randomize_batchnorm
 from i2e_neuro.models.spec import INPUT, ConnSpec, GroupSpec, NetSpec, build_spec
 
@@ -37,7 +38,7 @@ def reference(model: SpikingGraph, imgs: torch.Tensor):
 
 def assert_same_spikes(result, rec, desc):
     for g in desc.spiking_groups:
-        ref = rec[g.name].permute(0, 4, 1, 2, 3).numpy().astype(bool)  # [B, steps, C, H, W]
+        ref = slayer_to_samples(rec[g.name]).numpy().astype(bool)  # [B, steps, C, H, W]
         assert ref.sum() > 0, f"{g.name}: silent group makes a weak test"
         assert np.array_equal(result.trains[g.name], ref), f"{g.name}: spikes differ"
         assert np.array_equal(result.counts[g.name], ref.reshape(len(ref), -1).sum(1))
