@@ -82,6 +82,11 @@ def test_energy_command_on_the_model(trained, tmp_path, capsys):
 
 
 def test_simulate_reports_bad_input_clearly(trained, tmp_path, capsys):
+    assert main(["export", str(tmp_path / "gone.pt")]) == 2
+    assert "gone.pt" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert main(["export", str(tmp_path / "junk.pt")]) == 2
+    assert "junk.pt" in capsys.readouterr().err
     assert main(["simulate", "--model", str(tmp_path / "none.h5")]) == 2
     assert "none.h5" in capsys.readouterr().err
     assert main(["simulate", "--model", trained[1]["checkpoint"], "--data", str(tmp_path / "nowhere")]) == 2
