@@ -113,13 +113,29 @@ class NetworkDescription:
         return True
 
     def validate(self) -> None:
+        """Check that the description is complete, its shapes chain and its window is long enough."""
+        self.validate_structure()
+        needed = self.timesteps + self.depths()[self.readout.name]
+        if self.steps < needed:
+            raise ValueError(
+                f"{self.name}: steps {self.steps} per sample < {needed} (timesteps {self.timesteps} + the "
+                "readout's depth): the readout would be read before the sample's last spikes arrive"
+            )
+
+    def i2e_params(self) -> dict:
+        """Keyword arguments for ``i2e()`` (ratio, order, padding) as the network was trained."""
+        if self.i2e.get("ratio") is None:
+            raise ValueError(
+                f"{self.name}: trained on event data (no I2E ratio stored); give it event samples, not images"
+            )
+        return {k: v for k, v in self.i2e.items() if k in ("ratio", "order", "padding")}
+
+    def validate_structure(self) -> None:
         """Check that the description is complete and its shapes chain; errors name the part."""
         if not self.groups:
             raise ValueError(f"{self.name}: no neuron groups")
         if not self.readout.readout or any(g.readout for g in self.groups[:-1]):
             raise ValueError(f"{self.name}: the last group, and only it, must be the readout")
-        if self.steps < self.timesteps:
-            raise ValueError(f"{self.name}: steps {self.steps} < timesteps {self.timesteps}")
         names = {g.name for g in self.groups}
         for g in self.groups:
             if not self.incoming(g.name):
@@ -149,6 +165,8 @@ class NetworkDescription:
                 raise ValueError(f"connection {c.name!r}: weights must be integer mantissas in [-128, 127]")
             if not 0 <= c.exponent <= 7:
                 raise ValueError(f"connection {c.name!r}: exponent {c.exponent} outside 0..7")
+            if c.delay != 1:
+                raise ValueError(f"connection {c.name!r}: delay {c.delay} unsupported (every hop delays by exactly 1 step)")
 
     def output_shape(self, c: Connection) -> tuple[int, ...]:
         in_shape = self.source_shape(c.source)
@@ -211,6 +229,7 @@ def from_deploy(deploy: dict[str, Any]) -> NetworkDescription:
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"deploy entry is incomplete or malformed: missing/invalid {e}") from e
+    desc.validate_structure()
     if desc.steps == 0:
         desc.steps = desc.timesteps + desc.depths()[desc.readout.name]
     desc.validate()

@@ -83,9 +83,6 @@ def simulate(
     from .fast_models import run_checked
     from .processes import I2ESource, Readout, SpikeMonitor, monitor_arrays
 
-    # Lava's model search tries to import every module beside a process's file and warns for each
-    warnings.filterwarnings("ignore", message="Cannot import module", category=UserWarning)
-
     from .processes import as_sample_array
 
     samples = as_sample_array(samples)
@@ -95,7 +92,7 @@ def simulate(
     net = build(desc)
     if backend == "loihi2":
         refuse_cpu_only(net)
-    i2e_params = {k: v for k, v in desc.i2e.items() if k in ("ratio", "order", "padding")}
+    i2e_params = {} if events else desc.i2e_params()
     source = I2ESource(samples=samples, steps=desc.steps, timesteps=desc.timesteps, i2e=i2e_params, events=events)
     net.connect_input(source.s_out)
     readout = Readout(num_classes=desc.readout.shape[0], num_samples=n, steps=desc.steps)
@@ -112,7 +109,9 @@ def simulate(
             monitors[g.name] = (folder, shape)
         start = time.perf_counter()
         try:
-            run_checked(source, n * desc.steps, cfg)
+            with warnings.catch_warnings():  # Lava's model search warns for every module beside a process's file
+                warnings.filterwarnings("ignore", message="Cannot import module", category=UserWarning)
+                run_checked(source, n * desc.steps, cfg)
             logits = np.asarray(readout.logits.get(), dtype=np.int64)[:n]
         finally:
             _stop(source)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from i2e_neuro.energy import energy_table, energy_totals, first_layer_comparison, i2e_encoding_ops
+from i2e_neuro.energy import default_op_energies, energy_table, energy_totals, first_layer_comparison, i2e_encoding_ops
 
 from .description import INPUT, Connection, NetworkDescription
 
@@ -66,16 +66,23 @@ def energy_report(desc: NetworkDescription, input_counts: np.ndarray, neuron_cou
     encoding_ops = i2e_encoding_ops(h, w, desc.timesteps)
     stem = [c for c in desc.connections if c.source == INPUT][0]
     input_rate = float(input_counts.sum()) / samples / (np.prod(desc.input_shape) * desc.timesteps)
-    first = first_layer_comparison(  # square inputs: the paper's formula takes one side
-        input_size=int(h), kernel=stem.kernel, stride=stem.stride, padding=stem.padding,
-        filters=int(stem.weight.shape[0]), timesteps=desc.timesteps, event_rate=input_rate,
-    )
+    first = {}
+    if h == w:  # the paper's first-layer formula is for square inputs
+        first = first_layer_comparison(
+            input_size=int(h), kernel=stem.kernel, stride=stem.stride, padding=stem.padding,
+            filters=int(stem.weight.shape[0]), timesteps=desc.timesteps, event_rate=input_rate,
+        )
     measured_first = rows[0]["snn_uj"]
     return {
         "layers": rows,
         "total": totals,
         "i2e_encoding_ops": encoding_ops,
         "network_ratio": totals["ann_uj"] / totals["snn_uj"] if totals["snn_uj"] else None,
-        "first_layer": {**first, "snn_measured_uj": measured_first},
+        "first_layer": {
+            **first,
+            "snn_measured_uj": measured_first,
+            "ann_uj": rows[0]["ann_uj"],
+            "i2e_uj": encoding_ops * default_op_energies()[1] * 1e6,
+        },
         "input_event_rate": input_rate,
     }

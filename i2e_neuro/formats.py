@@ -63,8 +63,11 @@ def to_event_list(sample: Any) -> np.ndarray:
 
 def from_event_list(events: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
     """Structured events -> dense bool ``[T, 2, H, W]`` of the given shape."""
+    p = events["p"].astype(np.int64)
+    if p.size and (p.min() < 0 or p.max() > 1):
+        raise ValueError(f"event polarity must be 0 (OFF) or 1 (ON), found {sorted(set(p.tolist()))[:5]}")
     dense = np.zeros(shape, dtype=bool)
-    dense[events["t"], 1 - events["p"].astype(np.int64), events["y"], events["x"]] = True
+    dense[events["t"], 1 - p, events["y"], events["x"]] = True  # IndexError for coordinates outside shape
     return dense
 
 
@@ -153,6 +156,6 @@ def load_events(path: str | Path) -> EventBatch:
             raise ValueError(f"unknown format {fmt!r}")
         if dense.shape != shape:
             raise ValueError(f"stored shape {shape} does not match the data {dense.shape}")
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, IndexError, AttributeError, ValueError, TypeError) as e:
         raise ValueError(f"{path}: not a valid i2e-neuro event file ({e})") from e
     return EventBatch(dense, arrays.get("labels"), meta)

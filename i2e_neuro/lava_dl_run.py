@@ -28,8 +28,7 @@ def sample_events(desc, samples: Samples, start: int, stop: int) -> torch.Tensor
     batch = torch.from_numpy(samples.data[start:stop])
     if samples.events:
         return batch_first_to_time_first(batch)[: desc.timesteps]
-    params = {k: v for k, v in desc.i2e.items() if k in ("ratio", "order", "padding")}
-    return i2e(batch, timesteps=desc.timesteps, **params)
+    return i2e(batch, timesteps=desc.timesteps, **desc.i2e_params())
 
 
 def run_lava_dl(desc, samples: Samples, record: int = 0, batch: int = 64) -> LavaDlRun:

@@ -176,6 +176,18 @@ def test_descriptions_that_do_not_chain_are_refused(residual):
     del deploy["conns"]["fc"]
     with pytest.raises(ValueError, match="fc"):
         from_deploy(deploy)
+    deploy = to_deploy(desc)
+    deploy["steps"] = desc.timesteps + 2
+    with pytest.raises(ValueError, match="steps .* per sample < "):
+        from_deploy(deploy)
+    deploy = to_deploy(desc)
+    deploy["i2e"] = {"ratio": None}  # a model trained on DVS events
+    with pytest.raises(ValueError, match="event data"):
+        simulate(from_deploy(deploy), images(1, 16).numpy())
+    bad = from_deploy(to_deploy(desc))
+    bad.connections[0].delay = 2
+    with pytest.raises(ValueError, match="stem.*delay 2"):
+        bad.validate()
 
 
 def test_wrong_input_is_refused_before_the_runtime_starts(residual):

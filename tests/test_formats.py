@@ -189,3 +189,15 @@ def test_npz_is_a_plain_zip_without_pickles(tmp_path):
     with zipfile.ZipFile(path) as z:
         assert {"header.npy", "shape.npy", "events.npy", "offsets.npy", "labels.npy"} == set(z.namelist())
     np.load(path, allow_pickle=False)["events"]  # no pickled objects
+
+
+def test_event_lists_with_bad_polarity_or_coordinates_are_refused():
+    from i2e_neuro.formats import EVENT_DTYPE, from_event_list
+
+    ev = np.zeros(1, dtype=EVENT_DTYPE)
+    ev["p"] = 2
+    with pytest.raises(ValueError, match="polarity"):
+        from_event_list(ev, (1, 2, 4, 4))
+    ev["p"], ev["x"] = 1, 9
+    with pytest.raises(IndexError):
+        from_event_list(ev, (1, 2, 4, 4))

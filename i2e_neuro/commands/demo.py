@@ -65,6 +65,8 @@ def train_stage(out: Path, args) -> dict:
     resume = (out / "train" / "checkpoint.pt").is_file()  # an interrupted or finished demo continues
     if resume:
         print(f"resuming the training in {out / 'train'} (delete the folder to start afresh)")
+        if overrides:
+            print(f"note: {', '.join('--' + k.replace('_', '-') for k in overrides)} ignored: the run keeps its own recipe")
     return train(resolve_config(**overrides), out / "train", resume=resume)
 
 
@@ -125,6 +127,8 @@ def energy_stage(out: Path, desc, sim: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     import export.runner  # noqa: F401  Lava must fix multiprocessing's start method before tqdm & co. use it
 
+    from ..atomic import write_text
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages()
@@ -156,8 +160,8 @@ def run(args: argparse.Namespace) -> int:
         "artifacts": str(out),
     }
     text = format_summary(summary)
-    (out / "summary.md").write_text(text + "\n")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(out / "summary.md", text + "\n")
+    write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print("\n" + text)
     return 0 if summary["spike_mismatches"] == 0 and summary["agreement"] == 1.0 else 1
 

@@ -5,11 +5,12 @@ Modes:
 * ``--first-layer``: the paper's first-layer comparison from layer shapes alone (ANN conv on RGB vs
   SNN conv on I2E events plus the I2E encoding), e.g.
   ``i2e-neuro energy --first-layer --input-size 224 --timesteps 8 --event-rate 0.0506 --json``;
-* ``--model FILE --data PATH``: per-layer energy from spikes counted in simulation (not
-  implemented yet: :func:`run_model` is the place).
+* ``--model FILE [--data DATA]``: per-layer energy from spikes counted in the Lava simulation
+  (or the lava-dl model: ``--engine lava-dl``), the whole network against the ANN, and the
+  first layer against the ANN's.
 
-Exit status: 0 on success, 2 for bad arguments (one line on stderr naming the argument),
-3 for a mode that is not implemented yet. ``--json`` prints one JSON object as the last line.
+Exit status: 0 on success, 2 for bad arguments or files (one line on stderr naming them).
+``--json`` prints one JSON object as the last line.
 """
 from __future__ import annotations
 
@@ -81,10 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model is not None or args.data is not None:
         if args.first_layer:
             return _fail("--first-layer cannot be combined with --model/--data")
-        try:
-            return run_model(args)
-        except NotImplementedError as exc:
-            return _fail(str(exc), code=3)
+        return run_model(args)
     if not args.first_layer:
         return _fail("choose a mode: --first-layer (shapes only) or --model FILE --data PATH")
     return run_first_layer(args)
@@ -178,21 +176,28 @@ def run_model(args: argparse.Namespace) -> int:
 
     if args.model is None:
         return _fail("--data needs --model FILE")
+    from ..hw import HardwareConfigError
+
+    if args.limit is not None and args.limit < 1:
+        return _fail(f"--limit: must be >= 1, got {args.limit}")
     try:
         desc = load_description(Path(args.model))
         samples = load_samples(args.data or "digits", desc.input_shape[1:], args.root, args.split, args.limit)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+        n = len(samples.labels)
+        reference = run_lava_dl(desc, samples)
+        if args.engine == "lava":
+            counts = simulate(desc, samples.data, events=samples.events).neuron_counts
+        else:
+            counts = reference.neuron_counts
+        report = energy_report(desc, reference.input_counts, counts, n, hw=args.hw)
+    except (FileNotFoundError, ValueError, KeyError, HardwareConfigError, RuntimeError) as exc:
         return _fail(str(exc))
-    n = len(samples.labels)
-    reference = run_lava_dl(desc, samples)
-    if args.engine == "lava":
-        counts = simulate(desc, samples.data, events=samples.events).neuron_counts
-    else:
-        counts = reference.neuron_counts
-    report = energy_report(desc, reference.input_counts, counts, n, hw=args.hw)
     report.update(model=str(args.model), samples=n, engine=args.engine)
     if args.chart:
-        plot_energy(report["layers"] + [report["total"]], args.chart, title=f"{desc.name}: energy per sample")
+        try:
+            plot_energy(report["layers"] + [report["total"]], args.chart, title=f"{desc.name}: energy per sample")
+        except OSError as exc:
+            return _fail(f"--chart {args.chart}: {exc}")
         report["chart"] = str(args.chart)
     print(_model_table(report))
     if args.json:

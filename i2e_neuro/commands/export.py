@@ -34,7 +34,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2 if not isinstance(e, DoesNotFit) else 3
     out = args.out or args.checkpoint.with_name("network.h5")
-    save_hdf5(desc, out)
+    try:
+        save_hdf5(desc, out)
+    except OSError as e:
+        print(f"error: --out {out}: {e}", file=sys.stderr)
+        return 2
     print(layer_table(desc))
     print()
     print(format_report(rows, args.hardware))

@@ -39,19 +39,23 @@ def run(args: argparse.Namespace) -> int:
     from i2e_neuro.eval_data import load_samples
     from i2e_neuro.lava_dl_run import run_lava_dl
 
+    for flag, value in (("--limit", args.limit), ("--check", args.check)):
+        if value is not None and value < (1 if flag == "--limit" else 0):
+            print(f"error: {flag}: must be {'>= 1' if flag == '--limit' else '>= 0'}, got {value}", file=sys.stderr)
+            return 2
     try:
         desc = load_description(args.model)
         samples = load_samples(args.data, desc.input_shape[1:], args.root, args.split, args.limit)
         start = time.perf_counter()
         result = simulate(desc, samples.data, events=samples.events, backend=args.backend, record=args.check, fast=not args.stock)
+        seconds = time.perf_counter() - start
+        reference = run_lava_dl(desc, samples, args.check)
     except BackendUnavailable as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    seconds = time.perf_counter() - start
-    reference = run_lava_dl(desc, samples, args.check)
     ref_preds, ref_trains = reference.predictions, reference.trains
     n = len(samples.labels)
     labelled = samples.labels >= 0

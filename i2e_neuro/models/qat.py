@@ -259,7 +259,8 @@ class SpikingGraph(torch.nn.Module):
             e = int(self.exponents[i])
             w = quantize_weight(self.synapses[_key(c.name)].weight, e) * WEIGHT_SCALE / 2.0**e
             m = w.round().to(torch.int64)
-            assert torch.equal(m.to(w.dtype), w), f"{c.name}: mantissas are not integers"
+            if not torch.equal(m.to(w.dtype), w):
+                raise ValueError(f"connection {c.name!r}: quantized weights are not integer mantissas")
             conns[c.name] = {"weight": m.reshape(c.out_channels, c.in_channels, *([c.kernel] * 2 if c.kind == "conv" else [])), "exponent": e}
         groups = {}
         for g in self.spec.groups:
