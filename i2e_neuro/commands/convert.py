@@ -470,11 +470,10 @@ def _write_index(out: Path, units: list[Unit], entries: dict[int, dict], conv: C
 
 def _dumps(index: dict) -> str:
     """Indented JSON with one line per file entry (an index of 1000s of files stays readable)."""
-    marks = [f"@@file{i}@@" for i in range(len(index["files"]))]
-    text = json.dumps({**index, "files": marks}, indent=1)
-    for mark, entry in zip(marks, index["files"]):
-        text = text.replace(json.dumps(mark), json.dumps(entry), 1)
-    return text + "\n"
+    head = json.dumps({k: v for k, v in index.items() if k != "files"}, indent=1)
+    entries = ",\n  ".join(json.dumps(entry) for entry in index["files"])
+    files = f'"files": [\n  {entries}\n ]' if entries else '"files": []'
+    return (head[:-2] + ",\n " + files + "\n}" if head != "{}" else "{\n " + files + "\n}") + "\n"
 
 
 def _lock(folder: Path):
