@@ -38,6 +38,19 @@ def _module(name: str):
     return importlib.import_module(f"i2e_neuro.commands.{name}")
 
 
+def run_command(name: str, argv: list[str] | None = None) -> int:
+    """Run one subcommand on its own (``python -m i2e_neuro.commands.<name>``, the scripts)."""
+    module, help_text = COMMANDS[name]
+    parser = argparse.ArgumentParser(prog=f"i2e-neuro {name}", description=help_text)
+    command = _module(module)
+    command.add_arguments(parser)
+    try:
+        return int(command.run(parser.parse_args(argv)) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -493,12 +493,9 @@ def _unlock(fd) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run this command alone: ``python -m i2e_neuro.commands.convert ...``."""
-    parser = argparse.ArgumentParser(prog=PROG, description="convert images, folders or datasets to I2E event files")
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except KeyboardInterrupt:
-        return 130
+    from ..cli import run_command
+
+    return run_command("convert", argv)
 
 
 if __name__ == "__main__":

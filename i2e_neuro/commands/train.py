@@ -137,13 +137,10 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run this command alone: ``python -m i2e_neuro.commands.train ...`` (and scripts/train_slayer.py)."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].split(": ", 1)[1])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except KeyboardInterrupt:
-        return 130
+    """Run this command alone: ``python -m i2e_neuro.commands.train ...``."""
+    from ..cli import run_command
+
+    return run_command("train", argv)
 
 
 if __name__ == "__main__":
