@@ -22,7 +22,7 @@ import numpy as np
 
 from i2e_neuro.atomic import atomic_path
 
-from .description import INPUT, Connection, NetworkDescription, NeuronGroup
+from export.description import INPUT, Connection, NetworkDescription, NeuronGroup
 
 FORMAT = "i2e-neuro network description"
 VERSION = 1

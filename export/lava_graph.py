@@ -25,7 +25,7 @@ from lava.proc.lif.process import LIFReset
 
 from i2e_neuro.layouts import chw_shape_to_lava
 
-from .description import INPUT, LAVA_DU_OFFSET, Connection, NetworkDescription, NeuronGroup
+from export.description import INPUT, LAVA_DU_OFFSET, Connection, NetworkDescription, NeuronGroup
 
 #: Stock Lava processes that Loihi 2 implements, and all this builder creates for the network.
 LOIHI_PROCESSES = (LIFReset, Conv, Dense)

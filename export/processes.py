@@ -54,7 +54,7 @@ def as_sample_array(samples) -> np.ndarray:
 
 
 def _convert(images: np.ndarray, timesteps: int, params: dict, batch: int = 256) -> np.ndarray:
-    from i2e_neuro.conversion import i2e
+    from i2e_neuro.i2e.conversion import i2e
 
     parts = [i2e(images[i : i + batch], timesteps=timesteps, **params).numpy() for i in range(0, len(images), batch)]
     return batch_first_to_time_first(np.concatenate(parts, axis=1))  # [N, T, 2, H, W]

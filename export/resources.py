@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from i2e_neuro.hw import hw_value, load_hw_config
+from i2e_neuro.energy.hw import hw_value, load_hw_config
 
-from .description import NetworkDescription
+from export.description import NetworkDescription
 
 
 class DoesNotFit(ValueError):

@@ -16,8 +16,8 @@ import numpy as np
 
 from i2e_neuro.layouts import lava_to_chw
 
-from .description import NetworkDescription
-from .lava_graph import build, refuse_cpu_only
+from export.description import NetworkDescription
+from export.lava_graph import build, refuse_cpu_only
 
 BACKENDS = ("cpu", "loihi2")
 
@@ -46,7 +46,7 @@ def run_config(backend: str = "cpu", fast: bool = True):
 
         if not fast:
             return Loihi2SimCfg(select_tag="fixed_pt")
-        from .fast_models import fast_exception_map
+        from export.fast_models import fast_exception_map
 
         return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=fast_exception_map())
     if backend == "loihi2":
@@ -80,10 +80,10 @@ def simulate(
     ``events=True``, event frames ``[N, T, 2, H, W]``: an array, tensor, or iterable / torch
     dataset of samples.
     """
-    from .fast_models import run_checked
-    from .processes import I2ESource, Readout, SpikeMonitor, monitor_arrays
+    from export.fast_models import run_checked
+    from export.processes import I2ESource, Readout, SpikeMonitor, monitor_arrays
 
-    from .processes import as_sample_array
+    from export.processes import as_sample_array
 
     samples = as_sample_array(samples)
     check_samples(desc, samples, events)

@@ -3,16 +3,16 @@
 A spike of neuron ``(c, y, x)`` reaches, through a conv connection, ``out_channels`` times the
 number of output positions whose receptive field holds ``(y, x)`` (fewer at borders and with
 strides); through a pooled-dense connection, every readout neuron. The per-population rows
-feed :func:`i2e_neuro.energy.energy_table`, together with the MACs of the equivalent ANN (same
+feed :func:`i2e_neuro.energy.model.energy_table`, together with the MACs of the equivalent ANN (same
 layers, dense, once per image, with RGB instead of ON/OFF input in the first layer).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from i2e_neuro.energy import default_op_energies, energy_table, energy_totals, first_layer_comparison, i2e_encoding_ops
+from i2e_neuro.energy.model import default_op_energies, energy_table, energy_totals, first_layer_comparison, i2e_encoding_ops
 
-from .description import INPUT, Connection, NetworkDescription
+from export.description import INPUT, Connection, NetworkDescription
 
 
 def fanout_map(desc: NetworkDescription, c: Connection) -> np.ndarray:

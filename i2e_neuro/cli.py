@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="i2e-neuro", description=__doc__.splitlines()[0])
-    from . import __version__
+    from i2e_neuro import __version__
 
     parser.add_argument("--version", action="version", version=f"i2e-neuro {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

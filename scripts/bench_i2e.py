@@ -30,8 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from i2e_neuro import i2e  # noqa: E402
-from i2e_neuro.baselines import algorithm1, odg  # noqa: E402
-from i2e_neuro.images import load_image  # noqa: E402
+from i2e_neuro.i2e.baselines import algorithm1, odg  # noqa: E402
+from i2e_neuro.i2e.images import load_image  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "i2e_neuro" / "data" / "samples"
 RATIO = 0.12

@@ -28,8 +28,8 @@ def main() -> None:
 
     from export.description import from_deploy
     from export.runner import simulate
-    from i2e_neuro.eval_data import Samples
-    from i2e_neuro.lava_dl_run import run_lava_dl
+    from i2e_neuro.datasets.eval_data import Samples
+    from export.lava_dl_run import run_lava_dl
     from i2e_neuro.models.qat import SpikingGraph, randomize_batchnorm
     from i2e_neuro.models.spec import build_spec
 

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from i2e_neuro import cifar10_dvs as dvs
-
+from i2e_neuro.datasets import cifar10_dvs as dvs
 HEADER = (
     b"#!AER-DAT2.0\r\n"
     b"# This is a raw AE data file - do not edit\r\n"

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from i2e_neuro import I2E, i2e
-from i2e_neuro.baselines import algorithm1
-from i2e_neuro.directions import DIRECTION_PAIRS, PAPER_ORDER, displacement
-from i2e_neuro.images import load_image
+from i2e_neuro.i2e.baselines import algorithm1
+from i2e_neuro.i2e.directions import DIRECTION_PAIRS, PAPER_ORDER, displacement
+from i2e_neuro.i2e.images import load_image
 
 SAMPLES = sorted((Path(__file__).parents[1] / "i2e_neuro" / "data" / "samples").glob("*.jpg"))
 

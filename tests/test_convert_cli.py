@@ -12,9 +12,9 @@ from PIL import Image
 
 from i2e_neuro import i2e
 from i2e_neuro.commands import convert as cmd
-from i2e_neuro.formats import load_events
-from i2e_neuro.images import load_image
-from i2e_neuro.sources import load_digits_source, resize
+from i2e_neuro.datasets.formats import load_events
+from i2e_neuro.i2e.images import load_image
+from i2e_neuro.datasets.sources import load_digits_source, resize
 
 SAMPLES = Path(__file__).parents[1] / "i2e_neuro" / "data" / "samples"
 
@@ -205,8 +205,7 @@ def test_images_of_the_same_name(tmp_path, capsys):
 
 def test_chunk_with_a_bad_item_is_redone(tmp_path, monkeypatch, capsys):
     """A dataset chunk written with a failed item is not 'done': the next run redoes it."""
-    from i2e_neuro import sources
-
+    from i2e_neuro.datasets import sources
     real = sources.ArraySource.__getitem__
 
     def flaky(self, index):
@@ -317,7 +316,7 @@ def test_local_mnist_to_h5_event_lists(tmp_path):
 
 
 def test_picture_colours_and_checks(tmp_path):
-    from i2e_neuro.pictures import OFF_COLOUR, ON_COLOUR, event_frames, save_gif, save_grid
+    from i2e_neuro.i2e.pictures import OFF_COLOUR, ON_COLOUR, event_frames, save_gif, save_grid
 
     events = np.zeros((3, 2, 5, 6), bool)
     events[0, 0, 1, 2] = events[1, 1, 3, 4] = True
@@ -336,7 +335,7 @@ def test_picture_colours_and_checks(tmp_path):
 
 
 def test_demo_conversion_of_the_sample_photos(tmp_path):
-    from i2e_neuro.demo_conversion import convert_samples, format_table
+    from i2e_neuro.i2e.sample_photos import convert_samples, format_table
 
     rows = convert_samples(tmp_path, short_side=40)
     assert [r["name"] for r in rows] == ["astronaut", "chelsea", "coffee", "rocket"]

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from i2e_neuro import energy
-from i2e_neuro.energy import EnergyArgumentError
-from i2e_neuro.hw import NAMES, HardwareConfigError, hw_source, hw_value, load_hw_config
+from i2e_neuro.energy import model as energy
+from i2e_neuro.energy.model import EnergyArgumentError
+from i2e_neuro.energy.hw import NAMES, HardwareConfigError, hw_source, hw_value, load_hw_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PJ = 1e-12

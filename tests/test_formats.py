@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from i2e_neuro import i2e
-from i2e_neuro.formats import (
+from i2e_neuro.datasets.formats import (
     EVENT_DTYPE,
     FORMATS,
     from_event_list,
@@ -19,7 +19,7 @@ from i2e_neuro.formats import (
     to_event_list,
     unpack,
 )
-from i2e_neuro.images import load_image
+from i2e_neuro.i2e.images import load_image
 
 SAMPLES = Path(__file__).parents[1] / "i2e_neuro" / "data" / "samples"
 
@@ -192,7 +192,7 @@ def test_npz_is_a_plain_zip_without_pickles(tmp_path):
 
 
 def test_event_lists_with_bad_polarity_or_coordinates_are_refused():
-    from i2e_neuro.formats import EVENT_DTYPE, from_event_list
+    from i2e_neuro.datasets.formats import EVENT_DTYPE, from_event_list
 
     ev = np.zeros(1, dtype=EVENT_DTYPE)
     ev["p"] = 2

@@ -10,7 +10,7 @@ from i2e_neuro.models import qat
 from i2e_neuro.models.qat import CURRENT_DECAY, VOLTAGE_DECAY, WEIGHT_SCALE, NeuronConfig, SpikingGraph, _key
 from i2e_neuro.models.reference import build_reference
 from i2e_neuro.models.spec import INPUT, build_spec, msresnet_spec
-from i2e_neuro.sources import load_digits_source
+from i2e_neuro.datasets.sources import load_digits_source
 
 
 def digit_events(n: int = 4, size: int = 16, ratio: float = 0.1) -> torch.Tensor:

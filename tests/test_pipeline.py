@@ -8,9 +8,9 @@ from export.description import from_checkpoint
 from export.runner import simulate
 from export.synops import energy_report, fanout_map
 from i2e_neuro.cli import main
-from i2e_neuro.eval_data import load_samples
-from i2e_neuro.lava_dl_run import run_lava_dl
-from i2e_neuro.training import resolve_config, train
+from i2e_neuro.datasets.eval_data import load_samples
+from export.lava_dl_run import run_lava_dl
+from i2e_neuro.train.trainer import resolve_config, train
 
 
 @pytest.fixture(scope="module")

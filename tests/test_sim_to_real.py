@@ -3,8 +3,8 @@ import numpy as np
 
 from export.description import from_checkpoint
 from export.runner import simulate
-from i2e_neuro.cifar10_dvs import CLASSES, CIFAR10DVS
-from i2e_neuro.training import resolve_config, train
+from i2e_neuro.datasets.cifar10_dvs import CLASSES, CIFAR10DVS
+from i2e_neuro.train.trainer import resolve_config, train
 from test_cifar10_dvs import random_events, write_events
 
 

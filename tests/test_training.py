@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from i2e_neuro import training
+from i2e_neuro.train import trainer as training
 from i2e_neuro.commands import convert as convert_cmd
 from i2e_neuro.commands import train as cmd
-from i2e_neuro.sources import load_digits_source
+from i2e_neuro.datasets.sources import load_digits_source
 
 TINY = ["--limit-train", "64", "--limit-test", "32", "--batch-size", "32", "--no-progress"]
 
@@ -237,7 +237,7 @@ def test_init_with_another_class_count_replaces_the_classifier(trained, tmp_path
     check_deploy(ckpt["deploy"])
 
     # the loading itself: every other parameter is the init's, the classifier is new
-    from i2e_neuro.train_data import DataInfo
+    from i2e_neuro.datasets.train_data import DataInfo
 
     cfg = training.TrainConfig.from_dict(init["config"])
     info = DataInfo("images", (2, 32, 32), ["a", "b", "c"], 8, 0.1)
@@ -279,7 +279,7 @@ def test_events_dataset_from_convert(tmp_path, capsys):
 
 
 def test_derived_seeds_depend_only_on_seed_epoch_and_stream():
-    from i2e_neuro.train_data import EpochSampler, derive_seed
+    from i2e_neuro.datasets.train_data import EpochSampler, derive_seed
 
     assert derive_seed(1, 2, "i2e") == derive_seed(1, 2, "i2e")
     assert len({derive_seed(s, e, k) for s in range(3) for e in range(3) for k in ("shuffle", "i2e")}) == 18

@@ -102,7 +102,7 @@ def parse_shard(spec: str | None, environ=os.environ) -> tuple[int, int]:
 
 def check_args(args) -> list[str]:
     """Every problem with the arguments, one line each (empty: all fine)."""
-    from ..conversion import check_parameters
+    from i2e_neuro.i2e.conversion import check_parameters
 
     problems = []
     if args.dataset and args.inputs:
@@ -193,7 +193,7 @@ def run(args) -> int:
         for p in problems:
             print(f"{PROG}: error: {p}", file=sys.stderr)
         return 2
-    from .. import sources
+    from i2e_neuro.datasets import sources
 
     try:
         source = sources.dataset_source(args.dataset, args.root, args.split or "train") if args.dataset else sources.ImageFiles(args.inputs)
@@ -355,9 +355,9 @@ class Converter:
         import numpy as np
         import torch
 
-        from ..conversion import i2e
-        from ..formats import save_events
-        from ..sources import resize
+        from i2e_neuro.i2e.conversion import i2e
+        from i2e_neuro.datasets.formats import save_events
+        from i2e_neuro.datasets.sources import resize
 
         names, images, labels, failures = [], [], [], []
         for i in unit.indices:
@@ -417,7 +417,7 @@ class Converter:
         wanted = self.args.pictures
         if not wanted:
             return
-        from ..pictures import save_gif, save_grid
+        from i2e_neuro.i2e.pictures import save_gif, save_grid
 
         for j, (image, name) in enumerate(zip(images, names)):
             if 0 <= wanted <= self.pictures:
@@ -436,7 +436,7 @@ def _write_index(out: Path, units: list[Unit], entries: dict[int, dict], conv: C
     The folder is locked while doing so, so that of several shards finishing together the last
     one sees every other shard's files.
     """
-    from ..atomic import write_text
+    from i2e_neuro.atomic import write_text
 
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out)
@@ -493,7 +493,7 @@ def _unlock(fd) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run this command alone: ``python -m i2e_neuro.commands.convert ...``."""
-    from ..cli import run_command
+    from i2e_neuro.cli import run_command
 
     return run_command("convert", argv)
 

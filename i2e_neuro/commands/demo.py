@@ -41,10 +41,10 @@ class Stages:
 def convert_stage(out: Path) -> dict:
     import numpy as np
 
-    from ..conversion import i2e
-    from ..demo_conversion import convert_samples, format_table
-    from ..pictures import save_grid
-    from ..sources import DEFAULT_RATIOS, load_digits_source
+    from i2e_neuro.i2e.conversion import i2e
+    from i2e_neuro.i2e.sample_photos import convert_samples, format_table
+    from i2e_neuro.i2e.pictures import save_grid
+    from i2e_neuro.datasets.sources import DEFAULT_RATIOS, load_digits_source
 
     rows = convert_samples(out / "events", short_side=224, ratio=0.12)
     print(format_table(rows))
@@ -59,7 +59,7 @@ def convert_stage(out: Path) -> dict:
 
 
 def train_stage(out: Path, args) -> dict:
-    from ..training import resolve_config, train
+    from i2e_neuro.train.trainer import resolve_config, train
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("qat_epochs", args.qat_epochs)) if v is not None}
     resume = (out / "train" / "checkpoint.pt").is_file()  # an interrupted or finished demo continues
@@ -75,7 +75,7 @@ def export_stage(out: Path, checkpoint: str):
     from export.hdf5 import save_hdf5
     from export.resources import format_report, resource_report
 
-    from .export import layer_table
+    from i2e_neuro.commands.export import layer_table
 
     desc = from_checkpoint(checkpoint)
     save_hdf5(desc, out / "network.h5")
@@ -89,8 +89,8 @@ def simulate_stage(desc, args) -> dict:
 
     from export.runner import simulate
 
-    from ..eval_data import load_samples
-    from ..lava_dl_run import run_lava_dl
+    from i2e_neuro.datasets.eval_data import load_samples
+    from export.lava_dl_run import run_lava_dl
 
     samples = load_samples("digits", desc.input_shape[1:], split="test", limit=args.limit)
     n = len(samples.labels)
@@ -114,11 +114,11 @@ def simulate_stage(desc, args) -> dict:
 def energy_stage(out: Path, desc, sim: dict) -> dict:
     from export.synops import energy_report
 
-    from ..energy import plot_energy
+    from i2e_neuro.energy.model import plot_energy
 
     report = energy_report(desc, sim["input_counts"], sim["neuron_counts"], sim["samples"])
     plot_energy(report["layers"] + [report["total"]], out / "energy.png", title=f"{desc.name} on digits: energy per sample")
-    from .energy import _model_table
+    from i2e_neuro.commands.energy import _model_table
 
     print(_model_table({**report, "samples": sim["samples"], "engine": "lava"}))
     return report
@@ -127,7 +127,7 @@ def energy_stage(out: Path, desc, sim: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     import export.runner  # noqa: F401  Lava must fix multiprocessing's start method before tqdm & co. use it
 
-    from ..atomic import write_text
+    from i2e_neuro.atomic import write_text
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--chart", metavar="PNG", help="also write a log-scale bar chart to this PNG file")
 
 
-#: parameter names used by i2e_neuro.energy -> the command-line flag they come from
+#: parameter names used by i2e_neuro.energy.model -> the command-line flag they come from
 _FLAGS = {
     "input_size": "--input-size",
     "height": "--input-size",
@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_first_layer(args: argparse.Namespace) -> int:
-    from ..energy import EnergyArgumentError, first_layer_comparison
-    from ..hw import HardwareConfigError
+    from i2e_neuro.energy.model import EnergyArgumentError, first_layer_comparison
+    from i2e_neuro.energy.hw import HardwareConfigError
 
     # The in-channel flags are checked here because the energy model names both "in_channels".
     for flag, value in (("--in-channels-ann", args.in_channels_ann), ("--in-channels-snn", args.in_channels_snn)):
@@ -128,7 +128,7 @@ def run_first_layer(args: argparse.Namespace) -> int:
 
 
 def _chart(result: dict, path: str) -> None:
-    from ..energy import plot_energy
+    from i2e_neuro.energy.model import plot_energy
 
     rows = [
         {"name": "I2E encoding", "snn_uj": result["i2e_uj"]},
@@ -169,14 +169,14 @@ def run_model(args: argparse.Namespace) -> int:
     from export.runner import simulate
     from export.synops import energy_report
 
-    from ..energy import plot_energy
-    from ..eval_data import load_samples
-    from ..lava_dl_run import run_lava_dl
-    from .simulate import load_description
+    from i2e_neuro.energy.model import plot_energy
+    from i2e_neuro.datasets.eval_data import load_samples
+    from export.lava_dl_run import run_lava_dl
+    from i2e_neuro.commands.simulate import load_description
 
     if args.model is None:
         return _fail("--data needs --model FILE")
-    from ..hw import HardwareConfigError
+    from i2e_neuro.energy.hw import HardwareConfigError
 
     if args.limit is not None and args.limit < 1:
         return _fail(f"--limit: must be >= 1, got {args.limit}")

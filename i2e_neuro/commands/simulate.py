@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from export.runner import BackendUnavailable, simulate
-    from i2e_neuro.eval_data import load_samples
-    from i2e_neuro.lava_dl_run import run_lava_dl
+    from i2e_neuro.datasets.eval_data import load_samples
+    from export.lava_dl_run import run_lava_dl
 
     for flag, value in (("--limit", args.limit), ("--check", args.check)):
         if value is not None and value < (1 if flag == "--limit" else 0):

@@ -94,7 +94,7 @@ def run(args) -> int:
     import os
     from pathlib import Path
 
-    from .. import training
+    from i2e_neuro.train import trainer as training
 
     given = {k: getattr(args, k, None) for k in _CONFIG_ARGS}
     try:
@@ -138,7 +138,7 @@ def run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run this command alone: ``python -m i2e_neuro.commands.train ...``."""
-    from ..cli import run_command
+    from i2e_neuro.cli import run_command
 
     return run_command("train", argv)
 

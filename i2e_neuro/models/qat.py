@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from lava.lib.dl import slayer
 
-from ..layouts import i2e_to_slayer
-from .spec import INPUT, NetSpec
+from i2e_neuro.layouts import i2e_to_slayer
+from i2e_neuro.models.spec import INPUT, NetSpec
 
 WEIGHT_SCALE = 64  # slayer's neuron scale: float weight 1.0 == integer 64
 CURRENT_DECAY = 4096  # u[t] = input[t]

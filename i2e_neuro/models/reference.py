@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
-from .spec import ARCHITECTURES
+from i2e_neuro.models.spec import ARCHITECTURES
 
 
 def lif() -> neuron.LIFNode:

@@ -14,7 +14,7 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from .images import IMAGE_SUFFIXES, load_image
+from i2e_neuro.i2e.images import IMAGE_SUFFIXES, load_image
 
 #: Default threshold ratio per dataset (PAPER-FACTS.md section 1.8); "images" for loose files.
 DEFAULT_RATIOS: dict[str, float] = {

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .conversion import i2e
-from .eval_data import Samples
-from .layouts import batch_first_to_time_first, slayer_to_samples
+from i2e_neuro.i2e.conversion import i2e
+from i2e_neuro.datasets.eval_data import Samples
+from i2e_neuro.layouts import batch_first_to_time_first, slayer_to_samples
 
 
 @dataclass
@@ -34,7 +34,7 @@ def sample_events(desc, samples: Samples, start: int, stop: int) -> torch.Tensor
 def run_lava_dl(desc, samples: Samples, record: int = 0, batch: int = 64) -> LavaDlRun:
     from export.description import to_deploy
 
-    from .models.qat import SpikingGraph
+    from i2e_neuro.models.qat import SpikingGraph
 
     model = SpikingGraph.from_deploy(to_deploy(desc)).eval()
     preds, trains = [], {}

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .directions import DIRECTION_PAIRS, kernel, parse_order
+from i2e_neuro.i2e.directions import DIRECTION_PAIRS, kernel, parse_order
 
 
 def algorithm1(

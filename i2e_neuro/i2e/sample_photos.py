@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 
 
 def sample_photos() -> list[Path]:
@@ -31,12 +31,12 @@ def convert_samples(
     import numpy as np
     import torch
 
-    from .conversion import i2e
-    from .directions import PAPER_ORDER
-    from .formats import save_events
-    from .images import load_image
-    from .pictures import save_gif, save_grid
-    from .sources import resize
+    from i2e_neuro.i2e.conversion import i2e
+    from i2e_neuro.i2e.directions import PAPER_ORDER
+    from i2e_neuro.datasets.formats import save_events
+    from i2e_neuro.i2e.images import load_image
+    from i2e_neuro.i2e.pictures import save_gif, save_grid
+    from i2e_neuro.datasets.sources import resize
 
     out_dir = Path(out_dir)
     rows = []

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .atomic import atomic_path
+from i2e_neuro.atomic import atomic_path
 
 UJ = 1e6  # joules -> microjoules
 
@@ -75,7 +75,7 @@ def _rate(name: str, value: Any) -> float:
 
 def default_op_energies() -> tuple[float, float]:
     """(E_MAC, E_AC) in joules from ``hw_configs/energy_45nm.yaml``."""
-    from .hw import hw_value, load_hw_config
+    from i2e_neuro.energy.hw import hw_value, load_hw_config
 
     cfg = load_hw_config("energy_45nm")
     return float(hw_value(cfg, "energy.e_mac")), float(hw_value(cfg, "energy.e_ac"))
@@ -247,7 +247,7 @@ def _is_float(*arrays: np.ndarray) -> bool:
 def _loihi_energies(hw: Any) -> dict | None:
     if hw is None:
         return None
-    from .hw import hw_value, load_hw_config
+    from i2e_neuro.energy.hw import hw_value, load_hw_config
 
     cfg = load_hw_config(hw) if not isinstance(hw, dict) else hw
     keys = ("synaptic_op_j", "neuron_update_active_j", "neuron_update_inactive_j")

@@ -3,7 +3,7 @@
 Two kinds of sample come out of a :class:`torch.utils.data.DataLoader` built here:
 
 * ``images``: uint8 images ``[C, H, W]`` (augmented on the source image, before conversion);
-  batches ``[B, C, H, W]`` go to the device and through :class:`~i2e_neuro.conversion.I2E`
+  batches ``[B, C, H, W]`` go to the device and through :class:`~i2e_neuro.i2e.conversion.I2E`
   there (random equivalent vectors in training, canonical ones in evaluation);
 * ``events``: bool events ``[T, 2, H, W]`` (pre-converted I2E files or CIFAR10-DVS recordings);
   batches ``[B, T, 2, H, W]`` are made time-first with :mod:`i2e_neuro.layouts`.
@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .layouts import batch_first_to_time_first
+from i2e_neuro.layouts import batch_first_to_time_first
 
 IMAGE_DATASETS = ("digits", "cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder")
 EVENT_DATASETS = ("events", "cifar10-dvs")
@@ -224,7 +224,7 @@ def resize_all(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _array_split(dataset: str, root: str | None, split: str):
-    from .sources import dataset_source, load_digits_source
+    from i2e_neuro.datasets.sources import dataset_source, load_digits_source
 
     if dataset == "digits":
         source = load_digits_source(split, channels=1, size=32)
@@ -240,7 +240,7 @@ def _class_names(dataset: str, root: str | None) -> list[str]:
     if dataset == "fashion-mnist":
         return list(_FASHION_CLASSES)
     if dataset == "cifar10":
-        from .cifar10_dvs import CLASSES
+        from i2e_neuro.datasets.cifar10_dvs import CLASSES
 
         return list(CLASSES)
     if dataset == "cifar100":
@@ -256,7 +256,7 @@ def _class_names(dataset: str, root: str | None) -> list[str]:
 
 
 def build_datasets(cfg) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, DataInfo]:
-    """``(train, test, info)`` for a :class:`~i2e_neuro.training.TrainConfig`; :class:`DataError` if unusable."""
+    """``(train, test, info)`` for a :class:`~i2e_neuro.train.trainer.TrainConfig`; :class:`DataError` if unusable."""
     name = cfg.dataset
     if name not in ALL_DATASETS:
         raise DataError(f"--dataset {name}: unknown; choose one of {', '.join(ALL_DATASETS)}")
@@ -316,7 +316,7 @@ def _read_image(path: str) -> torch.Tensor:
     try:
         return read_image(path, mode=ImageReadMode.RGB)
     except RuntimeError:  # formats torchvision.io cannot decode: go through PIL
-        from .images import load_image
+        from i2e_neuro.i2e.images import load_image
 
         return torch.from_numpy(np.ascontiguousarray(load_image(path))).permute(2, 0, 1).contiguous()
 
@@ -367,7 +367,7 @@ def _load_index(folder: Path) -> dict:
 
 
 def _packed_events(folder: Path, index: dict, limit: int | None) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-    from .formats import load_events
+    from i2e_neuro.datasets.formats import load_events
 
     bits, labels, shape = [], [], None
     count = 0
@@ -425,7 +425,7 @@ def _events(cfg):
 
 
 def _cifar10_dvs(cfg):
-    from .cifar10_dvs import CIFAR10DVS, CLASSES
+    from i2e_neuro.datasets.cifar10_dvs import CIFAR10DVS, CLASSES
 
     flip = RandomFlipEvents() if cfg.augment == "baseline1" else None
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import sources
+from i2e_neuro.datasets import sources
 
 
 @dataclass
@@ -23,7 +23,7 @@ def load_samples(data: str, size: tuple[int, int], root: str | None = None, spli
     Images are resized to ``size`` = (H, W) when they differ; errors name the file or argument.
     """
     if data == "cifar10-dvs":
-        from .cifar10_dvs import CIFAR10DVS
+        from i2e_neuro.datasets.cifar10_dvs import CIFAR10DVS
 
         ds = CIFAR10DVS(root, split=split) if root else _missing("cifar10-dvs", "--root")
         n = len(ds) if limit is None else min(limit, len(ds))

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .directions import DIRECTION_PAIRS, parse_order, position
-from .images import as_image_batch
+from i2e_neuro.i2e.directions import DIRECTION_PAIRS, parse_order, position
+from i2e_neuro.i2e.images import as_image_batch
 
 PADDINGS = {"replicate": "replicate", "zeros": "constant", "reflect": "reflect"}
 #: CPU work is done this many pixels (images x H x W) at a time: the block's padded V and difference

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .atomic import atomic_path
+from i2e_neuro.atomic import atomic_path
 
 ON_COLOUR = (0, 255, 0)
 OFF_COLOUR = (255, 0, 255)

@@ -11,7 +11,7 @@ One run lives in one folder ``OUT``:
 * ``metrics.csv``, ``tb/`` (TensorBoard), ``curves.png``.
 
 Determinism: every random stream of epoch ``e`` (shuffling, augmentation, I2E's random vectors)
-is seeded from ``(seed, e)`` alone (:func:`~i2e_neuro.train_data.derive_seed`), and the
+is seeded from ``(seed, e)`` alone (:func:`~i2e_neuro.datasets.train_data.derive_seed`), and the
 checkpoint holds everything else, so on the CPU a run resumed after any epoch ends with the
 same weights, bit for bit, as an uninterrupted one.
 
@@ -34,8 +34,8 @@ from typing import Any, Callable
 
 import torch
 
-from .atomic import atomic_path, write_text
-from .train_data import AUGMENTS, EVENT_DATASETS, DataError, DataInfo, EpochSampler, build_datasets, derive_seed, make_loader
+from i2e_neuro.atomic import atomic_path, write_text
+from i2e_neuro.datasets.train_data import AUGMENTS, EVENT_DATASETS, DataError, DataInfo, EpochSampler, build_datasets, derive_seed, make_loader
 
 BACKENDS = ("slayer", "spikingjelly")
 ARCHS = ("msresnet18", "msresnet34", "msresnet_tiny")
@@ -223,12 +223,12 @@ def build_model(cfg: TrainConfig, info: DataInfo):
     """``(model, spec)``: the slayer QAT graph (spec: its NetSpec) or the SpikingJelly reference (spec None)."""
     torch.manual_seed(cfg.seed)
     if cfg.backend == "slayer":
-        from .models.qat import NeuronConfig, SpikingGraph
-        from .models.spec import build_spec
+        from i2e_neuro.models.qat import NeuronConfig, SpikingGraph
+        from i2e_neuro.models.spec import build_spec
 
         spec = build_spec(cfg.arch, info.input_shape, info.num_classes, info.timesteps)
         return SpikingGraph(spec, NeuronConfig()), spec
-    from .models.reference import build_reference
+    from i2e_neuro.models.reference import build_reference
 
     return build_reference(cfg.arch, info.input_shape[0], info.num_classes), None
 
@@ -240,7 +240,7 @@ def is_folded(model) -> bool:
 def classifier_keys(model) -> set[str]:
     """State-dict keys of the classifier (replaced when the class count changes)."""
     if hasattr(model, "spec"):
-        from .models.qat import _key
+        from i2e_neuro.models.qat import _key
 
         readout = model.spec.readout.name
         keys = {f"biases.{_key(readout)}"}
@@ -405,7 +405,7 @@ class Trainer:
         self.model.to(self.device)
         self.i2e = None
         if self.info.kind == "images":
-            from .conversion import I2E
+            from i2e_neuro.i2e.conversion import I2E
 
             self.i2e = I2E(cfg.ratio, self.info.timesteps, cfg.order)
         world = self.dist.world
@@ -474,7 +474,7 @@ class Trainer:
         x = x.to(self.device, non_blocking=True)
         if self.i2e is not None:
             return self.i2e(x)
-        from .layouts import batch_first_to_time_first
+        from i2e_neuro.layouts import batch_first_to_time_first
 
         return batch_first_to_time_first(x)
 

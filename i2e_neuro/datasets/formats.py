@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path
+from i2e_neuro.atomic import atomic_path
 
 FORMATS = ("packed", "dense", "list")
 SUFFIXES = (".npz", ".h5", ".hdf5")

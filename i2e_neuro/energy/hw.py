@@ -15,7 +15,7 @@ applicable") with a non-empty ``source``, and returns it as a dict. :func:`hw_va
 entry by its dotted key, e.g. ``hw_value(cfg, "energy.synaptic_op_j")``.
 
 Where the files are looked for, in order: the folder named by ``$I2E_NEURO_HW_CONFIGS``;
-``hw_configs/`` at the repository root (``Path(__file__).parents[1]``, which is also where an
+``hw_configs/`` at the repository root (``Path(__file__).parents[2]``, which is also where an
 install that ships ``hw_configs`` as package data puts it, beside ``i2e_neuro``); and
 ``i2e_neuro/hw_configs/``.
 """
@@ -43,7 +43,7 @@ def search_dirs() -> list[Path]:
     if env:
         dirs.append(Path(env))
     here = Path(__file__).resolve()
-    dirs += [here.parents[1] / "hw_configs", here.parent / "hw_configs"]
+    dirs += [here.parents[2] / "hw_configs", here.parents[1] / "hw_configs"]
     return dirs
 
 

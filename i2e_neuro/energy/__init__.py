@@ -1,0 +1,1 @@
+"""Stage 5, energy: the synaptic-operation energy model and the hardware descriptions it reads."""
