@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.i2e-neuro-installed
 
-.PHONY: demo test setup clean
+.PHONY: demo test test-fast lint setup clean
 
 setup: $(STAMP)
 
@@ -13,8 +13,16 @@ $(STAMP): pyproject.toml scripts/setup_venv.sh
 demo: $(STAMP)
 	$(PY) -m i2e_neuro.cli demo
 
-test: $(STAMP)
+lint: $(STAMP)
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest -q
+
+# The edit loop: everything but the Lava-graph and training tests (marker `slow`).
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf runs .pytest_cache

@@ -4,6 +4,7 @@
 package does not import Lava (only ``lava_graph``, ``processes``, ``runner`` and
 ``fast_models`` do).
 """
+
 from export.description import NetworkDescription, from_checkpoint, from_deploy
 
 __all__ = ["NetworkDescription", "from_checkpoint", "from_deploy"]

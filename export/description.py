@@ -11,6 +11,7 @@ Units are Loihi's (as in Lava's bit-accurate models): a connection adds
 spikes when ``v > vth << 6`` and resets ``v`` to 0. The readout group never spikes: its ``v``
 integrates the classifier's input over a sample, and the prediction is its argmax.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -143,7 +144,9 @@ class NetworkDescription:
             if g.bias.shape != (g.shape[0],):
                 raise ValueError(f"group {g.name!r}: bias shape {g.bias.shape} != ({g.shape[0]},)")
             if not (0 <= g.du <= 4096 and 0 <= g.dv <= 4096 and 0 <= g.vth < 1 << 17):
-                raise ValueError(f"group {g.name!r}: du/dv/vth out of Loihi's range ({g.du}, {g.dv}, {g.vth})")
+                raise ValueError(
+                    f"group {g.name!r}: du/dv/vth out of Loihi's range ({g.du}, {g.dv}, {g.vth})"
+                )
             if np.any(g.bias < -4096) or np.any(g.bias > 4095):
                 raise ValueError(f"group {g.name!r}: bias mantissa outside the 13-bit range")
         order = {g.name: i for i, g in enumerate(self.groups)}
@@ -161,12 +164,20 @@ class NetworkDescription:
                     raise ValueError(
                         f"connection {c.name!r}: output shape {expected} does not match group {t!r} {self.group(t).shape}"
                     )
-            if c.weight.dtype.kind not in "iu" or c.weight.min(initial=0) < -128 or c.weight.max(initial=0) > 127:
-                raise ValueError(f"connection {c.name!r}: weights must be integer mantissas in [-128, 127]")
+            if (
+                c.weight.dtype.kind not in "iu"
+                or c.weight.min(initial=0) < -128
+                or c.weight.max(initial=0) > 127
+            ):
+                raise ValueError(
+                    f"connection {c.name!r}: weights must be integer mantissas in [-128, 127]"
+                )
             if not 0 <= c.exponent <= 7:
                 raise ValueError(f"connection {c.name!r}: exponent {c.exponent} outside 0..7")
             if c.delay != 1:
-                raise ValueError(f"connection {c.name!r}: delay {c.delay} unsupported (every hop delays by exactly 1 step)")
+                raise ValueError(
+                    f"connection {c.name!r}: delay {c.delay} unsupported (every hop delays by exactly 1 step)"
+                )
 
     def output_shape(self, c: Connection) -> tuple[int, ...]:
         in_shape = self.source_shape(c.source)
@@ -267,7 +278,9 @@ def to_deploy(desc: NetworkDescription) -> dict:
             "name": desc.name,
             "input_shape": list(desc.input_shape),
             "timesteps": desc.timesteps,
-            "groups": [{"name": g.name, "shape": list(g.shape), "readout": g.readout} for g in desc.groups],
+            "groups": [
+                {"name": g.name, "shape": list(g.shape), "readout": g.readout} for g in desc.groups
+            ],
             "conns": [
                 {
                     "name": c.name,
@@ -284,7 +297,11 @@ def to_deploy(desc: NetworkDescription) -> dict:
                 for c in desc.connections
             ],
         },
-        "neuron": {"vth_mant": spiking.vth, "current_decay": spiking.du, "voltage_decay": spiking.dv},
+        "neuron": {
+            "vth_mant": spiking.vth,
+            "current_decay": spiking.du,
+            "voltage_decay": spiking.dv,
+        },
         "steps": desc.steps,
         "i2e": dict(desc.i2e),
         "conns": {c.name: {"weight": c.weight, "exponent": c.exponent} for c in desc.connections},

@@ -12,7 +12,8 @@ models (the next bottleneck once Conv was fast).
 They are never picked by Lava's default model search (they live outside ``lava/proc`` and are
 tagged ``"fast"``); ask for them explicitly::
 
-    from export.fast_models import fast_run_config, run_checked
+    from export.fast_models import fast_run_config
+    from export.supervision import run_checked
     run_checked(proc, num_steps, fast_run_config())   # or proc.run(..., run_cfg=...)
 
 where ``fast_run_config()`` is ``Loihi2SimCfg(select_tag="fixed_pt",
@@ -26,16 +27,12 @@ reason Lava's own ``lava.proc.conv.utils`` disabled its torch path).  The models
 set torch (and numpy's OpenBLAS) to one thread in each worker before any computation, keyed
 by process id (``_prepare_worker``); torch is only used where that was done or in a main
 process (``_torch_is_safe``), numpy otherwise.
-
-The module also has ``run_checked``, a ``proc.run(RunSteps(n))`` that cannot hang: Lava 0.10
-deadlocks when a process model raises (the runtime service waits forever for the neighbours of
-the dead worker) and ``proc.stop()`` then hangs too, leaving the worker OS processes behind.
 """
+
 from __future__ import annotations
 
 import multiprocessing
 import os
-import time
 import typing as ty
 
 import numpy as np
@@ -50,10 +47,8 @@ from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort
 from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
-from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
-from lava.magma.runtime.mgmt_token_enums import MGMT_RESPONSE, enum_equal
 from lava.proc.conv import utils
 from lava.proc.conv.models import AbstractPyConvModel
 from lava.proc.conv.process import Conv
@@ -67,9 +62,6 @@ __all__ = [
     "fast_exception_map",
     "fast_run_config",
     "conv_exact",
-    "run_checked",
-    "abort_runtime",
-    "LavaRunError",
 ]
 
 # Largest magnitude below which every integer is exactly representable.
@@ -94,16 +86,20 @@ def _numpy_blas_thread_setters():
     import glob
 
     here = os.path.dirname(np.__file__)
-    paths = (glob.glob(os.path.join(here, os.pardir, "numpy.libs", "libopenblas*.so*"))
-             + glob.glob(os.path.join(here, ".libs", "libopenblas*.so*")))
+    paths = glob.glob(os.path.join(here, os.pardir, "numpy.libs", "libopenblas*.so*")) + glob.glob(
+        os.path.join(here, ".libs", "libopenblas*.so*")
+    )
     setters = []
     for path in paths:
         try:
             lib = ctypes.CDLL(path)  # already loaded by numpy: the same handle
         except OSError:
             continue
-        for symbol in ("openblas_set_num_threads64_", "openblas_set_num_threads",
-                       "scipy_openblas_set_num_threads64_"):
+        for symbol in (
+            "openblas_set_num_threads64_",
+            "openblas_set_num_threads",
+            "scipy_openblas_set_num_threads64_",
+        ):
             fn = getattr(lib, symbol, None)
             if fn is not None:
                 setters.append(fn)
@@ -142,6 +138,7 @@ def _prepare_worker() -> None:
     if not setters:  # pragma: no cover - numpy wheels ship numpy.libs/libopenblas*
         try:
             from threadpoolctl import ThreadpoolController  # ~70 ms with torch loaded
+
             ThreadpoolController().select(internal_api="openblas").limit(limits=1)
         except ImportError:
             pass
@@ -151,7 +148,8 @@ def _prepare_worker() -> None:
 def _torch_is_safe() -> bool:
     """torch may run here: a main process (its own thread pool) or a prepared worker."""
     return torch is not None and (
-        _prepared_pid == os.getpid() or multiprocessing.parent_process() is None)
+        _prepared_pid == os.getpid() or multiprocessing.parent_process() is None
+    )
 
 
 def _pair(v) -> tuple[int, int]:
@@ -159,25 +157,17 @@ def _pair(v) -> tuple[int, int]:
     return int(a[0]), int(a[-1])
 
 
-def conv_exact(input_: np.ndarray,
-               weight: np.ndarray,
-               kernel_size,
-               stride,
-               padding,
-               dilation,
-               groups: int) -> np.ndarray:
+def conv_exact(
+    input_: np.ndarray, weight: np.ndarray, kernel_size, stride, padding, dilation, groups: int
+) -> np.ndarray:
     """Drop-in replacement for ``lava.proc.conv.utils.conv`` on integer data; see
     ``_conv_exact``."""
     return _conv_exact(input_, weight, kernel_size, stride, padding, dilation, groups)[0]
 
 
-def _conv_exact(input_: np.ndarray,
-                weight: np.ndarray,
-                kernel_size,
-                stride,
-                padding,
-                dilation,
-                groups: int) -> tuple[np.ndarray, ty.Optional[int]]:
+def _conv_exact(
+    input_: np.ndarray, weight: np.ndarray, kernel_size, stride, padding, dilation, groups: int
+) -> tuple[np.ndarray, ty.Optional[int]]:
     """Drop-in replacement for ``lava.proc.conv.utils.conv`` on integer data, same result.
 
     ``utils.conv`` (scipy path) accumulates in float64 and returns ``output.astype(
@@ -211,6 +201,7 @@ def _conv_exact(input_: np.ndarray,
     Returns ``(output, bound)``: ``bound`` is ``L * m`` (every output has magnitude <= it), or
     None when the stock routine computed the output.
     """
+
     def stock():
         return utils.conv(input_, weight, kernel_size, stride, padding, dilation, groups), None
 
@@ -225,9 +216,17 @@ def _conv_exact(input_: np.ndarray,
     px, py = _pair(padding)
     dx, dy = _pair(dilation)
     wp, hp = w_ + 2 * px, h_ + 2 * py
-    wo1, ho1 = wp - dx * (k_w - 1), hp - dy * (k_h - 1)   # stride-1 output size
-    if (groups < 1 or c_in % groups or c_out % groups or c_g * groups != c_in
-            or min(sx, sy, dx, dy) < 1 or min(px, py) < 0 or wo1 < 1 or ho1 < 1):
+    wo1, ho1 = wp - dx * (k_w - 1), hp - dy * (k_h - 1)  # stride-1 output size
+    if (
+        groups < 1
+        or c_in % groups
+        or c_out % groups
+        or c_g * groups != c_in
+        or min(sx, sy, dx, dy) < 1
+        or min(px, py) < 0
+        or wo1 < 1
+        or ho1 < 1
+    ):
         # Unusual geometry: let the stock routine handle it (or raise as it does).
         return stock()
 
@@ -264,15 +263,21 @@ def _conv_torch(input_, weight, dtype, stride, padding, dilation, groups) -> np.
     # channels-last, i.e. already (W', H', C_out) in memory.  (128x128x16, one thread: 0.9 ms
     # for the conv and 0.06 ms to get the result out, against 1.75 ms and 0.7 ms otherwise.)
     cl = torch.channels_last
-    x = torch.from_numpy(input_.astype(dtype)).permute(2, 0, 1).unsqueeze(0).contiguous(memory_format=cl)
+    x = (
+        torch.from_numpy(input_.astype(dtype))
+        .permute(2, 0, 1)
+        .unsqueeze(0)
+        .contiguous(memory_format=cl)
+    )
     # Convolution = correlation with the flipped kernel; (C_out, kW, kH, C_in/g) ->
     # (C_out, C_in/g, kW, kH).
-    w = torch.from_numpy(np.ascontiguousarray(weight[:, ::-1, ::-1, :], dtype=dtype)).permute(0, 3, 1, 2)
+    w = torch.from_numpy(np.ascontiguousarray(weight[:, ::-1, ::-1, :], dtype=dtype)).permute(
+        0, 3, 1, 2
+    )
     w = w.contiguous(memory_format=cl)
     with torch.no_grad():
-        y = torch_F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation,
-                           groups=groups)
-    return y[0].permute(1, 2, 0).numpy()          # (W', H', C_out)
+        y = torch_F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return y[0].permute(1, 2, 0).numpy()  # (W', H', C_out)
 
 
 def _conv_numpy(input_, weight, dtype, stride, padding, dilation, groups) -> np.ndarray:
@@ -280,27 +285,27 @@ def _conv_numpy(input_, weight, dtype, stride, padding, dilation, groups) -> np.
     c_out, k_w, k_h, c_g = weight.shape
     (sx, sy), (px, py), (dx, dy) = stride, padding, dilation
     wp, hp = w_ + 2 * px, h_ + 2 * py
-    wo1, ho1 = wp - dx * (k_w - 1), hp - dy * (k_h - 1)   # stride-1 output size
+    wo1, ho1 = wp - dx * (k_w - 1), hp - dy * (k_h - 1)  # stride-1 output size
     # Padded input as rows (x * hp + y, c), plus slack rows so every tap's slice is in range.
     n_rows = wo1 * hp
     slack = dy * (k_h - 1)
     xp = np.zeros((wp * hp + slack, c_in), dtype)
-    xp[:wp * hp].reshape(wp, hp, c_in)[px:px + w_, py:py + h_] = input_
+    xp[: wp * hp].reshape(wp, hp, c_in)[px : px + w_, py : py + h_] = input_
     # Flipped kernel (convolution -> correlation) as (kW, kH, C_in/g, C_out).
     wt = np.ascontiguousarray(weight[:, ::-1, ::-1, :].transpose(1, 2, 3, 0), dtype=dtype)
     k_g = c_out // groups
     out = np.zeros((n_rows, c_out), dtype)
     prod = np.empty((n_rows, k_g), dtype)
     for g in range(groups):
-        xs = xp[:, g * c_g:(g + 1) * c_g]
-        og = out[:, g * k_g:(g + 1) * k_g]
+        xs = xp[:, g * c_g : (g + 1) * c_g]
+        og = out[:, g * k_g : (g + 1) * k_g]
         for i in range(k_w):
             for j in range(k_h):
-                wij = wt[i, j, :, g * k_g:(g + 1) * k_g]
+                wij = wt[i, j, :, g * k_g : (g + 1) * k_g]
                 if not wij.any():
                     continue
                 off = i * dx * hp + j * dy
-                np.matmul(xs[off:off + n_rows], wij, out=prod)
+                np.matmul(xs[off : off + n_rows], wij, out=prod)
                 og += prod
     return out.reshape(wo1, hp, c_out)[::sx, :ho1:sy]
 
@@ -356,8 +361,12 @@ class FastConvModelFixed(AbstractPyConvModel):
             s_in = self.s_in.recv().astype(bool)
 
         a_out, bound = _conv_exact(
-            s_in, self.weight,
-            self.kernel_size, self.stride, self.padding, self.dilation,
+            s_in,
+            self.weight,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
             int(np.asarray(self.groups).reshape(-1)[0]),
         )
         if bound is not None and bound < _CLAMP_FREE and a_out.dtype.kind == "i":
@@ -412,9 +421,14 @@ class _FastLifFixedMixin:
     def subthr_dynamics(self, activation_in: np.ndarray):
         factor_u = _exact_int(self.decay_unity - (self.du + self.ds_offset))
         factor_v = _exact_int(self.decay_unity - (self.dv + self.dm_offset))
-        if (factor_u is None or factor_v is None or not 0 <= factor_u <= self.decay_unity
-                or not 0 <= factor_v <= self.decay_unity
-                or self.u.dtype != np.int32 or self.v.dtype != np.int32):
+        if (
+            factor_u is None
+            or factor_v is None
+            or not 0 <= factor_u <= self.decay_unity
+            or not 0 <= factor_v <= self.decay_unity
+            or self.u.dtype != np.int32
+            or self.v.dtype != np.int32
+        ):
             return super().subthr_dynamics(activation_in)
 
         scratch = getattr(self, "_fast_scratch", None)
@@ -444,8 +458,11 @@ class _FastLifFixedMixin:
         np.clip(v, -np.int32(lim) + 1, np.int32(lim) - 1, out=v)
 
     def reset_voltage(self, spike_vector: np.ndarray):
-        if (isinstance(spike_vector, np.ndarray) and spike_vector.dtype == np.bool_
-                and spike_vector.shape == self.v.shape):
+        if (
+            isinstance(spike_vector, np.ndarray)
+            and spike_vector.dtype == np.bool_
+            and spike_vector.shape == self.v.shape
+        ):
             # v * 0 = 0 where it spiked, v * 1 = v elsewhere: one pass, any spike density.
             np.multiply(self.v, ~spike_vector, out=self.v)
         else:
@@ -479,9 +496,9 @@ def fast_exception_map() -> dict:
     return {Conv: FastConvModelFixed, LIF: FastLifModelBitAcc, LIFReset: FastLifResetModelBitAcc}
 
 
-def fast_run_config(select_tag: str = "fixed_pt",
-                    exception_proc_model_map: ty.Optional[dict] = None,
-                    **kwargs) -> Loihi2SimCfg:
+def fast_run_config(
+    select_tag: str = "fixed_pt", exception_proc_model_map: ty.Optional[dict] = None, **kwargs
+) -> Loihi2SimCfg:
     """``Loihi2SimCfg`` that runs stock ``Conv``, ``LIF`` and ``LIFReset`` processes with the
     fast models of this module (``fast_exception_map``), everything else as usual.
 
@@ -493,116 +510,3 @@ def fast_run_config(select_tag: str = "fixed_pt",
     mapping = fast_exception_map()
     mapping.update(exception_proc_model_map or {})
     return Loihi2SimCfg(select_tag=select_tag, exception_proc_model_map=mapping, **kwargs)
-
-
-# --------------------------------------------------------------------------------------------
-# Running without hangs or orphaned worker processes
-# --------------------------------------------------------------------------------------------
-
-class LavaRunError(RuntimeError):
-    """A Lava worker process failed (or the run timed out); the workers have been ended."""
-
-
-def _actors(runtime) -> list:
-    infra = getattr(runtime, "_messaging_infrastructure", None)
-    return list(getattr(infra, "actors", None) or [])
-
-
-def abort_runtime(proc) -> None:
-    """End every worker OS process of ``proc``'s runtime and release its shared memory.
-
-    For a runtime that failed or hangs; a healthy one is stopped with ``proc.stop()``.  After
-    this ``proc.stop()`` returns at once (and may still be called, e.g. from a ``finally``).
-    Only the processes this runtime forked are signalled (SIGTERM, then SIGKILL after 5 s).
-    """
-    runtime = getattr(proc, "runtime", None)
-    if runtime is None:
-        return
-    actors = _actors(runtime)
-    for actor in actors:
-        if actor.is_alive():
-            actor.terminate()
-    for actor in actors:
-        multiprocessing.Process.join(actor, 5.0)
-        if actor.is_alive():
-            actor.kill()
-            multiprocessing.Process.join(actor, 5.0)
-    # Mark the runtime as not started: Runtime.stop() then skips the STOP handshake with the
-    # (now dead) runtime services and only joins the actors and shuts the shared-memory
-    # manager down; Runtime.__del__ does nothing more.
-    runtime._is_running = False
-    runtime._is_started = False
-    try:
-        runtime.join()  # the runtime's own channel ports in this process
-    except Exception:  # noqa: BLE001 - best effort, the ports may be half built
-        pass
-    try:
-        runtime.stop()   # joins the (dead) actors, shuts down the shared-memory manager
-    except Exception:  # noqa: BLE001 - cleanup after another error: do not mask it
-        infra = getattr(runtime, "_messaging_infrastructure", None)
-        smm = getattr(infra, "smm", None)
-        if smm is not None:
-            try:
-                smm.shutdown()
-            except Exception:  # noqa: BLE001
-                pass
-
-
-def _failure_text(actors) -> str:
-    lines = []
-    for actor in actors:
-        exc = actor.exception
-        if exc:
-            err, tb = exc
-            lines.append(f"worker pid {actor.pid}: {err!r}\n{tb}")
-        elif not actor.is_alive():
-            lines.append(f"worker pid {actor.pid} exited with code {actor.exitcode}")
-    return "\n".join(lines)
-
-
-def run_checked(proc, num_steps: int, run_cfg=None, *, timeout_s: ty.Optional[float] = None,
-                poll_s: float = 0.005) -> None:
-    """``proc.run(RunSteps(num_steps), run_cfg)`` that raises instead of hanging.
-
-    The run is started non-blocking and watched: when every runtime service has answered
-    DONE the run is finished as usual (``proc.wait()``); when a worker process dies (a
-    ProcessModel raised) or ``timeout_s`` passes, all workers are ended (``abort_runtime``)
-    and ``LavaRunError`` is raised with the workers' tracebacks.  A failure while building
-    the workers (``proc.run`` raising) also ends them before re-raising.  Call ``proc.stop()``
-    when done, as always (harmless after a failure).
-    """
-    try:
-        proc.run(condition=RunSteps(num_steps=num_steps, blocking=False), run_cfg=run_cfg)
-    except BaseException:
-        abort_runtime(proc)
-        raise
-    runtime = proc.runtime
-    ports = list(runtime.service_to_runtime)
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    try:
-        while True:
-            if all(port.probe() for port in ports):
-                if all(_is_normal_answer(port.peek()) for port in ports):
-                    runtime.wait()  # reads the answers (DONE, or a pause/stop request)
-                    return
-                raise LavaRunError(
-                    "Lava run failed (a runtime service answered "
-                    f"{[port.peek() for port in ports]}):\n"
-                    + _failure_text(_actors(runtime)))
-            actors = _actors(runtime)
-            if any((not a.is_alive()) or a.exception for a in actors):
-                # Give the other workers' tracebacks a moment to arrive.
-                time.sleep(0.05)
-                raise LavaRunError("Lava worker process failed:\n" + _failure_text(actors))
-            if deadline is not None and time.monotonic() > deadline:
-                raise LavaRunError(f"Lava run did not finish {num_steps} steps in "
-                                   f"{timeout_s} s")
-            time.sleep(poll_s)
-    except BaseException:
-        abort_runtime(proc)
-        raise
-
-
-def _is_normal_answer(msg) -> bool:
-    return any(bool(enum_equal(msg, ok)) for ok in
-               (MGMT_RESPONSE.DONE, MGMT_RESPONSE.REQ_PAUSE, MGMT_RESPONSE.REQ_STOP))

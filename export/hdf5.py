@@ -12,6 +12,7 @@ and the root holds the I2E input parameters, ``steps`` and the class names. A la
 cannot express (several inputs, or an input that is not the previous layer) gets the type
 ``residual``; the root attribute ``netx_compatible`` says whether netx can load the file.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from i2e_neuro.atomic import atomic_path
-
 from export.description import INPUT, Connection, NetworkDescription, NeuronGroup
+from i2e_neuro.atomic import atomic_path
 
 FORMAT = "i2e-neuro network description"
 VERSION = 1
@@ -51,13 +51,17 @@ def save_hdf5(desc: NetworkDescription, path: str | Path) -> Path:
         index = {INPUT: 0}
         for g in desc.groups:
             if chain and desc.incoming(g.name)[0].kind == "pool_dense":
-                layers.create_group(str(len(layers)))["type"] = "flatten"  # netx flattens (C, H, W) here
+                layers.create_group(str(len(layers)))["type"] = (
+                    "flatten"  # netx flattens (C, H, W) here
+                )
             index[g.name] = len(layers)
             _write_group(layers.create_group(str(index[g.name])), desc, g, index, chain)
     return path
 
 
-def _write_group(h: h5py.Group, desc: NetworkDescription, g: NeuronGroup, index: dict, chain: bool) -> None:
+def _write_group(
+    h: h5py.Group, desc: NetworkDescription, g: NeuronGroup, index: dict, chain: bool
+) -> None:
     incoming = desc.incoming(g.name)
     first = incoming[0]
     h["name"] = g.name

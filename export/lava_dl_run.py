@@ -3,6 +3,7 @@
 Used to check Lava against the trained model (predictions, spike trains) and to count spikes
 for the energy report; the model is rebuilt exactly from the description's integers.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from i2e_neuro.i2e.conversion import i2e
 from i2e_neuro.datasets.eval_data import Samples
+from i2e_neuro.i2e.conversion import i2e
 from i2e_neuro.layouts import batch_first_to_time_first, slayer_to_samples
 
 
@@ -33,7 +34,6 @@ def sample_events(desc, samples: Samples, start: int, stop: int) -> torch.Tensor
 
 def run_lava_dl(desc, samples: Samples, record: int = 0, batch: int = 64) -> LavaDlRun:
     from export.description import to_deploy
-
     from i2e_neuro.models.qat import SpikingGraph
 
     model = SpikingGraph.from_deploy(to_deploy(desc)).eval()
@@ -50,5 +50,12 @@ def run_lava_dl(desc, samples: Samples, record: int = 0, batch: int = 64) -> Lav
                 spikes = rec[g.name]  # [B, C, H, W, steps]
                 counts[g.name] += spikes.sum(dim=(0, 4)).numpy().astype(np.int64)
                 if start < record:
-                    trains.setdefault(g.name, []).append(slayer_to_samples(spikes).numpy().astype(bool)[: record - start])
-    return LavaDlRun(np.concatenate(preds), {k: np.concatenate(v) for k, v in trains.items()}, counts, input_counts)
+                    trains.setdefault(g.name, []).append(
+                        slayer_to_samples(spikes).numpy().astype(bool)[: record - start]
+                    )
+    return LavaDlRun(
+        np.concatenate(preds),
+        {k: np.concatenate(v) for k, v in trains.items()},
+        counts,
+        input_counts,
+    )

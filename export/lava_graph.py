@@ -14,6 +14,7 @@ Every Lava connection delays by one step, exactly as the trained model does; all
 at the same step of each window (``reset_offset = 1``, the window's first step), which is exact
 because the trained biases keep a group silent once its input has ended (see README).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,9 +24,8 @@ from lava.proc.conv.process import Conv
 from lava.proc.dense.process import Dense
 from lava.proc.lif.process import LIFReset
 
-from i2e_neuro.layouts import chw_shape_to_lava
-
 from export.description import INPUT, LAVA_DU_OFFSET, Connection, NetworkDescription, NeuronGroup
+from i2e_neuro.layouts import chw_shape_to_lava
 
 #: Stock Lava processes that Loihi 2 implements, and all this builder creates for the network.
 LOIHI_PROCESSES = (LIFReset, Conv, Dense)
@@ -57,7 +57,11 @@ class LavaNetwork:
 
 def lif_process(g: NeuronGroup, steps: int) -> LIFReset:
     shape = chw_shape_to_lava(g.shape)
-    bias = np.broadcast_to(g.bias.astype(np.int32), shape) if len(shape) == 3 else g.bias.astype(np.int32)
+    bias = (
+        np.broadcast_to(g.bias.astype(np.int32), shape)
+        if len(shape) == 3
+        else g.bias.astype(np.int32)
+    )
     return LIFReset(
         shape=shape,
         du=g.du - LAVA_DU_OFFSET,
@@ -100,7 +104,11 @@ def synapse_process(desc: NetworkDescription, c: Connection) -> Conv | Dense:
 
 def refuse_cpu_only(net: LavaNetwork) -> None:
     """The Loihi 2 path: refuse, by name, any network process that has no Loihi implementation."""
-    cpu_only = [f"{p.name} ({type(p).__name__})" for p in net.processes() if not isinstance(p, LOIHI_PROCESSES)]
+    cpu_only = [
+        f"{p.name} ({type(p).__name__})"
+        for p in net.processes()
+        if not isinstance(p, LOIHI_PROCESSES)
+    ]
     if cpu_only:
         raise ValueError(f"not deployable on Loihi 2 (CPU-only processes): {', '.join(cpu_only)}")
 

@@ -4,6 +4,7 @@ All three run on the host CPU (they are the I/O around the network, not part of 
 Loihi 2 path keeps them on the host and refuses nothing else by name (see ``lava_graph``).
 Process declarations are separate from their models, as Lava wants.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,10 +32,21 @@ class I2ESource(AbstractProcess):
     fork-safe inside Lava's forked process models once the parent has used its thread pool.)
     """
 
-    def __init__(self, *, samples, steps: int, timesteps: int, i2e: dict | None = None, events: bool = False):
+    def __init__(
+        self, *, samples, steps: int, timesteps: int, i2e: dict | None = None, events: bool = False
+    ):
         samples = as_sample_array(samples)
-        frames = samples.astype(bool)[:, :timesteps] if events else _convert(samples, timesteps, i2e or {})
-        super().__init__(packed=np.packbits(frames, axis=-1), shape=frames.shape, steps=steps, timesteps=timesteps)
+        frames = (
+            samples.astype(bool)[:, :timesteps]
+            if events
+            else _convert(samples, timesteps, i2e or {})
+        )
+        super().__init__(
+            packed=np.packbits(frames, axis=-1),
+            shape=frames.shape,
+            steps=steps,
+            timesteps=timesteps,
+        )
         n, _, _, h, w = frames.shape
         self.s_out = OutPort(shape=(w, h, 2))
         self.num_samples = n
@@ -50,13 +62,18 @@ def as_sample_array(samples) -> np.ndarray:
     items = [s[0] if isinstance(s, (tuple, list)) else s for s in samples]
     if not items:
         raise ValueError("input: no samples")
-    return np.stack([i.detach().cpu().numpy() if hasattr(i, "detach") else np.asarray(i) for i in items])
+    return np.stack(
+        [i.detach().cpu().numpy() if hasattr(i, "detach") else np.asarray(i) for i in items]
+    )
 
 
 def _convert(images: np.ndarray, timesteps: int, params: dict, batch: int = 256) -> np.ndarray:
     from i2e_neuro.i2e.conversion import i2e
 
-    parts = [i2e(images[i : i + batch], timesteps=timesteps, **params).numpy() for i in range(0, len(images), batch)]
+    parts = [
+        i2e(images[i : i + batch], timesteps=timesteps, **params).numpy()
+        for i in range(0, len(images), batch)
+    ]
     return batch_first_to_time_first(np.concatenate(parts, axis=1))  # [N, T, 2, H, W]
 
 
@@ -77,7 +94,9 @@ class PyI2ESourceModel(PyLoihiProcessModel):
         if j == 0:
             self.frames = None
             if k < self.shape[0]:
-                sample = np.unpackbits(self.packed[k], axis=-1, count=self.shape[-1]).astype(np.int32)
+                sample = np.unpackbits(self.packed[k], axis=-1, count=self.shape[-1]).astype(
+                    np.int32
+                )
                 self.frames = chw_to_lava(sample)  # [T, W, H, 2]
         if self.frames is not None and j < self.timesteps:
             self.s_out.send(self.frames[j])
@@ -124,12 +143,33 @@ class SpikeMonitor(AbstractProcess):
     trains. :func:`monitor_arrays` creates the files; the host reads them after the run.
     """
 
-    def __init__(self, *, shape: tuple[int, ...], num_samples: int, steps: int, folder: str, record_samples: int = 0):
-        super().__init__(shape=shape, num_samples=num_samples, steps=steps, folder=folder, record_samples=record_samples)
+    def __init__(
+        self,
+        *,
+        shape: tuple[int, ...],
+        num_samples: int,
+        steps: int,
+        folder: str,
+        record_samples: int = 0,
+    ):
+        super().__init__(
+            shape=shape,
+            num_samples=num_samples,
+            steps=steps,
+            folder=folder,
+            record_samples=record_samples,
+        )
         self.s_in = InPort(shape=shape)
 
 
-def monitor_arrays(folder: str, shape: tuple[int, ...], num_samples: int, steps: int, record_samples: int, mode: str) -> dict:
+def monitor_arrays(
+    folder: str,
+    shape: tuple[int, ...],
+    num_samples: int,
+    steps: int,
+    record_samples: int,
+    mode: str,
+) -> dict:
     """The memory-mapped result arrays of a :class:`SpikeMonitor` (``mode`` "w+" creates them)."""
     from pathlib import Path
 
@@ -138,7 +178,10 @@ def monitor_arrays(folder: str, shape: tuple[int, ...], num_samples: int, steps:
         "neuron_counts": (np.int64, tuple(shape)),
         "trains": (np.bool_, (max(1, record_samples), steps, *shape)),
     }
-    return {k: np.memmap(Path(folder) / f"{k}.bin", dtype=d, mode=mode, shape=s) for k, (d, s) in specs.items()}
+    return {
+        k: np.memmap(Path(folder) / f"{k}.bin", dtype=d, mode=mode, shape=s)
+        for k, (d, s) in specs.items()
+    }
 
 
 @implements(proc=SpikeMonitor, protocol=LoihiProtocol)
@@ -150,7 +193,9 @@ class PySpikeMonitorModel(PyLoihiProcessModel):
         super().__init__(proc_params)
         p = proc_params
         self.steps, self.record = p["steps"], p["record_samples"]
-        self.out = monitor_arrays(p["folder"], p["shape"], p["num_samples"], p["steps"], p["record_samples"], "r+")
+        self.out = monitor_arrays(
+            p["folder"], p["shape"], p["num_samples"], p["steps"], p["record_samples"], "r+"
+        )
 
     def run_spk(self) -> None:
         spikes = self.s_in.recv() != 0

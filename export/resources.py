@@ -5,14 +5,14 @@ byte per 8-bit weight: an upper bound, since Loihi 2 can share convolution kerne
 cores needed (the larger of the neuron bound and the memory bound). A network that breaks a
 limit is refused with the group and the limit named.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from i2e_neuro.energy.hw import hw_value, load_hw_config
-
 from export.description import NetworkDescription
+from i2e_neuro.energy.hw import hw_value, load_hw_config
 
 
 class DoesNotFit(ValueError):
@@ -37,7 +37,9 @@ def fan_in(desc: NetworkDescription, group: str) -> int:
     return total
 
 
-def resource_report(desc: NetworkDescription, hardware: str = "loihi2", chips: int = 1) -> list[GroupResources]:
+def resource_report(
+    desc: NetworkDescription, hardware: str = "loihi2", chips: int = 1
+) -> list[GroupResources]:
     """Resources per group; raises :class:`DoesNotFit` naming the first broken limit."""
     cfg = load_hw_config(hardware)
     per_core = int(hw_value(cfg, "limits.max_neurons_per_core"))
@@ -48,10 +50,14 @@ def resource_report(desc: NetworkDescription, hardware: str = "loihi2", chips: i
     for g in desc.groups:
         n, f = g.size, fan_in(desc, g.name)
         if f > max_fan_in:
-            raise DoesNotFit(f"group {g.name!r}: fan-in {f} per neuron exceeds {hardware}'s limit of {max_fan_in} (max_fan_in_per_core)")
+            raise DoesNotFit(
+                f"group {g.name!r}: fan-in {f} per neuron exceeds {hardware}'s limit of {max_fan_in} (max_fan_in_per_core)"
+            )
         for c in desc.incoming(g.name):
             if c.delay > max_delay:
-                raise DoesNotFit(f"connection {c.name!r}: delay {c.delay} exceeds {hardware}'s max_delay_steps {max_delay}")
+                raise DoesNotFit(
+                    f"connection {c.name!r}: delay {c.delay} exceeds {hardware}'s max_delay_steps {max_delay}"
+                )
         synapse_bytes = n * f
         cores = max(math.ceil(n / per_core), math.ceil(synapse_bytes / memory))
         rows.append(GroupResources(g.name, n, f, synapse_bytes, cores))
@@ -67,8 +73,14 @@ def resource_report(desc: NetworkDescription, hardware: str = "loihi2", chips: i
 
 
 def format_report(rows: list[GroupResources], hardware: str) -> str:
-    lines = [f"{'group':<14} {'neurons':>9} {'fan-in':>7} {'synapses (B)':>13} {'cores':>6}   [{hardware}]"]
+    lines = [
+        f"{'group':<14} {'neurons':>9} {'fan-in':>7} {'synapses (B)':>13} {'cores':>6}   [{hardware}]"
+    ]
     for r in rows:
-        lines.append(f"{r.name:<14} {r.neurons:>9} {r.fan_in:>7} {r.synapse_bytes:>13} {r.cores:>6}")
-    lines.append(f"{'total':<14} {sum(r.neurons for r in rows):>9} {'':>7} {sum(r.synapse_bytes for r in rows):>13} {sum(r.cores for r in rows):>6}")
+        lines.append(
+            f"{r.name:<14} {r.neurons:>9} {r.fan_in:>7} {r.synapse_bytes:>13} {r.cores:>6}"
+        )
+    lines.append(
+        f"{'total':<14} {sum(r.neurons for r in rows):>9} {'':>7} {sum(r.synapse_bytes for r in rows):>13} {sum(r.cores for r in rows):>6}"
+    )
     return "\n".join(lines)

@@ -4,6 +4,7 @@ The runtime is always stopped: on success, on exceptions, on Ctrl-C and when com
 so no Lava OS processes are left behind (``fast_models.run_checked``: Lava 0.10 itself hangs when
 a process model raises).
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -14,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from i2e_neuro.layouts import lava_to_chw
-
 from export.description import NetworkDescription
 from export.lava_graph import build, refuse_cpu_only
+from i2e_neuro.layouts import lava_to_chw
 
 BACKENDS = ("cpu", "loihi2")
 
@@ -30,8 +30,12 @@ class BackendUnavailable(RuntimeError):
 class SimulationResult:
     logits: np.ndarray  # [N, K] readout voltages (Loihi units)
     counts: dict[str, np.ndarray]  # group -> spikes per sample [N]
-    neuron_counts: dict[str, np.ndarray] = field(default_factory=dict)  # group -> spikes per neuron [C, H, W]
-    trains: dict[str, np.ndarray] = field(default_factory=dict)  # group -> [M, steps, *CHW] (recorded samples)
+    neuron_counts: dict[str, np.ndarray] = field(
+        default_factory=dict
+    )  # group -> spikes per neuron [C, H, W]
+    trains: dict[str, np.ndarray] = field(
+        default_factory=dict
+    )  # group -> [M, steps, *CHW] (recorded samples)
     seconds: float = 0.0
 
     @property
@@ -80,10 +84,8 @@ def simulate(
     ``events=True``, event frames ``[N, T, 2, H, W]``: an array, tensor, or iterable / torch
     dataset of samples.
     """
-    from export.fast_models import run_checked
-    from export.processes import I2ESource, Readout, SpikeMonitor, monitor_arrays
-
-    from export.processes import as_sample_array
+    from export.processes import I2ESource, Readout, SpikeMonitor, as_sample_array, monitor_arrays
+    from export.supervision import run_checked
 
     samples = as_sample_array(samples)
     check_samples(desc, samples, events)
@@ -93,7 +95,9 @@ def simulate(
     if backend == "loihi2":
         refuse_cpu_only(net)
     i2e_params = {} if events else desc.i2e_params()
-    source = I2ESource(samples=samples, steps=desc.steps, timesteps=desc.timesteps, i2e=i2e_params, events=events)
+    source = I2ESource(
+        samples=samples, steps=desc.steps, timesteps=desc.timesteps, i2e=i2e_params, events=events
+    )
     net.connect_input(source.s_out)
     readout = Readout(num_classes=desc.readout.shape[0], num_samples=n, steps=desc.steps)
     readout.v.connect_var(net.readout.v)
@@ -104,13 +108,19 @@ def simulate(
             folder = f"{tmp}/{len(monitors)}"
             Path(folder).mkdir()
             monitor_arrays(folder, shape, n, desc.steps, record, "w+")
-            mon = SpikeMonitor(shape=shape, num_samples=n, steps=desc.steps, folder=folder, record_samples=record)
+            mon = SpikeMonitor(
+                shape=shape, num_samples=n, steps=desc.steps, folder=folder, record_samples=record
+            )
             net.neurons[g.name].s_out.connect(mon.s_in)
             monitors[g.name] = (folder, shape)
         start = time.perf_counter()
         try:
-            with warnings.catch_warnings():  # Lava's model search warns for every module beside a process's file
-                warnings.filterwarnings("ignore", message="Cannot import module", category=UserWarning)
+            with (
+                warnings.catch_warnings()
+            ):  # Lava's model search warns for every module beside a process's file
+                warnings.filterwarnings(
+                    "ignore", message="Cannot import module", category=UserWarning
+                )
                 run_checked(source, n * desc.steps, cfg)
             logits = np.asarray(readout.logits.get(), dtype=np.int64)[:n]
         finally:
@@ -141,7 +151,9 @@ def check_samples(desc: NetworkDescription, samples: np.ndarray, events: bool) -
     """Refuse input of the wrong size or channel count before any runtime starts."""
     c, h, w = desc.input_shape
     if not isinstance(samples, np.ndarray) or samples.ndim not in (4, 5) or len(samples) == 0:
-        raise ValueError(f"input: expected a non-empty array of samples, got {getattr(samples, 'shape', type(samples))}")
+        raise ValueError(
+            f"input: expected a non-empty array of samples, got {getattr(samples, 'shape', type(samples))}"
+        )
     if events:
         if samples.ndim != 5 or samples.shape[1] < desc.timesteps or samples.shape[2:] != (c, h, w):
             raise ValueError(

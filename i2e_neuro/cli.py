@@ -4,6 +4,7 @@ Each subcommand lives in its own module under ``i2e_neuro.commands`` and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``; modules are imported only when their
 command runs, so ``--help`` stays fast and Lava is loaded only by the commands that need it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,10 @@ import sys
 #: command name -> (module under i2e_neuro.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "convert images, folders or datasets to I2E event files"),
-    "train": ("train", "train a QAT MS-ResNet (lava-dl) or the SpikingJelly reference on I2E events"),
+    "train": (
+        "train",
+        "train a QAT MS-ResNet (lava-dl) or the SpikingJelly reference on I2E events",
+    ),
     "export": ("export", "export a trained checkpoint to the network description (HDF5)"),
     "simulate": ("simulate", "run an exported network in the Lava CPU simulator or on Loihi 2"),
     "energy": ("energy", "synaptic-operation energy report against the ANN"),

@@ -4,6 +4,7 @@
 * lava-dl slayer: ``[B, C, H, W, T]`` (time last).
 * Lava / netx: ``(x, y, f)`` = ``(W, H, C)`` per timestep.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -14,6 +14,7 @@ determined (else in GB/s).
     python scripts/bench_i2e.py              # full: uint8 and float32 inputs, 5 repeats
     python scripts/bench_i2e.py --quick      # uint8 only, 3 repeats
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,10 @@ def photos(size: int, batch: int) -> torch.Tensor:
         np.asarray(Image.fromarray(load_image(p)).resize((size, size), Image.BILINEAR))
         for p in sorted(SAMPLES.glob("*.jpg"))
     ]
-    out = [base[i % len(base)] if (i // len(base)) % 2 == 0 else base[i % len(base)][:, ::-1] for i in range(batch)]
+    out = [
+        base[i % len(base)] if (i // len(base)) % 2 == 0 else base[i % len(base)][:, ::-1]
+        for i in range(batch)
+    ]
     return torch.from_numpy(np.ascontiguousarray(np.stack(out))).permute(0, 3, 1, 2).contiguous()
 
 
@@ -75,7 +79,10 @@ def cpu_name() -> str:
 def peak_bandwidth() -> float | None:
     """Peak device memory bandwidth in bytes/s, or None where it cannot be determined."""
     props = torch.cuda.get_device_properties(torch.cuda.current_device())
-    clock_khz, bus_bits = getattr(props, "memory_clock_rate", None), getattr(props, "memory_bus_width", None)
+    clock_khz, bus_bits = (
+        getattr(props, "memory_clock_rate", None),
+        getattr(props, "memory_bus_width", None),
+    )
     if not (clock_khz and bus_bits):
         try:
             import pynvml
@@ -91,10 +98,24 @@ def peak_bandwidth() -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per configuration (default 5, --quick 3)")
-    parser.add_argument("--quick", action="store_true", help="uint8 inputs only, fewer repeats and ODG images")
-    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all", help="default: cpu, and cuda when available")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, the number of cores)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed repeats per configuration (default 5, --quick 3)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="uint8 inputs only, fewer repeats and ODG images"
+    )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "all"],
+        default="all",
+        help="default: cpu, and cuda when available",
+    )
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's, the number of cores)"
+    )
     args = parser.parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:
@@ -117,8 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if "cuda" in devices:
         print(f"GPU: {torch.cuda.get_device_name()}")
-    print(f"ratio {RATIO}, T = 8, median of {repeats} interleaved repeats (after an untimed check run); ms per image")
-    print(f"command: python scripts/bench_i2e.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip() + "\n")
+    print(
+        f"ratio {RATIO}, T = 8, median of {repeats} interleaved repeats (after an untimed check run); ms per image"
+    )
+    print(
+        f"command: python scripts/bench_i2e.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip()
+        + "\n"
+    )
 
     rows, engine_ms = [], {}
     for device in devices:
@@ -132,25 +158,55 @@ def main(argv: list[str] | None = None) -> int:
                     torch.backends.cudnn.allow_tf32 = False
                     torch.backends.cuda.matmul.allow_tf32 = False
                     if not torch.equal(i2e(x, ratio=RATIO), algorithm1(x, ratio=RATIO).bool()):
-                        print(f"MISMATCH engine vs Algorithm 1 at {device} {size} {batch} {dtype}", file=sys.stderr)
+                        print(
+                            f"MISMATCH engine vs Algorithm 1 at {device} {size} {batch} {dtype}",
+                            file=sys.stderr,
+                        )
                         return 1
                     eng, ref = [], []
                     for _ in range(repeats):
                         eng.append(timed(lambda im: i2e(im, ratio=RATIO), x, device))
                         ref.append(timed(lambda im: algorithm1(im, ratio=RATIO), x, device))
-                    e, r = statistics.median(eng) / batch * 1e3, statistics.median(ref) / batch * 1e3
+                    e, r = (
+                        statistics.median(eng) / batch * 1e3,
+                        statistics.median(ref) / batch * 1e3,
+                    )
                     engine_ms[(device, size, batch, dtype)] = e
                     bw = ""
                     if device == "cuda":
                         moved = x.numel() * x.element_size() + 8 * batch * 2 * size * size
                         rate = moved / (e / 1e3 * batch)
-                        bw = f"{rate / peak:.0%} of {peak / 1e9:.0f} GB/s" if peak else f"{rate / 1e9:.1f} GB/s"
-                    rows.append((device, f"{size}x{size}", batch, dtype, f"{e:.3f}", f"{r:.3f}", f"{r / e:.1f}x", bw))
+                        bw = (
+                            f"{rate / peak:.0%} of {peak / 1e9:.0f} GB/s"
+                            if peak
+                            else f"{rate / 1e9:.1f} GB/s"
+                        )
+                    rows.append(
+                        (
+                            device,
+                            f"{size}x{size}",
+                            batch,
+                            dtype,
+                            f"{e:.3f}",
+                            f"{r:.3f}",
+                            f"{r / e:.1f}x",
+                            bw,
+                        )
+                    )
                     del x
                     if device == "cuda":
                         torch.cuda.empty_cache()
 
-    header = ("device", "image", "batch", "input", "engine ms/img", "Algorithm 1 ms/img", "speed-up", "engine bandwidth")
+    header = (
+        "device",
+        "image",
+        "batch",
+        "input",
+        "engine ms/img",
+        "Algorithm 1 ms/img",
+        "speed-up",
+        "engine bandwidth",
+    )
     if "cuda" not in devices:
         header, rows = header[:-1], [row[:-1] for row in rows]
     print("| " + " | ".join(header) + " |")
@@ -172,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nODG (numpy, one image at a time, 224x224 uint8, {n} images): {o:.2f} ms/img")
     for (device, size, batch, dtype), e in engine_ms.items():
         if size == 224 and dtype == "uint8":
-            print(f"  engine {device} batch {batch}: {e:.3f} ms/img -> {o / e:.0f}x faster than ODG")
+            print(
+                f"  engine {device} batch {batch}: {e:.3f} ms/img -> {o / e:.0f}x faster than ODG"
+            )
     return 0
 
 

@@ -31,6 +31,7 @@ k steps are silent); the last layers see only ``steps - layers`` steps of input.
     python scripts/bench_lava.py --stock-size 64     # stock only at 64x64 (it is slow); fast
                                                      # and slayer at both sizes
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,7 +63,8 @@ from lava.proc.conv.process import Conv  # noqa: E402
 from lava.proc.io.source import RingBuffer as Source  # noqa: E402
 from lava.proc.lif.process import LIF  # noqa: E402
 
-from export.fast_models import _actors, abort_runtime, fast_run_config, run_checked  # noqa: E402
+from export.fast_models import fast_run_config  # noqa: E402
+from export.supervision import _actors, abort_runtime, run_checked  # noqa: E402
 
 
 @dataclass
@@ -71,20 +73,29 @@ class Params:
     channels: int
     layers: int
     steps: int
-    spikes: np.ndarray          # (size, size, channels, steps) bool, Lava (x, y, f, t)
-    weights: list               # per layer (C_out, kW, kH, C_in) int32, Lava layout
+    spikes: np.ndarray  # (size, size, channels, steps) bool, Lava (x, y, f, t)
+    weights: list  # per layer (C_out, kW, kH, C_in) int32, Lava layout
     du: int
     dv: int
     vth: int
 
 
-def make_params(size: int, channels: int, layers: int, steps: int, density: float,
-                seed: int, du: int, dv: int, vth: int) -> Params:
+def make_params(
+    size: int,
+    channels: int,
+    layers: int,
+    steps: int,
+    density: float,
+    seed: int,
+    du: int,
+    dv: int,
+    vth: int,
+) -> Params:
     rng = np.random.default_rng(seed)
     spikes = rng.random((size, size, channels, steps)) < density
     weights = []
     for _ in range(layers):
-        w = rng.integers(-128, 128, (channels, 3, 3, channels)) * 2   # even, [-256, 254]
+        w = rng.integers(-128, 128, (channels, 3, 3, channels)) * 2  # even, [-256, 254]
         weights.append(w.astype(np.int32))
     return Params(size, channels, layers, steps, spikes, weights, du, dv, vth)
 
@@ -92,6 +103,7 @@ def make_params(size: int, channels: int, layers: int, steps: int, density: floa
 # --------------------------------------------------------------------------------------------
 # Lava
 # --------------------------------------------------------------------------------------------
+
 
 class SpikeDump(AbstractProcess):
     """A probe that writes the spikes arriving on its ``n`` in-ports to memory-mapped files.
@@ -114,8 +126,10 @@ class SpikeDump(AbstractProcess):
 def _dump_run_spk(self):
     t = self.time_step - 1
     if self._mms is None:
-        self._mms = [np.memmap(path, dtype=np.uint8, mode="r+", shape=(self._steps, *self._shape))
-                     for path in self._paths]
+        self._mms = [
+            np.memmap(path, dtype=np.uint8, mode="r+", shape=(self._steps, *self._shape))
+            for path in self._paths
+        ]
     for i, mm in enumerate(self._mms):
         data = getattr(self, f"a_in{i}").recv()
         if t < self._steps:
@@ -144,7 +158,9 @@ def dump_model(n: int) -> None:
     attrs.update(__module__=__name__, __init__=_dump_init, run_spk=_dump_run_spk)
     model_cls = type(f"Py{name}Model", (PyLoihiProcessModel,), attrs)
     model_cls.__annotations__ = {f"a_in{i}": PyInPort for i in range(n)}
-    model_cls = tag("fixed_pt")(requires(CPU)(implements(proc=proc_cls, protocol=LoihiProtocol)(model_cls)))
+    model_cls = tag("fixed_pt")(
+        requires(CPU)(implements(proc=proc_cls, protocol=LoihiProtocol)(model_cls))
+    )
     globals()[name] = proc_cls
     globals()[model_cls.__name__] = model_cls
 
@@ -167,7 +183,9 @@ def run_lava(p: Params, fast: bool, workdir: Path) -> dict:
         np.memmap(path, dtype=np.uint8, mode="w+", shape=(p.steps, *shape)).flush()
         paths.append(path)
     dump_model(len(lifs))
-    dump = globals()[f"SpikeDump{len(lifs)}"](shape=shape, steps=p.steps, paths=[str(x) for x in paths])
+    dump = globals()[f"SpikeDump{len(lifs)}"](
+        shape=shape, steps=p.steps, paths=[str(x) for x in paths]
+    )
     for i, lif in enumerate(lifs):
         lif.s_out.connect(getattr(dump, f"a_in{i}"))
     cfg = fast_run_config() if fast else Loihi2SimCfg(select_tag="fixed_pt")
@@ -179,7 +197,7 @@ def run_lava(p: Params, fast: bool, workdir: Path) -> dict:
                 # Lava's model search imports every module next to a process's module (here
                 # scripts/) and warns about the ones it cannot import; harmless.
                 warnings.filterwarnings("ignore", message="Cannot import module")
-                source.create_runtime(run_cfg=cfg)   # compile + start the worker processes
+                source.create_runtime(run_cfg=cfg)  # compile + start the worker processes
         except BaseException:
             abort_runtime(source)
             raise
@@ -191,13 +209,19 @@ def run_lava(p: Params, fast: bool, workdir: Path) -> dict:
         cpu = worker_cpu(workers) - cpu0
     finally:
         source.stop()
-    spikes = [np.array(np.memmap(path, dtype=np.uint8, mode="r", shape=(p.steps, *shape)))
-              .transpose(1, 2, 3, 0).astype(bool) for path in paths]     # (x, y, f, t)
+    spikes = [
+        np.array(np.memmap(path, dtype=np.uint8, mode="r", shape=(p.steps, *shape)))
+        .transpose(1, 2, 3, 0)
+        .astype(bool)
+        for path in paths
+    ]  # (x, y, f, t)
     for path in paths:
         path.unlink()
     t4 = time.perf_counter()
-    return {"spikes": spikes,
-            "time": {"setup": t2 - t1, "run": t3 - t2, "total": t4 - t0, "cpu": cpu}}
+    return {
+        "spikes": spikes,
+        "time": {"setup": t2 - t1, "run": t3 - t2, "total": t4 - t0, "cpu": cpu},
+    }
 
 
 def worker_cpu(pids) -> float:
@@ -214,6 +238,7 @@ def worker_cpu(pids) -> float:
 # --------------------------------------------------------------------------------------------
 # slayer
 # --------------------------------------------------------------------------------------------
+
 
 def run_slayer(p: Params, threads: int | None) -> dict:
     import torch
@@ -243,11 +268,12 @@ def run_slayer(p: Params, threads: int | None) -> dict:
             x = neuron(syn(x))
             outs.append(x)
     elapsed = time.perf_counter() - start
-    spikes = [o[0].permute(1, 2, 0, 3).numpy() > 0 for o in outs]   # (x, y, f, t)
+    spikes = [o[0].permute(1, 2, 0, 3).numpy() > 0 for o in outs]  # (x, y, f, t)
     return {"time": elapsed, "spikes": spikes}
 
 
 # --------------------------------------------------------------------------------------------
+
 
 def identical(a: dict, b: dict) -> bool:
     return all(np.array_equal(x, y) for x, y in zip(a["spikes"], b["spikes"], strict=True))
@@ -261,10 +287,12 @@ def compare_with_slayer(lava: dict, sl: dict, steps: int) -> list[str]:
         if steps <= lag:
             lines.append(f"| {j + 1} | {int(sv.sum())} | - | - | no step left after the delay |")
             continue
-        a, b = lv[..., lag:], sv[..., :steps - lag]
+        a, b = lv[..., lag:], sv[..., : steps - lag]
         early = int(lv[..., :lag].sum())
-        lines.append(f"| {j + 1} | {int(sv.sum())} | {int(b.sum())} | {int(a.sum())} | "
-                     f"{'identical' if np.array_equal(a, b) and early == 0 else 'DIFFERENT'} |")
+        lines.append(
+            f"| {j + 1} | {int(sv.sum())} | {int(b.sum())} | {int(a.sum())} | "
+            f"{'identical' if np.array_equal(a, b) and early == 0 else 'DIFFERENT'} |"
+        )
     return lines
 
 
@@ -281,21 +309,33 @@ def cpu_name() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=None, help="input width = height (default 128, --quick 32)")
-    parser.add_argument("--stock-size", type=int, default=None,
-                        help="run the stock models at this size instead (default: --size); "
-                             "the fast model and slayer are then also run at this size for the ratio")
+    parser.add_argument(
+        "--size", type=int, default=None, help="input width = height (default 128, --quick 32)"
+    )
+    parser.add_argument(
+        "--stock-size",
+        type=int,
+        default=None,
+        help="run the stock models at this size instead (default: --size); "
+        "the fast model and slayer are then also run at this size for the ratio",
+    )
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--layers", type=int, default=10)
     parser.add_argument("--channels", type=int, default=16)
-    parser.add_argument("--density", type=float, default=0.05, help="input spike probability per step")
+    parser.add_argument(
+        "--density", type=float, default=0.05, help="input spike probability per step"
+    )
     parser.add_argument("--du", type=int, default=2047, help="Lava LIF du (current decay, 12 bit)")
     parser.add_argument("--dv", type=int, default=1024, help="Lava LIF dv (voltage decay, 12 bit)")
     parser.add_argument("--vth", type=int, default=1250, help="Lava LIF vth (threshold mantissa)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for slayer (default 1: with 2 OpenMP threads on this "
-                             "shared 2-core machine the slayer pass was up to 10x slower)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for slayer (default 1: with 2 OpenMP threads on this "
+        "shared 2-core machine the slayer pass was up to 10x slower)",
+    )
     parser.add_argument("--quick", action="store_true", help="32x32 input, for a short run")
     parser.add_argument("--skip-stock", action="store_true", help="do not run the stock models")
     args = parser.parse_args(argv)
@@ -303,23 +343,38 @@ def main(argv: list[str] | None = None) -> int:
     size = args.size or (32 if args.quick else 128)
     stock_size = args.stock_size or size
 
-    print(f"# machine: {cpu_name()}, {os.cpu_count()} logical CPUs; "
-          f"python {platform.python_version()}; date {datetime.date.today().isoformat()}")
-    print(f"# network: source ({size}, {size}, {args.channels}) density {args.density}, "
-          f"{args.layers} x [Conv {args.channels}->{args.channels} 3x3 pad 1 -> LIF], "
-          f"{args.steps} steps; du={args.du} dv={args.dv} vth={args.vth}, weights even in [-256, 254]")
+    print(
+        f"# machine: {cpu_name()}, {os.cpu_count()} logical CPUs; "
+        f"python {platform.python_version()}; date {datetime.date.today().isoformat()}"
+    )
+    print(
+        f"# network: source ({size}, {size}, {args.channels}) density {args.density}, "
+        f"{args.layers} x [Conv {args.channels}->{args.channels} 3x3 pad 1 -> LIF], "
+        f"{args.steps} steps; du={args.du} dv={args.dv} vth={args.vth}, weights even in [-256, 254]"
+    )
 
     sizes = [size] if stock_size == size else [stock_size, size]
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_lava_") as tmp:
         # Warm-up: the first Lava run in a process pays one-time imports (Lava's model search
         # imports the modules next to each process); keep that out of the timings.
-        warm = make_params(8, args.channels, 2, 2, args.density, args.seed, args.du, args.dv, args.vth)
+        warm = make_params(
+            8, args.channels, 2, 2, args.density, args.seed, args.du, args.dv, args.vth
+        )
         run_lava(warm, fast=True, workdir=Path(tmp))
         run_lava(warm, fast=False, workdir=Path(tmp))
         for sz in sizes:
-            p = make_params(sz, args.channels, args.layers, args.steps, args.density, args.seed,
-                            args.du, args.dv, args.vth)
+            p = make_params(
+                sz,
+                args.channels,
+                args.layers,
+                args.steps,
+                args.density,
+                args.seed,
+                args.du,
+                args.dv,
+                args.vth,
+            )
             res = {"slayer": run_slayer(p, args.threads)}
             res["fast"] = run_lava(p, fast=True, workdir=Path(tmp))
             if not args.skip_stock and sz == stock_size:
@@ -331,14 +386,20 @@ def main(argv: list[str] | None = None) -> int:
     print("| size | model | setup s | run s | total s | worker CPU s (run) |")
     print("|---|---|---|---|---|---|")
     for sz, (p, res) in results.items():
-        for name, label in [("stock", "(a) Lava, stock fixed_pt models"),
-                            ("fast", "(b) Lava, fast_run_config() (FastConv + FastLif)")]:
+        for name, label in [
+            ("stock", "(a) Lava, stock fixed_pt models"),
+            ("fast", "(b) Lava, fast_run_config() (FastConv + FastLif)"),
+        ]:
             if name in res:
                 t = res[name]["time"]
-                print(f"| {sz}x{sz} | {label} | {t['setup']:.2f} | {t['run']:.2f} | "
-                      f"{t['total']:.2f} | {t['cpu']:.2f} |")
-        print(f"| {sz}x{sz} | (c) slayer forward, torch CPU, {args.threads} thread(s) | - | "
-              f"{res['slayer']['time']:.2f} | - | - |")
+                print(
+                    f"| {sz}x{sz} | {label} | {t['setup']:.2f} | {t['run']:.2f} | "
+                    f"{t['total']:.2f} | {t['cpu']:.2f} |"
+                )
+        print(
+            f"| {sz}x{sz} | (c) slayer forward, torch CPU, {args.threads} thread(s) | - | "
+            f"{res['slayer']['time']:.2f} | - | - |"
+        )
 
     for sz, (p, res) in results.items():
         fast, sl = res["fast"], res["slayer"]
@@ -346,19 +407,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{sz}x{sz}:")
         if "stock" in res:
             st = res["stock"]
-            print(f"- identical spikes: {'yes' if identical(st, fast) else 'no'} "
-                  f"(every LIF layer, every step)")
-            print(f"- fast vs stock: run {st['time']['run'] / fast['time']['run']:.1f}x faster, "
-                  f"total {st['time']['total'] / fast['time']['total']:.1f}x faster, "
-                  f"worker CPU {st['time']['cpu'] / fast['time']['cpu']:.1f}x less")
-        print(f"- fast / slayer: run {fast['time']['run'] / sl['time']:.2f}x, "
-              f"total {fast['time']['total'] / sl['time']:.2f}x")
+            print(
+                f"- identical spikes: {'yes' if identical(st, fast) else 'no'} "
+                f"(every LIF layer, every step)"
+            )
+            print(
+                f"- fast vs stock: run {st['time']['run'] / fast['time']['run']:.1f}x faster, "
+                f"total {st['time']['total'] / fast['time']['total']:.1f}x faster, "
+                f"worker CPU {st['time']['cpu'] / fast['time']['cpu']:.1f}x less"
+            )
+        print(
+            f"- fast / slayer: run {fast['time']['run'] / sl['time']:.2f}x, "
+            f"total {fast['time']['total'] / sl['time']:.2f}x"
+        )
         n = sz * sz * p.channels * p.steps
-        print("- spike rate per layer (slayer, all steps): "
-              + ", ".join(f"{s.sum() / n:.2%}" for s in sl["spikes"]))
+        print(
+            "- spike rate per layer (slayer, all steps): "
+            + ", ".join(f"{s.sum() / n:.2%}" for s in sl["spikes"])
+        )
         print()
-        print("| layer | slayer spikes, all steps | slayer, steps 0..T-1-lag | "
-              "Lava (b), steps lag..T-1 | Lava vs slayer, shifted by lag = layer |")
+        print(
+            "| layer | slayer spikes, all steps | slayer, steps 0..T-1-lag | "
+            "Lava (b), steps lag..T-1 | Lava vs slayer, shifted by lag = layer |"
+        )
         print("|---|---|---|---|---|")
         for line in compare_with_slayer(fast, sl, p.steps):
             print(line)

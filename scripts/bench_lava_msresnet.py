@@ -6,6 +6,7 @@ simulation with the fast exact Conv model (and with ``--stock`` also Lava's stoc
 checks that every spike of every group is identical, and prints seconds per sample and ratios.
 The network has random weights and BatchNorm statistics folded to Loihi integers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,9 @@ def main() -> None:
     import torch
 
     from export.description import from_deploy
+    from export.lava_dl_run import run_lava_dl
     from export.runner import simulate
     from i2e_neuro.datasets.eval_data import Samples
-    from export.lava_dl_run import run_lava_dl
     from i2e_neuro.models.qat import SpikingGraph, randomize_batchnorm
     from i2e_neuro.models.spec import build_spec
 
@@ -39,10 +40,21 @@ def main() -> None:
     model = randomize_batchnorm(SpikingGraph(spec))
     model.eval().fold()
     desc = from_deploy(model.deploy(i2e={"ratio": 0.12, "order": "efghabcd"}))
-    images = (torch.rand(args.samples, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8).numpy()
+    images = (
+        (
+            torch.rand(
+                args.samples, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)
+            )
+            * 255
+        )
+        .to(torch.uint8)
+        .numpy()
+    )
     samples = Samples(images, np.full(args.samples, -1), [str(i) for i in range(args.samples)])
     neurons = sum(g.size for g in desc.groups)
-    print(f"{args.arch}: {len(desc.groups)} groups, {len(desc.connections)} connections, {neurons} neurons, {desc.steps} steps/sample")
+    print(
+        f"{args.arch}: {len(desc.groups)} groups, {len(desc.connections)} connections, {neurons} neurons, {desc.steps} steps/sample"
+    )
 
     start = time.perf_counter()
     ref = run_lava_dl(desc, samples, record=args.samples, batch=1)
@@ -61,8 +73,20 @@ def main() -> None:
         print(f"{name:<28}{t:>12.2f}{t / t_slayer:>10.1f}")
     if args.stock:
         print(f"stock / fast: {rows['Lava stock Conv'] / rows['Lava fast Conv']:.1f}x")
-    print(f"spikes per sample: {spikes / args.samples:.0f}; identical spikes in every group: {identical}")
-    print(json.dumps({"arch": args.arch, "size": args.size, "samples": args.samples, "seconds_per_sample": rows, "identical": identical}))
+    print(
+        f"spikes per sample: {spikes / args.samples:.0f}; identical spikes in every group: {identical}"
+    )
+    print(
+        json.dumps(
+            {
+                "arch": args.arch,
+                "size": args.size,
+                "samples": args.samples,
+                "seconds_per_sample": rows,
+                "identical": identical,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ SpikingJelly ``T``: that is part of what is measured.
     python scripts/bench_train.py                                  # the two default configurations
     python scripts/bench_train.py --arch msresnet18 --size 128 --batch 8 --repeats 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,9 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def make_step(model: torch.nn.Module, events: torch.Tensor, labels: torch.Tensor, device: torch.device):
+def make_step(
+    model: torch.nn.Module, events: torch.Tensor, labels: torch.Tensor, device: torch.device
+):
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
 
@@ -66,7 +69,9 @@ def make_step(model: torch.nn.Module, events: torch.Tensor, labels: torch.Tensor
     return step
 
 
-def bench(arch: str, size: int, batch: int, repeats: int, device: torch.device, classes: int = 10) -> dict:
+def bench(
+    arch: str, size: int, batch: int, repeats: int, device: torch.device, classes: int = 10
+) -> dict:
     g = torch.Generator().manual_seed(0)
     events = (torch.rand(8, batch, 2, size, size, generator=g) < 0.08).to(device)
     labels = torch.randint(classes, (batch,), generator=g).to(device)
@@ -99,24 +104,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", help="one configuration: architecture (with --size and --batch)")
     parser.add_argument("--size", type=int, default=32, help="input side (default 32)")
     parser.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps per model (default 5; 3 for msresnet18 in the defaults)")
-    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all", help="default: cpu, and cuda when available")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="timed steps per model (default 5; 3 for msresnet18 in the defaults)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "all"],
+        default="all",
+        help="default: cpu, and cuda when available",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
-    for name, v in (("--threads", args.threads), ("--repeats", args.repeats), ("--batch", args.batch)):
+    for name, v in (
+        ("--threads", args.threads),
+        ("--repeats", args.repeats),
+        ("--batch", args.batch),
+    ):
         if v < 1:
             parser.error(f"{name} {v}: must be at least 1")
     torch.set_num_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     configs = [(args.arch, args.size, args.batch, args.repeats)] if args.arch else DEFAULTS
-    print(f"# training throughput, QAT (lava-dl slayer) vs SpikingJelly — {datetime.date.today().isoformat()}")
-    print(f"CPU: {cpu_name()}, torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}"
-          + (f"; GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))
+    print(
+        f"# training throughput, QAT (lava-dl slayer) vs SpikingJelly — {datetime.date.today().isoformat()}"
+    )
+    print(
+        f"CPU: {cpu_name()}, torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}"
+        + (f"; GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")
+    )
     print()
-    print("| device | arch | input | batch | slayer steps | slayer float samples/s | slayer QAT samples/s | SpikingJelly samples/s | QAT / SJ |")
+    print(
+        "| device | arch | input | batch | slayer steps | slayer float samples/s | slayer QAT samples/s | SpikingJelly samples/s | QAT / SJ |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for dev in devices:
         for arch, size, batch, repeats in configs:

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Thin entry point: same as `i2e-neuro simulate`."""
+
 import sys
 
 from i2e_neuro.cli import main

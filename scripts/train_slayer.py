@@ -4,6 +4,7 @@
 The same as ``i2e-neuro train``; with no arguments it trains msresnet_tiny on the embedded
 digits (14 float + 3 QAT epochs, a few minutes on a CPU). ``--help`` lists everything.
 """
+
 import sys
 from pathlib import Path
 

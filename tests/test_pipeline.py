@@ -1,16 +1,20 @@
 """A trained digits model through export, the Lava simulation and the energy report."""
+
 import json
 
 import numpy as np
 import pytest
 
 from export.description import from_checkpoint
+from export.lava_dl_run import run_lava_dl
 from export.runner import simulate
 from export.synops import energy_report, fanout_map
 from i2e_neuro.cli import main
 from i2e_neuro.datasets.eval_data import load_samples
-from export.lava_dl_run import run_lava_dl
 from i2e_neuro.train.trainer import resolve_config, train
+
+# Runs Lava process graphs (OS processes per process model): left out of `make test-fast`.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,20 @@ def test_export_and_simulate_the_trained_model_spike_for_spike(trained, capsys):
     net = out / "net.h5"
     assert main(["export", result["checkpoint"], "--out", str(net)]) == 0
     assert net.is_file() and "s1b0.sn1" in capsys.readouterr().out
-    code = main(["simulate", "--model", str(net), "--data", "digits", "--limit", "12", "--check", "4", "--json"])
+    code = main(
+        [
+            "simulate",
+            "--model",
+            str(net),
+            "--data",
+            "digits",
+            "--limit",
+            "12",
+            "--check",
+            "4",
+            "--json",
+        ]
+    )
     summary = last_json(capsys.readouterr().out)
     assert code == 0
     assert summary["samples"] == 12 and summary["checked_samples"] == 4
@@ -56,7 +73,9 @@ def test_lava_and_lava_dl_count_the_same_spikes_and_synops(trained):
 
 def test_fanout_counts_borders_and_strides(trained):
     desc = from_checkpoint(trained[1]["checkpoint"])
-    conv = next(c for c in desc.connections if c.name == "s0b0.conv1")  # 3x3, stride 1, pad 1, 16 out
+    conv = next(
+        c for c in desc.connections if c.name == "s0b0.conv1"
+    )  # 3x3, stride 1, pad 1, 16 out
     f = fanout_map(desc, conv)[0]
     assert f[3, 3] == 9 * 16 and f[0, 0] == 4 * 16 and f[0, 3] == 6 * 16
     down = next(c for c in desc.connections if c.name == "s1b0.conv1")  # 3x3, stride 2, pad 1
@@ -65,7 +84,10 @@ def test_fanout_counts_borders_and_strides(trained):
     out = desc.output_shape(down)
     in_bounds = sum(
         1
-        for oy in range(out[1]) for ox in range(out[2]) for ky in range(3) for kx in range(3)
+        for oy in range(out[1])
+        for ox in range(out[2])
+        for ky in range(3)
+        for kx in range(3)
         if 0 <= oy * 2 - 1 + ky < 8 and 0 <= ox * 2 - 1 + kx < 8
     )
     assert g.sum() == in_bounds * out[0]
@@ -73,10 +95,26 @@ def test_fanout_counts_borders_and_strides(trained):
 
 def test_energy_command_on_the_model(trained, tmp_path, capsys):
     chart = tmp_path / "energy.png"
-    code = main(["energy", "--model", trained[1]["checkpoint"], "--limit", "4", "--engine", "lava-dl", "--json", "--chart", str(chart)])
+    code = main(
+        [
+            "energy",
+            "--model",
+            trained[1]["checkpoint"],
+            "--limit",
+            "4",
+            "--engine",
+            "lava-dl",
+            "--json",
+            "--chart",
+            str(chart),
+        ]
+    )
     report = last_json(capsys.readouterr().out)
     assert code == 0 and chart.stat().st_size > 1000
-    assert report["samples"] == 4 and report["first_layer"]["ann_uj"] > report["first_layer"]["snn_measured_uj"]
+    assert (
+        report["samples"] == 4
+        and report["first_layer"]["ann_uj"] > report["first_layer"]["snn_measured_uj"]
+    )
     names = [r["name"] for r in report["layers"]]
     assert names[0] == "i2e input" and "head.sn" in names
 
@@ -89,7 +127,15 @@ def test_simulate_reports_bad_input_clearly(trained, tmp_path, capsys):
     assert "junk.pt" in capsys.readouterr().err
     assert main(["simulate", "--model", str(tmp_path / "none.h5")]) == 2
     assert "none.h5" in capsys.readouterr().err
-    assert main(["simulate", "--model", trained[1]["checkpoint"], "--data", str(tmp_path / "nowhere")]) == 2
+    assert (
+        main(["simulate", "--model", trained[1]["checkpoint"], "--data", str(tmp_path / "nowhere")])
+        == 2
+    )
     assert "nowhere" in capsys.readouterr().err
-    assert main(["simulate", "--model", trained[1]["checkpoint"], "--limit", "1", "--backend", "loihi2"]) == 3
+    assert (
+        main(
+            ["simulate", "--model", trained[1]["checkpoint"], "--limit", "1", "--backend", "loihi2"]
+        )
+        == 3
+    )
     assert "lava-loihi" in capsys.readouterr().err

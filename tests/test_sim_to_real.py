@@ -1,11 +1,16 @@
 """Sim-to-real: a digits-trained QAT model fine-tuned on CIFAR10-DVS recordings, exported and run in Lava."""
+
 import numpy as np
+import pytest
 
 from export.description import from_checkpoint
 from export.runner import simulate
-from i2e_neuro.datasets.cifar10_dvs import CLASSES, CIFAR10DVS
+from i2e_neuro.datasets.cifar10_dvs import CIFAR10DVS, CLASSES
 from i2e_neuro.train.trainer import resolve_config, train
-from test_cifar10_dvs import random_events, write_events
+from tests.datasets.test_cifar10_dvs import random_events, write_events
+
+# Runs Lava process graphs (OS processes per process model): left out of `make test-fast`.
+pytestmark = pytest.mark.slow
 
 
 def make_recordings(root, per_class: int = 11, events: int = 400):
@@ -19,15 +24,26 @@ def test_fine_tune_on_cifar10_dvs_then_export_and_simulate(tmp_path):
     root = tmp_path / "CIFAR10DVS"
     make_recordings(root)
     assert len(CIFAR10DVS(root, "train")) == 100 and len(CIFAR10DVS(root, "test")) == 10
-    source = train(resolve_config(epochs=1, qat_epochs=1, limit_train=64, limit_test=16), tmp_path / "digits")
+    source = train(
+        resolve_config(epochs=1, qat_epochs=1, limit_train=64, limit_test=16), tmp_path / "digits"
+    )
     cfg = resolve_config(
-        dataset="cifar10-dvs", root=str(root), arch="msresnet_tiny", init=source["checkpoint"],
-        epochs=0, qat_epochs=1, limit_train=8, limit_test=4, batch_size=4,
+        dataset="cifar10-dvs",
+        root=str(root),
+        arch="msresnet_tiny",
+        init=source["checkpoint"],
+        epochs=0,
+        qat_epochs=1,
+        limit_train=8,
+        limit_test=4,
+        batch_size=4,
     )
     tuned = train(cfg, tmp_path / "dvs")
     assert 0.0 <= tuned["test_accuracy"] <= 1.0
     desc = from_checkpoint(tuned["checkpoint"])
     assert desc.input_shape == (2, 128, 128) and desc.classes == list(CLASSES)
-    events = np.stack([CIFAR10DVS(root, "test")[i][0].numpy() for i in range(1)])  # [1, T, 2, 128, 128]
+    events = np.stack(
+        [CIFAR10DVS(root, "test")[i][0].numpy() for i in range(1)]
+    )  # [1, T, 2, 128, 128]
     result = simulate(desc, events, events=True, record=1)
     assert result.logits.shape == (1, 10)

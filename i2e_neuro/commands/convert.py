@@ -8,6 +8,7 @@ complete, so a run can be stopped at any moment and started again: outputs that 
 there and were made with the same parameters are skipped. ``index.json`` lists every output
 with its sample names, labels, shape and event counts, and the conversion parameters.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,30 +51,86 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (parser.description or "convert images to I2E events") + "\n\n" + details
     parser.epilog = EXAMPLES
     src = parser.add_argument_group("what to convert (image paths or --dataset)")
-    src.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER", help="image files and folders (searched recursively)")
-    src.add_argument("--dataset", choices=["cifar10", "cifar100", "mnist", "fashion-mnist", "digits"], help="a dataset instead of files")
-    src.add_argument("--root", metavar="DIR", help="folder holding the dataset (not needed for digits)")
+    src.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="IMAGE_OR_FOLDER",
+        help="image files and folders (searched recursively)",
+    )
+    src.add_argument(
+        "--dataset",
+        choices=["cifar10", "cifar100", "mnist", "fashion-mnist", "digits"],
+        help="a dataset instead of files",
+    )
+    src.add_argument(
+        "--root", metavar="DIR", help="folder holding the dataset (not needed for digits)"
+    )
     src.add_argument("--split", choices=["train", "test"], help="dataset split (default train)")
-    src.add_argument("--limit", type=int, metavar="N", help="convert only the first N images (trial runs)")
+    src.add_argument(
+        "--limit", type=int, metavar="N", help="convert only the first N images (trial runs)"
+    )
     out = parser.add_argument_group("output")
-    out.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder (created; reruns resume)")
-    out.add_argument("--format", choices=["packed", "dense", "list"], default="packed", help="packed bits (default), dense bool or x,y,t,p event lists")
-    out.add_argument("--suffix", choices=[".npz", ".h5"], default=".npz", help="file type (default .npz)")
-    out.add_argument("--chunk-size", type=int, default=1000, metavar="N", help="samples per dataset file (default 1000)")
     out.add_argument(
-        "--pictures", type=int, nargs="?", const=-1, default=0, metavar="N",
+        "-o", "--out", required=True, metavar="DIR", help="output folder (created; reruns resume)"
+    )
+    out.add_argument(
+        "--format",
+        choices=["packed", "dense", "list"],
+        default="packed",
+        help="packed bits (default), dense bool or x,y,t,p event lists",
+    )
+    out.add_argument(
+        "--suffix", choices=[".npz", ".h5"], default=".npz", help="file type (default .npz)"
+    )
+    out.add_argument(
+        "--chunk-size",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="samples per dataset file (default 1000)",
+    )
+    out.add_argument(
+        "--pictures",
+        type=int,
+        nargs="?",
+        const=-1,
+        default=0,
+        metavar="N",
         help="also write a PNG grid and an animated GIF per image into OUT/pictures/ (for the first N images; all without N)",
     )
     conv = parser.add_argument_group("conversion")
-    conv.add_argument("--ratio", type=float, help="threshold ratio (default: per dataset, see below)")
-    conv.add_argument("--timesteps", type=int, default=8, metavar="T", help="timesteps 1..8 (default 8)")
-    conv.add_argument("--order", default="efghabcd", help="timestep order of the 8 directions (default efghabcd, the paper's)")
-    conv.add_argument("--size", type=int, nargs="+", metavar="N", help="resize first: H W, or one number for the short side")
+    conv.add_argument(
+        "--ratio", type=float, help="threshold ratio (default: per dataset, see below)"
+    )
+    conv.add_argument(
+        "--timesteps", type=int, default=8, metavar="T", help="timesteps 1..8 (default 8)"
+    )
+    conv.add_argument(
+        "--order",
+        default="efghabcd",
+        help="timestep order of the 8 directions (default efghabcd, the paper's)",
+    )
+    conv.add_argument(
+        "--size",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="resize first: H W, or one number for the short side",
+    )
     run_ = parser.add_argument_group("running")
-    run_.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to convert (default cpu)")
-    run_.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per engine call on the device (default 256)")
     run_.add_argument(
-        "--shard", metavar="I/N",
+        "--device", choices=["cpu", "cuda"], default="cpu", help="where to convert (default cpu)"
+    )
+    run_.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        metavar="N",
+        help="images per engine call on the device (default 256)",
+    )
+    run_.add_argument(
+        "--shard",
+        metavar="I/N",
         help="convert only chunks k with k %% N == I (default: RANK/WORLD_SIZE from torchrun, else everything)",
     )
     run_.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -125,12 +182,16 @@ def check_args(args) -> list[str]:
     except ValueError as e:
         problems.append(f"--order {args.order}: {str(e).split(': ', 1)[1]}")
     if args.size is not None and (len(args.size) not in (1, 2) or min(args.size) < 1):
-        problems.append(f"--size {' '.join(map(str, args.size))}: give H W or one short side, all >= 1")
+        problems.append(
+            f"--size {' '.join(map(str, args.size))}: give H W or one short side, all >= 1"
+        )
     for name in ("chunk_size", "batch_size"):
         if getattr(args, name) < 1:
             problems.append(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
     if args.pictures < -1:
-        problems.append(f"--pictures {args.pictures}: must be >= 0 (or given without a number: all)")
+        problems.append(
+            f"--pictures {args.pictures}: must be >= 0 (or given without a number: all)"
+        )
     if args.limit is not None and args.limit < 0:
         problems.append(f"--limit {args.limit}: must be >= 0")
     try:
@@ -141,7 +202,9 @@ def check_args(args) -> list[str]:
         import torch
 
         if not torch.cuda.is_available():
-            problems.append(f"--device cuda: CUDA is not available (torch {torch.__version__}); use --device cpu")
+            problems.append(
+                f"--device cuda: CUDA is not available (torch {torch.__version__}); use --device cpu"
+            )
     return problems
 
 
@@ -170,7 +233,9 @@ def read_header(path: Path) -> dict | None:
                 shape = [int(s) for s in f["shape"][()]]
     except Exception:  # noqa: BLE001 - anything unreadable is simply "not done"
         return None
-    needed = {"packed": {"bits"}, "dense": {"events"}, "list": {"events", "offsets"}}.get(header.get("format"))
+    needed = {"packed": {"bits"}, "dense": {"events"}, "list": {"events", "offsets"}}.get(
+        header.get("format")
+    )
     if not isinstance(header, dict) or needed is None or not needed <= keys:
         return None
     header["shape"] = shape
@@ -196,12 +261,18 @@ def run(args) -> int:
     from i2e_neuro.datasets import sources
 
     try:
-        source = sources.dataset_source(args.dataset, args.root, args.split or "train") if args.dataset else sources.ImageFiles(args.inputs)
+        source = (
+            sources.dataset_source(args.dataset, args.root, args.split or "train")
+            if args.dataset
+            else sources.ImageFiles(args.inputs)
+        )
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     shard, shards = parse_shard(args.shard)
-    ratio = args.ratio if args.ratio is not None else sources.DEFAULT_RATIOS[args.dataset or "images"]
+    ratio = (
+        args.ratio if args.ratio is not None else sources.DEFAULT_RATIOS[args.dataset or "images"]
+    )
     params = {
         "ratio": ratio,
         "timesteps": args.timesteps,
@@ -235,8 +306,12 @@ def run(args) -> int:
     from tqdm import tqdm
 
     bar = tqdm(
-        total=sum(len(u.indices) for u in mine), unit="img", desc=f"convert{f' {shard}/{shards}' if shards > 1 else ''}",
-        disable=True if args.no_progress else None, file=sys.stderr, dynamic_ncols=True,
+        total=sum(len(u.indices) for u in mine),
+        unit="img",
+        desc=f"convert{f' {shard}/{shards}' if shards > 1 else ''}",
+        disable=True if args.no_progress else None,
+        file=sys.stderr,
+        dynamic_ncols=True,
     )
     entries: dict[int, dict] = {}
     start = time.perf_counter()
@@ -254,7 +329,10 @@ def run(args) -> int:
         index = _write_index(out, units, entries, conv, described, params, args.suffix)
     except KeyboardInterrupt:
         bar.close()
-        print(f"{PROG}: interrupted; {conv.written} file(s) written are complete, rerun the same command to resume", file=sys.stderr)
+        print(
+            f"{PROG}: interrupted; {conv.written} file(s) written are complete, rerun the same command to resume",
+            file=sys.stderr,
+        )
         raise
     except OSError as e:  # cannot write the output (disk full, no permission, --out is a file)
         bar.close()
@@ -306,9 +384,16 @@ class Converter:
     def __init__(self, args, params: dict, source, out: Path):
         import torch
 
-        self.args, self.params, self.source, self.out = args, json.loads(json.dumps(params)), source, out
+        self.args, self.params, self.source, self.out = (
+            args,
+            json.loads(json.dumps(params)),
+            source,
+            out,
+        )
         if args.device == "cuda":
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+            self.device = torch.device(
+                "cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
+            )
         else:
             self.device = torch.device("cpu")
         self.failures: list[tuple[str, str]] = []
@@ -334,7 +419,12 @@ class Converter:
             return None
         names = [self.source.name(i) for i in unit.indices]
         shape = header["shape"]
-        if header.get("samples") != names or len(shape) != 5 or shape[0] != self.params["timesteps"] or shape[1] != len(names):
+        if (
+            header.get("samples") != names
+            or len(shape) != 5
+            or shape[0] != self.params["timesteps"]
+            or shape[1] != len(names)
+        ):
             return None
         return self.entry(unit, header)
 
@@ -355,9 +445,9 @@ class Converter:
         import numpy as np
         import torch
 
-        from i2e_neuro.i2e.conversion import i2e
         from i2e_neuro.datasets.formats import save_events
         from i2e_neuro.datasets.sources import resize
+        from i2e_neuro.i2e.conversion import i2e
 
         names, images, labels, failures = [], [], [], []
         for i in unit.indices:
@@ -390,20 +480,29 @@ class Converter:
         else:
             parts, count_parts = [], []
             for s in range(0, len(images), self.args.batch_size):
-                ev = i2e(batch[s : s + self.args.batch_size].to(self.device), ratio=p["ratio"], timesteps=p["timesteps"], order=p["order"])
+                ev = i2e(
+                    batch[s : s + self.args.batch_size].to(self.device),
+                    ratio=p["ratio"],
+                    timesteps=p["timesteps"],
+                    order=p["order"],
+                )
                 count_parts.append(ev.sum(dim=(0, 2, 3, 4)).cpu())
                 parts.append(ev.cpu())
             events, counts = torch.cat(parts, dim=1), torch.cat(count_parts)
         counts = [int(c) for c in counts]
         header = {
             "i2e": self.params,
-            "source": {k: v for k, v in self.source.describe().items() if k in ("kind", "dataset", "split")},
+            "source": {
+                k: v for k, v in self.source.describe().items() if k in ("kind", "dataset", "split")
+            },
             "samples": names,
             "labels": labels,
             "event_counts": counts,
             "failures": failures,
         }
-        save_events(self.out / unit.file, events, labels=np.asarray(labels), fmt=p["format"], meta=header)
+        save_events(
+            self.out / unit.file, events, labels=np.asarray(labels), fmt=p["format"], meta=header
+        )
         self.written += 1
         self.images += len(names)
         self.events += sum(counts)
@@ -425,12 +524,26 @@ class Converter:
             base = self.out / "pictures" / name
             sample = events[:, j]
             image = image if image.shape[2] == 3 else image[:, :, 0]
-            save_grid(base.with_name(base.name + ".png"), sample, image, title=name, step_names=self.params["order"])
+            save_grid(
+                base.with_name(base.name + ".png"),
+                sample,
+                image,
+                title=name,
+                step_names=self.params["order"],
+            )
             save_gif(base.with_name(base.name + ".gif"), sample, image)
             self.pictures += 1
 
 
-def _write_index(out: Path, units: list[Unit], entries: dict[int, dict], conv: Converter, described, params, suffix) -> dict:
+def _write_index(
+    out: Path,
+    units: list[Unit],
+    entries: dict[int, dict],
+    conv: Converter,
+    described,
+    params,
+    suffix,
+) -> dict:
     """Write ``index.json`` for all units (this shard's and any others' already on disk).
 
     The folder is locked while doing so, so that of several shards finishing together the last
@@ -450,7 +563,9 @@ def _write_index(out: Path, units: list[Unit], entries: dict[int, dict], conv: C
                 missing.append(u.file)
         samples = sum(len(e["samples"]) for e in files)
         events = sum(sum(e["event_counts"]) for e in files)
-        cells = sum(e["shape"][0] * 2 * e["shape"][3] * e["shape"][4] * len(e["samples"]) for e in files)
+        cells = sum(
+            e["shape"][0] * 2 * e["shape"][3] * e["shape"][4] * len(e["samples"]) for e in files
+        )
         index = {
             "version": INDEX_VERSION,
             "layout": "[T, B, 2, H, W] bool, channel 0 ON, 1 OFF",
@@ -460,7 +575,12 @@ def _write_index(out: Path, units: list[Unit], entries: dict[int, dict], conv: C
             "files": files,
             "missing": missing,
             "failures": [{"name": name, "error": message} for name, message in conv.failures],
-            "totals": {"files": len(files), "samples": samples, "events": events, "event_rate": events / cells if cells else 0.0},
+            "totals": {
+                "files": len(files),
+                "samples": samples,
+                "events": events,
+                "event_rate": events / cells if cells else 0.0,
+            },
         }
         write_text(out / INDEX, _dumps(index))
     finally:

@@ -7,6 +7,7 @@
 5. energy report from the simulated spikes;
 6. a one-screen summary (``summary.md`` / ``summary.json``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,11 +17,36 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", metavar="DIR", help="run folder for every artifact (default runs/demo)")
-    parser.add_argument("--epochs", type=int, default=None, help="float training epochs (default: the digits recipe)")
-    parser.add_argument("--qat-epochs", type=int, default=None, help="quantized fine-tuning epochs (default: the digits recipe)")
-    parser.add_argument("--limit", type=int, default=None, help="simulate only the first N test samples (default: all 360)")
-    parser.add_argument("--check", type=int, default=20, help="spike-check every group on the first N samples (default 20)")
+    parser.add_argument(
+        "--out",
+        default="runs/demo",
+        metavar="DIR",
+        help="run folder for every artifact (default runs/demo)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="float training epochs (default: the digits recipe)",
+    )
+    parser.add_argument(
+        "--qat-epochs",
+        type=int,
+        default=None,
+        help="quantized fine-tuning epochs (default: the digits recipe)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="simulate only the first N test samples (default: all 360)",
+    )
+    parser.add_argument(
+        "--check",
+        type=int,
+        default=20,
+        help="spike-check every group on the first N samples (default 20)",
+    )
 
 
 class Stages:
@@ -41,10 +67,10 @@ class Stages:
 def convert_stage(out: Path) -> dict:
     import numpy as np
 
-    from i2e_neuro.i2e.conversion import i2e
-    from i2e_neuro.i2e.sample_photos import convert_samples, format_table
-    from i2e_neuro.i2e.pictures import save_grid
     from i2e_neuro.datasets.sources import DEFAULT_RATIOS, load_digits_source
+    from i2e_neuro.i2e.conversion import i2e
+    from i2e_neuro.i2e.pictures import save_grid
+    from i2e_neuro.i2e.sample_photos import convert_samples, format_table
 
     rows = convert_samples(out / "events", short_side=224, ratio=0.12)
     print(format_table(rows))
@@ -52,21 +78,37 @@ def convert_stage(out: Path) -> dict:
     images = np.stack([digits[i].image for i in range(4)])
     events = i2e(images, ratio=DEFAULT_RATIOS["digits"])
     for i in range(4):
-        save_grid(out / "events" / f"digit_{i}.png", events[:, i], images[i], title=f"digit {digits.labels[i]}: I2E events", step_names="efghabcd")
-    rate = float(i2e(np.stack([d.image for d in digits]), ratio=DEFAULT_RATIOS["digits"]).float().mean())
-    print(f"digits test split: mean event rate {rate:.4f} (ratio {DEFAULT_RATIOS['digits']}); pictures in {out / 'events'}/")
+        save_grid(
+            out / "events" / f"digit_{i}.png",
+            events[:, i],
+            images[i],
+            title=f"digit {digits.labels[i]}: I2E events",
+            step_names="efghabcd",
+        )
+    rate = float(
+        i2e(np.stack([d.image for d in digits]), ratio=DEFAULT_RATIOS["digits"]).float().mean()
+    )
+    print(
+        f"digits test split: mean event rate {rate:.4f} (ratio {DEFAULT_RATIOS['digits']}); pictures in {out / 'events'}/"
+    )
     return {"photos": rows, "digits_event_rate": rate}
 
 
 def train_stage(out: Path, args) -> dict:
     from i2e_neuro.train.trainer import resolve_config, train
 
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("qat_epochs", args.qat_epochs)) if v is not None}
-    resume = (out / "train" / "checkpoint.pt").is_file()  # an interrupted or finished demo continues
+    overrides = {
+        k: v for k, v in (("epochs", args.epochs), ("qat_epochs", args.qat_epochs)) if v is not None
+    }
+    resume = (
+        out / "train" / "checkpoint.pt"
+    ).is_file()  # an interrupted or finished demo continues
     if resume:
         print(f"resuming the training in {out / 'train'} (delete the folder to start afresh)")
         if overrides:
-            print(f"note: {', '.join('--' + k.replace('_', '-') for k in overrides)} ignored: the run keeps its own recipe")
+            print(
+                f"note: {', '.join('--' + k.replace('_', '-') for k in overrides)} ignored: the run keeps its own recipe"
+            )
     return train(resolve_config(**overrides), out / "train", resume=resume)
 
 
@@ -74,7 +116,6 @@ def export_stage(out: Path, checkpoint: str):
     from export.description import from_checkpoint
     from export.hdf5 import save_hdf5
     from export.resources import format_report, resource_report
-
     from i2e_neuro.commands.export import layer_table
 
     desc = from_checkpoint(checkpoint)
@@ -87,10 +128,9 @@ def export_stage(out: Path, checkpoint: str):
 def simulate_stage(desc, args) -> dict:
     import numpy as np
 
-    from export.runner import simulate
-
-    from i2e_neuro.datasets.eval_data import load_samples
     from export.lava_dl_run import run_lava_dl
+    from export.runner import simulate
+    from i2e_neuro.datasets.eval_data import load_samples
 
     samples = load_samples("digits", desc.input_shape[1:], split="test", limit=args.limit)
     n = len(samples.labels)
@@ -107,17 +147,23 @@ def simulate_stage(desc, args) -> dict:
         "seconds_per_sample": result.seconds / n,
         "neuron_counts": result.neuron_counts,
         "input_counts": reference.input_counts,
-        "counts_equal": all(np.array_equal(result.neuron_counts[g], reference.neuron_counts[g]) for g in result.neuron_counts),
+        "counts_equal": all(
+            np.array_equal(result.neuron_counts[g], reference.neuron_counts[g])
+            for g in result.neuron_counts
+        ),
     }
 
 
 def energy_stage(out: Path, desc, sim: dict) -> dict:
     from export.synops import energy_report
-
     from i2e_neuro.energy.model import plot_energy
 
     report = energy_report(desc, sim["input_counts"], sim["neuron_counts"], sim["samples"])
-    plot_energy(report["layers"] + [report["total"]], out / "energy.png", title=f"{desc.name} on digits: energy per sample")
+    plot_energy(
+        report["layers"] + [report["total"]],
+        out / "energy.png",
+        title=f"{desc.name} on digits: energy per sample",
+    )
     from i2e_neuro.commands.energy import _model_table
 
     print(_model_table({**report, "samples": sim["samples"], "engine": "lava"}))
@@ -126,7 +172,6 @@ def energy_stage(out: Path, desc, sim: dict) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     import export.runner  # noqa: F401  Lava must fix multiprocessing's start method before tqdm & co. use it
-
     from i2e_neuro.atomic import write_text
 
     out = Path(args.out)
@@ -183,7 +228,9 @@ def format_summary(s: dict) -> str:
         f"| first layer: ANN vs SNN (+ I2E encoding) | {s['first_layer_ann_uj']:.3f} µJ vs {s['first_layer_snn_uj']:.3f} µJ (+ {s['first_layer_i2e_uj']:.4f} µJ) |",
         f"| digits event rate | {s['digits_event_rate']:.2%} |",
         f"| Lava seconds per sample | {s['lava_seconds_per_sample']:.3f} |",
-        "| stage times | " + ", ".join(f"{k.split(' ', 1)[1]} {v:.0f} s" for k, v in t.items()) + f" (total {s['total_seconds']:.0f} s) |",
+        "| stage times | "
+        + ", ".join(f"{k.split(' ', 1)[1]} {v:.0f} s" for k, v in t.items())
+        + f" (total {s['total_seconds']:.0f} s) |",
         "",
         f"Artifacts in {s['artifacts']}/: events/ (npz, GIF, PNG), train/ (checkpoint, metrics.csv, curves.png, tb/), "
         "network.h5, energy.png, summary.md, summary.json",

@@ -12,6 +12,7 @@ Modes:
 Exit status: 0 on success, 2 for bad arguments or files (one line on stderr naming them).
 ``--json`` prints one JSON object as the last line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,37 +23,105 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_argument_group("mode")
-    mode.add_argument("--first-layer", action="store_true",
-                      help="compare the first conv layer: ANN on RGB vs SNN on I2E events (the paper's analysis)")
-    mode.add_argument("--model", metavar="FILE", help="exported network (.h5) or trained checkpoint (.pt)")
-    mode.add_argument("--data", metavar="DATA", help="samples to count spikes on, as for simulate (default digits)")
-    mode.add_argument("--root", default=None, help="dataset folder for --data cifar10/... or cifar10-dvs")
+    mode.add_argument(
+        "--first-layer",
+        action="store_true",
+        help="compare the first conv layer: ANN on RGB vs SNN on I2E events (the paper's analysis)",
+    )
+    mode.add_argument(
+        "--model", metavar="FILE", help="exported network (.h5) or trained checkpoint (.pt)"
+    )
+    mode.add_argument(
+        "--data",
+        metavar="DATA",
+        help="samples to count spikes on, as for simulate (default digits)",
+    )
+    mode.add_argument(
+        "--root", default=None, help="dataset folder for --data cifar10/... or cifar10-dvs"
+    )
     mode.add_argument("--split", default="test", choices=("train", "test"))
     mode.add_argument("--limit", type=int, default=None, help="only the first N samples")
-    mode.add_argument("--engine", default="lava", choices=("lava", "lava-dl"),
-                      help="count spikes in the Lava simulation (default) or the lava-dl model (same counts, faster)")
-    mode.add_argument("--hw", default="loihi2", metavar="TARGET",
-                      help="hardware config for Loihi energies with --model (loihi2, loihi1, cpu or a .yaml; default loihi2)")
+    mode.add_argument(
+        "--engine",
+        default="lava",
+        choices=("lava", "lava-dl"),
+        help="count spikes in the Lava simulation (default) or the lava-dl model (same counts, faster)",
+    )
+    mode.add_argument(
+        "--hw",
+        default="loihi2",
+        metavar="TARGET",
+        help="hardware config for Loihi energies with --model (loihi2, loihi1, cpu or a .yaml; default loihi2)",
+    )
 
     layer = parser.add_argument_group("first layer (--first-layer)")
-    layer.add_argument("--input-size", type=int, default=224, metavar="N", help="square input side in pixels (default 224)")
-    layer.add_argument("--kernel", type=int, default=7, metavar="K", help="conv kernel size (default 7)")
+    layer.add_argument(
+        "--input-size",
+        type=int,
+        default=224,
+        metavar="N",
+        help="square input side in pixels (default 224)",
+    )
+    layer.add_argument(
+        "--kernel", type=int, default=7, metavar="K", help="conv kernel size (default 7)"
+    )
     layer.add_argument("--stride", type=int, default=2, metavar="S", help="conv stride (default 2)")
-    layer.add_argument("--padding", type=int, default=3, metavar="P", help="conv zero padding per side (default 3)")
-    layer.add_argument("--filters", type=int, default=64, metavar="F", help="output channels (default 64)")
-    layer.add_argument("--in-channels-ann", type=int, default=3, metavar="C", help="ANN input channels (default 3, RGB)")
-    layer.add_argument("--in-channels-snn", type=int, default=2, metavar="C", help="SNN input channels (default 2, ON/OFF)")
-    layer.add_argument("--timesteps", type=int, default=8, metavar="T", help="SNN timesteps (default 8)")
-    layer.add_argument("--event-rate", type=float, default=0.0506, metavar="R",
-                       help="input event rate f_r in [0, 1] (default 0.0506, the paper's ImageNet figure)")
+    layer.add_argument(
+        "--padding", type=int, default=3, metavar="P", help="conv zero padding per side (default 3)"
+    )
+    layer.add_argument(
+        "--filters", type=int, default=64, metavar="F", help="output channels (default 64)"
+    )
+    layer.add_argument(
+        "--in-channels-ann",
+        type=int,
+        default=3,
+        metavar="C",
+        help="ANN input channels (default 3, RGB)",
+    )
+    layer.add_argument(
+        "--in-channels-snn",
+        type=int,
+        default=2,
+        metavar="C",
+        help="SNN input channels (default 2, ON/OFF)",
+    )
+    layer.add_argument(
+        "--timesteps", type=int, default=8, metavar="T", help="SNN timesteps (default 8)"
+    )
+    layer.add_argument(
+        "--event-rate",
+        type=float,
+        default=0.0506,
+        metavar="R",
+        help="input event rate f_r in [0, 1] (default 0.0506, the paper's ImageNet figure)",
+    )
 
-    energy = parser.add_argument_group("energy per operation (defaults: hw_configs/energy_45nm.yaml)")
-    energy.add_argument("--e-mac", type=float, default=None, metavar="J", help="energy per MAC in joules (default 4.6e-12)")
-    energy.add_argument("--e-ac", type=float, default=None, metavar="J", help="energy per accumulate in joules (default 0.9e-12)")
+    energy = parser.add_argument_group(
+        "energy per operation (defaults: hw_configs/energy_45nm.yaml)"
+    )
+    energy.add_argument(
+        "--e-mac",
+        type=float,
+        default=None,
+        metavar="J",
+        help="energy per MAC in joules (default 4.6e-12)",
+    )
+    energy.add_argument(
+        "--e-ac",
+        type=float,
+        default=None,
+        metavar="J",
+        help="energy per accumulate in joules (default 0.9e-12)",
+    )
 
     out = parser.add_argument_group("output")
-    out.add_argument("--json", action="store_true", help="print one JSON object (last line of stdout)")
-    out.add_argument("--chart", metavar="PNG", help="also write a log-scale bar chart to this PNG file")
+    out.add_argument(
+        "--json", action="store_true", help="print one JSON object (last line of stdout)"
+    )
+    out.add_argument(
+        "--chart", metavar="PNG", help="also write a log-scale bar chart to this PNG file"
+    )
 
 
 #: parameter names used by i2e_neuro.energy.model -> the command-line flag they come from
@@ -89,11 +158,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_first_layer(args: argparse.Namespace) -> int:
-    from i2e_neuro.energy.model import EnergyArgumentError, first_layer_comparison
     from i2e_neuro.energy.hw import HardwareConfigError
+    from i2e_neuro.energy.model import EnergyArgumentError, first_layer_comparison
 
     # The in-channel flags are checked here because the energy model names both "in_channels".
-    for flag, value in (("--in-channels-ann", args.in_channels_ann), ("--in-channels-snn", args.in_channels_snn)):
+    for flag, value in (
+        ("--in-channels-ann", args.in_channels_ann),
+        ("--in-channels-snn", args.in_channels_snn),
+    ):
         if value < 1:
             return _fail(f"{flag}: must be >= 1, got {value}")
     try:
@@ -132,10 +204,18 @@ def _chart(result: dict, path: str) -> None:
 
     rows = [
         {"name": "I2E encoding", "snn_uj": result["i2e_uj"]},
-        {"name": f"conv {result['kernel']}x{result['kernel']}/{result['stride']}", "ann_uj": result["ann_uj"], "snn_uj": result["snn_uj"]},
+        {
+            "name": f"conv {result['kernel']}x{result['kernel']}/{result['stride']}",
+            "ann_uj": result["ann_uj"],
+            "snn_uj": result["snn_uj"],
+        },
         {"name": "first layer total", "ann_uj": result["ann_uj"], "snn_uj": result["snn_total_uj"]},
     ]
-    plot_energy(rows, path, title=f"First layer, {result['input_size']}x{result['input_size']} input, T={result['timesteps']}")
+    plot_energy(
+        rows,
+        path,
+        title=f"First layer, {result['input_size']}x{result['input_size']} input, T={result['timesteps']}",
+    )
 
 
 def _table(r: dict) -> str:
@@ -166,13 +246,12 @@ def run_model(args: argparse.Namespace) -> int:
     """Per-layer energy of an exported network (or checkpoint) from spikes counted in simulation."""
     import numpy as np
 
+    from export.lava_dl_run import run_lava_dl
     from export.runner import simulate
     from export.synops import energy_report
-
-    from i2e_neuro.energy.model import plot_energy
-    from i2e_neuro.datasets.eval_data import load_samples
-    from export.lava_dl_run import run_lava_dl
     from i2e_neuro.commands.simulate import load_description
+    from i2e_neuro.datasets.eval_data import load_samples
+    from i2e_neuro.energy.model import plot_energy
 
     if args.model is None:
         return _fail("--data needs --model FILE")
@@ -182,7 +261,9 @@ def run_model(args: argparse.Namespace) -> int:
         return _fail(f"--limit: must be >= 1, got {args.limit}")
     try:
         desc = load_description(Path(args.model))
-        samples = load_samples(args.data or "digits", desc.input_shape[1:], args.root, args.split, args.limit)
+        samples = load_samples(
+            args.data or "digits", desc.input_shape[1:], args.root, args.split, args.limit
+        )
         n = len(samples.labels)
         reference = run_lava_dl(desc, samples)
         if args.engine == "lava":
@@ -195,19 +276,31 @@ def run_model(args: argparse.Namespace) -> int:
     report.update(model=str(args.model), samples=n, engine=args.engine)
     if args.chart:
         try:
-            plot_energy(report["layers"] + [report["total"]], args.chart, title=f"{desc.name}: energy per sample")
+            plot_energy(
+                report["layers"] + [report["total"]],
+                args.chart,
+                title=f"{desc.name}: energy per sample",
+            )
         except OSError as exc:
             return _fail(f"--chart {args.chart}: {exc}")
         report["chart"] = str(args.chart)
     print(_model_table(report))
     if args.json:
-        print(json.dumps(report, sort_keys=True, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o)))
+        print(
+            json.dumps(
+                report,
+                sort_keys=True,
+                default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o),
+            )
+        )
     return 0
 
 
 def _model_table(report: dict) -> str:
     fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
-    lines = [f"{'population':<14}{'spikes':>10}{'rate':>8}{'SynOps':>12}{'ANN MACs':>12}{'SNN uJ':>10}{'ANN uJ':>10}{'Loihi uJ':>10}"]
+    lines = [
+        f"{'population':<14}{'spikes':>10}{'rate':>8}{'SynOps':>12}{'ANN MACs':>12}{'SNN uJ':>10}{'ANN uJ':>10}{'Loihi uJ':>10}"
+    ]
     for r in report["layers"] + [report["total"]]:
         lines.append(
             f"{r['name']:<14}{fmt(r.get('spikes')):>10}{fmt(r.get('event_rate')):>8}{fmt(r['synops']):>12}"

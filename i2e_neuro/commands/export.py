@@ -1,4 +1,5 @@
 """``i2e-neuro export``: trained checkpoint -> network description (HDF5) + layer and resource tables."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,16 +8,35 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", type=Path, help="checkpoint of a quantized lava-dl model (train --backend slayer)")
-    p.add_argument("--out", type=Path, default=None, help="HDF5 file to write (default: network.h5 beside the checkpoint)")
-    p.add_argument("--hardware", default="loihi2", help="hw_configs target for the resource check (loihi2, loihi1)")
-    p.add_argument("--chips", type=int, default=1, help="chips available to the network (default 1)")
+    p.add_argument(
+        "checkpoint",
+        type=Path,
+        help="checkpoint of a quantized lava-dl model (train --backend slayer)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="HDF5 file to write (default: network.h5 beside the checkpoint)",
+    )
+    p.add_argument(
+        "--hardware",
+        default="loihi2",
+        help="hw_configs target for the resource check (loihi2, loihi1)",
+    )
+    p.add_argument(
+        "--chips", type=int, default=1, help="chips available to the network (default 1)"
+    )
 
 
 def layer_table(desc) -> str:
-    lines = [f"{'group':<14} {'shape':<14} {'inputs (kind, exponent, source)':<58} {'bias mant.':>13}"]
+    lines = [
+        f"{'group':<14} {'shape':<14} {'inputs (kind, exponent, source)':<58} {'bias mant.':>13}"
+    ]
     for g in desc.groups:
-        inputs = ", ".join(f"{c.name}[{c.kind} e{c.exponent} <- {c.source}]" for c in desc.incoming(g.name))
+        inputs = ", ".join(
+            f"{c.name}[{c.kind} e{c.exponent} <- {c.source}]" for c in desc.incoming(g.name)
+        )
         bias = f"{int(g.bias.min())}..{int(g.bias.max())}"
         lines.append(f"{g.name:<14} {'x'.join(map(str, g.shape)):<14} {inputs:<58} {bias:>13}")
     return "\n".join(lines)
@@ -42,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     print(layer_table(desc))
     print()
     print(format_report(rows, args.hardware))
-    print(f"\n{desc.name}: {len(desc.groups)} neuron groups, {len(desc.connections)} connections, "
-          f"{desc.timesteps} frames + {desc.steps - desc.timesteps} latency steps per sample -> {out}")
+    print(
+        f"\n{desc.name}: {len(desc.groups)} neuron groups, {len(desc.connections)} connections, "
+        f"{desc.timesteps} frames + {desc.steps - desc.timesteps} latency steps per sample -> {out}"
+    )
     return 0

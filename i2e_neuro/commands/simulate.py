@@ -3,6 +3,7 @@
 Reports accuracy, per-layer spike counts and rates, and the agreement with the lava-dl model of
 the same integers; ``--check N`` compares every spike of every group on the first N samples.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,15 +14,40 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, required=True, help="network file (.h5 from export) or a checkpoint (.pt)")
-    p.add_argument("--data", default="digits", help="digits (default), cifar10, cifar100, mnist, fashion-mnist, cifar10-dvs, or an image file/folder")
+    p.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="network file (.h5 from export) or a checkpoint (.pt)",
+    )
+    p.add_argument(
+        "--data",
+        default="digits",
+        help="digits (default), cifar10, cifar100, mnist, fashion-mnist, cifar10-dvs, or an image file/folder",
+    )
     p.add_argument("--root", default=None, help="dataset folder for cifar10/... and cifar10-dvs")
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--limit", type=int, default=None, help="only the first N samples")
-    p.add_argument("--backend", default="cpu", choices=("cpu", "loihi2"), help="Lava CPU simulation (default) or Loihi 2 hardware")
-    p.add_argument("--check", type=int, nargs="?", const=10, default=0, metavar="N",
-                   help="compare every spike of every group with lava-dl on the first N samples (default 10)")
-    p.add_argument("--stock", action="store_true", help="use Lava's stock Conv model instead of the fast exact one")
+    p.add_argument(
+        "--backend",
+        default="cpu",
+        choices=("cpu", "loihi2"),
+        help="Lava CPU simulation (default) or Loihi 2 hardware",
+    )
+    p.add_argument(
+        "--check",
+        type=int,
+        nargs="?",
+        const=10,
+        default=0,
+        metavar="N",
+        help="compare every spike of every group with lava-dl on the first N samples (default 10)",
+    )
+    p.add_argument(
+        "--stock",
+        action="store_true",
+        help="use Lava's stock Conv model instead of the fast exact one",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
@@ -33,21 +59,30 @@ def load_description(path: Path):
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
 
+    from export.lava_dl_run import run_lava_dl
     from export.runner import BackendUnavailable, simulate
     from i2e_neuro.datasets.eval_data import load_samples
-    from export.lava_dl_run import run_lava_dl
 
     for flag, value in (("--limit", args.limit), ("--check", args.check)):
         if value is not None and value < (1 if flag == "--limit" else 0):
-            print(f"error: {flag}: must be {'>= 1' if flag == '--limit' else '>= 0'}, got {value}", file=sys.stderr)
+            print(
+                f"error: {flag}: must be {'>= 1' if flag == '--limit' else '>= 0'}, got {value}",
+                file=sys.stderr,
+            )
             return 2
     try:
         desc = load_description(args.model)
         samples = load_samples(args.data, desc.input_shape[1:], args.root, args.split, args.limit)
         start = time.perf_counter()
-        result = simulate(desc, samples.data, events=samples.events, backend=args.backend, record=args.check, fast=not args.stock)
+        result = simulate(
+            desc,
+            samples.data,
+            events=samples.events,
+            backend=args.backend,
+            record=args.check,
+            fast=not args.stock,
+        )
         seconds = time.perf_counter() - start
         reference = run_lava_dl(desc, samples, args.check)
     except BackendUnavailable as e:
@@ -59,23 +94,51 @@ def run(args: argparse.Namespace) -> int:
     ref_preds, ref_trains = reference.predictions, reference.trains
     n = len(samples.labels)
     labelled = samples.labels >= 0
-    accuracy = float((result.predictions[labelled] == samples.labels[labelled]).mean()) if labelled.any() else None
+    accuracy = (
+        float((result.predictions[labelled] == samples.labels[labelled]).mean())
+        if labelled.any()
+        else None
+    )
     agreement = float((result.predictions == ref_preds).mean())
-    mismatches = int(sum((result.trains[g] != ref_trains[g]).sum() for g in ref_trains)) if args.check else None
+    mismatches = (
+        int(sum((result.trains[g] != ref_trains[g]).sum() for g in ref_trains))
+        if args.check
+        else None
+    )
     layers = []
     for g in desc.spiking_groups:
         spikes = int(result.counts[g.name].sum())
-        layers.append({"group": g.name, "neurons": g.size, "spikes": spikes, "rate": spikes / (g.size * desc.steps * n)})
+        layers.append(
+            {
+                "group": g.name,
+                "neurons": g.size,
+                "spikes": spikes,
+                "rate": spikes / (g.size * desc.steps * n),
+            }
+        )
     print(f"{'group':<14} {'neurons':>8} {'spikes':>10} {'rate':>8}")
     for row in layers:
         print(f"{row['group']:<14} {row['neurons']:>8} {row['spikes']:>10} {row['rate']:>8.4f}")
     acc_text = f"{accuracy:.4f}" if accuracy is not None else "n/a (no labels)"
-    print(f"\nLava {args.backend}: {n} samples in {seconds:.1f} s ({seconds / n:.3f} s/sample); accuracy {acc_text}; "
-          f"agreement with lava-dl {agreement:.4f}" + (f"; spike mismatches on {min(args.check, n)} samples: {mismatches}" if args.check else ""))
+    print(
+        f"\nLava {args.backend}: {n} samples in {seconds:.1f} s ({seconds / n:.3f} s/sample); accuracy {acc_text}; "
+        f"agreement with lava-dl {agreement:.4f}"
+        + (
+            f"; spike mismatches on {min(args.check, n)} samples: {mismatches}"
+            if args.check
+            else ""
+        )
+    )
     summary = {
-        "accuracy": accuracy, "samples": n, "agreement": agreement, "spike_mismatches": mismatches,
-        "checked_samples": min(args.check, n), "seconds": seconds, "seconds_per_sample": seconds / n,
-        "backend": args.backend, "layers": layers,
+        "accuracy": accuracy,
+        "samples": n,
+        "agreement": agreement,
+        "spike_mismatches": mismatches,
+        "checked_samples": min(args.check, n),
+        "seconds": seconds,
+        "seconds_per_sample": seconds / n,
+        "backend": args.backend,
+        "layers": layers,
     }
     if args.json:
         print(json.dumps(summary))

@@ -10,6 +10,7 @@ Everything goes into ``--out``: checkpoint.pt (after every epoch), metrics.csv, 
 (TensorBoard), curves.png, and interrupted.pt after a Ctrl-C. The last line printed is one
 JSON object (test_accuracy, checkpoint, epochs, seconds, backend, arch, samples_per_second ...).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,15 @@ PROG = "i2e-neuro train"
 
 EXAMPLES = """\
 examples:
-  i2e-neuro train                                   embedded digits, msresnet_tiny, QAT (a few minutes on a CPU)
-  i2e-neuro train --backend spikingjelly            the float SpikingJelly reference on the same data
-  i2e-neuro train --dataset cifar10 --root data     the paper's recipe: msresnet18, 128x128, baseline2
+  i2e-neuro train                                   embedded digits, msresnet_tiny, QAT (a few
+  minutes on a CPU)
+  i2e-neuro train --backend spikingjelly            the float SpikingJelly reference on the same
+  data
+  i2e-neuro train --dataset cifar10 --root data     the paper's recipe: msresnet18, 128x128,
+  baseline2
   i2e-neuro train --dataset cifar10-dvs --root dvs --init runs/cifar10/checkpoint.pt --qat-epochs 8
-                                                    sim-to-real: fine-tune an I2E-CIFAR10 model on real DVS
+                                                    sim-to-real: fine-tune an I2E-CIFAR10 model on
+                                                    real DVS
   i2e-neuro train --resume --out runs/digits-slayer-20260101-120000
   torchrun --nproc-per-node 4 -m i2e_neuro.cli train --dataset cifar10 --root data --out runs/c10
 
@@ -47,9 +52,28 @@ arguments, data or checkpoint; 130 interrupted (OUT/interrupted.pt saved; --resu
 
 #: argument name -> TrainConfig field (the value None means "not given": the dataset default)
 _CONFIG_ARGS = (
-    "dataset", "root", "backend", "arch", "epochs", "qat_epochs", "batch_size", "lr", "qat_lr", "min_lr",
-    "momentum", "weight_decay", "label_smoothing", "augment", "ratio", "timesteps", "size", "seed",
-    "limit_train", "limit_test", "workers", "init",
+    "dataset",
+    "root",
+    "backend",
+    "arch",
+    "epochs",
+    "qat_epochs",
+    "batch_size",
+    "lr",
+    "qat_lr",
+    "min_lr",
+    "momentum",
+    "weight_decay",
+    "label_smoothing",
+    "augment",
+    "ratio",
+    "timesteps",
+    "size",
+    "seed",
+    "limit_train",
+    "limit_test",
+    "workers",
+    "init",
 )
 
 
@@ -57,36 +81,102 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EXAMPLES
     d = parser.add_argument_group("data")
-    d.add_argument("--dataset", metavar="NAME", help="digits (default), cifar10, cifar100, mnist, fashion-mnist, imagefolder, events, cifar10-dvs")
+    d.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="digits (default), cifar10, cifar100, mnist, fashion-mnist, imagefolder, events, cifar10-dvs",
+    )
     d.add_argument("--root", metavar="DIR", help="folder holding the dataset (all but digits)")
-    d.add_argument("--augment", metavar="KIND", help="none | baseline1 (flip) | baseline2 (RandomResizedCrop + flip + colour jitter), on the source image")
-    d.add_argument("--ratio", type=float, help="I2E threshold ratio (default: per dataset, e.g. cifar 0.07, digits 0.10)")
+    d.add_argument(
+        "--augment",
+        metavar="KIND",
+        help="none | baseline1 (flip) | baseline2 (RandomResizedCrop + flip + colour jitter), on the source image",
+    )
+    d.add_argument(
+        "--ratio",
+        type=float,
+        help="I2E threshold ratio (default: per dataset, e.g. cifar 0.07, digits 0.10)",
+    )
     d.add_argument("--timesteps", type=int, metavar="T", help="timesteps (default 8)")
-    d.add_argument("--size", type=int, metavar="N", help="image side in pixels before I2E (default: digits/mnist 32, cifar 128, imagefolder 224)")
-    d.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training samples")
+    d.add_argument(
+        "--size",
+        type=int,
+        metavar="N",
+        help="image side in pixels before I2E (default: digits/mnist 32, cifar 128, imagefolder 224)",
+    )
+    d.add_argument(
+        "--limit-train", type=int, metavar="N", help="use only the first N training samples"
+    )
     d.add_argument("--limit-test", type=int, metavar="N", help="use only the first N test samples")
-    d.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default 0 for in-memory data, else 4)")
+    d.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="DataLoader worker processes (default 0 for in-memory data, else 4)",
+    )
     m = parser.add_argument_group("model and recipe")
-    m.add_argument("--backend", metavar="NAME", help="slayer (default: QAT for Loihi) or spikingjelly (the paper's float reference); default: --init's")
-    m.add_argument("--arch", metavar="NAME", help="msresnet18, msresnet34, msresnet_tiny (default: --init's, else tiny for digits, 18 otherwise)")
+    m.add_argument(
+        "--backend",
+        metavar="NAME",
+        help="slayer (default: QAT for Loihi) or spikingjelly (the paper's float reference); default: --init's",
+    )
+    m.add_argument(
+        "--arch",
+        metavar="NAME",
+        help="msresnet18, msresnet34, msresnet_tiny (default: --init's, else tiny for digits, 18 otherwise)",
+    )
     m.add_argument("--epochs", type=int, metavar="N", help="float epochs (phase 1)")
-    m.add_argument("--qat-epochs", type=int, metavar="N", help="quantization-aware epochs after folding (slayer)")
-    m.add_argument("--batch-size", type=int, metavar="N", help="global batch size (split over processes)")
-    m.add_argument("--lr", type=float, help="SGD learning rate of phase 1 (cosine decay to --min-lr)")
+    m.add_argument(
+        "--qat-epochs",
+        type=int,
+        metavar="N",
+        help="quantization-aware epochs after folding (slayer)",
+    )
+    m.add_argument(
+        "--batch-size", type=int, metavar="N", help="global batch size (split over processes)"
+    )
+    m.add_argument(
+        "--lr", type=float, help="SGD learning rate of phase 1 (cosine decay to --min-lr)"
+    )
     m.add_argument("--qat-lr", type=float, help="learning rate of the QAT phase (a fresh SGD)")
     m.add_argument("--min-lr", type=float, help="cosine floor (default 5e-5)")
     m.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     m.add_argument("--weight-decay", type=float, help="weight decay (conv / dense weights only)")
     m.add_argument("--label-smoothing", type=float, help="label smoothing (default 0.1)")
     m.add_argument("--seed", type=int, help="random seed (default 0)")
-    m.add_argument("--init", metavar="CKPT", help="start from another run's checkpoint (classifier replaced if the classes differ)")
+    m.add_argument(
+        "--init",
+        metavar="CKPT",
+        help="start from another run's checkpoint (classifier replaced if the classes differ)",
+    )
     r = parser.add_argument_group("running")
-    r.add_argument("--out", metavar="DIR", help="output folder (default runs/<dataset>-<backend>-<time>)")
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
-    r.add_argument("--device", default="auto", metavar="DEV", help="auto (default: cuda if available), cpu or cuda")
-    r.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision on CUDA (default: float16 autocast in the float phase)")
-    r.add_argument("--threads", type=int, default=2, metavar="N", help="torch CPU threads (default 2)")
-    r.add_argument("--stop-after", type=int, metavar="N", help="stop after N epochs in total, resumably (for jobs with a time limit)")
+    r.add_argument(
+        "--out", metavar="DIR", help="output folder (default runs/<dataset>-<backend>-<time>)"
+    )
+    r.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its checkpoint.pt"
+    )
+    r.add_argument(
+        "--device",
+        default="auto",
+        metavar="DEV",
+        help="auto (default: cuda if available), cpu or cuda",
+    )
+    r.add_argument(
+        "--no-amp",
+        dest="amp",
+        action="store_false",
+        help="no mixed precision on CUDA (default: float16 autocast in the float phase)",
+    )
+    r.add_argument(
+        "--threads", type=int, default=2, metavar="N", help="torch CPU threads (default 2)"
+    )
+    r.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="N",
+        help="stop after N epochs in total, resumably (for jobs with a time limit)",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -104,24 +194,38 @@ def run(args) -> int:
             raise training.TrainError(f"--stop-after {args.stop_after}: must be >= 0")
         if args.resume:
             if not args.out:
-                raise training.TrainError("--resume needs --out DIR, the folder of the run to continue")
+                raise training.TrainError(
+                    "--resume needs --out DIR, the folder of the run to continue"
+                )
             ignored = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
             if ignored:
-                print(f"{PROG}: note: --resume continues with the run's stored settings; ignoring {' '.join(ignored)}", file=sys.stderr)
+                print(
+                    f"{PROG}: note: --resume continues with the run's stored settings; ignoring {' '.join(ignored)}",
+                    file=sys.stderr,
+                )
             cfg = None
         else:
-            init_config = training.load_checkpoint(args.init, "--init")["config"] if args.init else None
+            init_config = (
+                training.load_checkpoint(args.init, "--init")["config"] if args.init else None
+            )
             cfg = training.resolve_config(init_config, **given)
             cfg.amp = bool(args.amp)
         if args.out:
             out = Path(args.out)
         elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise training.TrainError("--out DIR is required when running several processes (torchrun)")
+            raise training.TrainError(
+                "--out DIR is required when running several processes (torchrun)"
+            )
         else:
             out = training.default_out(cfg)
         result = training.train(
-            cfg, out, resume=args.resume, device=args.device, stop_after=args.stop_after,
-            progress=not args.no_progress, threads=args.threads,
+            cfg,
+            out,
+            resume=args.resume,
+            device=args.device,
+            stop_after=args.stop_after,
+            progress=not args.no_progress,
+            threads=args.threads,
         )
     except training.TrainError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

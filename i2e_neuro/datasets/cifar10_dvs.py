@@ -35,6 +35,7 @@ of each class are sorted by name and the first ``ceil(0.9 * n)`` are the trainin
 test set: the same as SpikingJelly's ``split_to_train_test_set(0.9, dataset, 10)`` without
 ``random_split`` (it also takes ``ceil`` of the sorted per-class order). Deterministic; no cache.
 """
+
 from __future__ import annotations
 
 import math
@@ -103,11 +104,17 @@ def _time_segments(t: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def integrate_frames(
-    events: dict[str, np.ndarray], timesteps: int = 8, split_by: str = "number",
-    height: int = HEIGHT, width: int = WIDTH,
+    events: dict[str, np.ndarray],
+    timesteps: int = 8,
+    split_by: str = "number",
+    height: int = HEIGHT,
+    width: int = WIDTH,
 ) -> np.ndarray:
     """Events -> bool frames ``[T, 2, H, W]`` (channel 0 ON, 1 OFF), a pixel set if it had >= 1 event."""
-    from spikingjelly.datasets import integrate_events_by_fixed_frames_number, integrate_events_segment_to_frame
+    from spikingjelly.datasets import (
+        integrate_events_by_fixed_frames_number,
+        integrate_events_segment_to_frame,
+    )
 
     if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
         raise ValueError(f"timesteps={timesteps!r}: must be an integer >= 1")
@@ -133,7 +140,9 @@ def integrate_frames(
 def _resolve_root(root: Path, classes: Sequence[str]) -> Path:
     if not root.is_dir():
         raise FileNotFoundError(f"CIFAR10-DVS root {root} does not exist; {expected_layout(root)}")
-    if not any((root / c).is_dir() for c in classes) and any((root / "extract" / c).is_dir() for c in classes):
+    if not any((root / c).is_dir() for c in classes) and any(
+        (root / "extract" / c).is_dir() for c in classes
+    ):
         return root / "extract"  # SpikingJelly's download layout
     return root
 
@@ -143,7 +152,9 @@ def list_recordings(root: str | Path, classes: Sequence[str] = CLASSES) -> dict[
     root = Path(root).expanduser()
     unknown = [c for c in classes if c not in CLASSES]
     if unknown or not classes:
-        raise ValueError(f"classes={list(classes)!r}: must be CIFAR-10 class names out of {', '.join(CLASSES)}")
+        raise ValueError(
+            f"classes={list(classes)!r}: must be CIFAR-10 class names out of {', '.join(CLASSES)}"
+        )
     base = _resolve_root(root, classes)
     missing = [c for c in classes if not (base / c).is_dir()]
     if missing:
@@ -152,7 +163,10 @@ def list_recordings(root: str | Path, classes: Sequence[str] = CLASSES) -> dict[
         )
     files = {}
     for c in classes:
-        found = sorted((p for p in (base / c).iterdir() if p.suffix == ".aedat" and p.is_file()), key=lambda p: p.name)
+        found = sorted(
+            (p for p in (base / c).iterdir() if p.suffix == ".aedat" and p.is_file()),
+            key=lambda p: p.name,
+        )
         if not found:
             raise FileNotFoundError(f"{base / c}: no .aedat recordings; {expected_layout(root)}")
         files[c] = found
@@ -224,7 +238,9 @@ class CIFAR10DVS(torch.utils.data.Dataset):
         return sample, label
 
 
-def collate_time_first(batch: Sequence[tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_time_first(
+    batch: Sequence[tuple[torch.Tensor, Any]],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """DataLoader ``collate_fn``: samples ``[T, 2, H, W]`` -> events ``[T, B, 2, H, W]`` and labels ``[B]``."""
     events = torch.stack([s for s, _ in batch], dim=1)
     labels = torch.as_tensor([y for _, y in batch])

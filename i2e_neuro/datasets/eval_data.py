@@ -1,4 +1,5 @@
 """Samples for simulation and energy reports: a dataset split, a folder of images, or CIFAR10-DVS."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +18,13 @@ class Samples:
     events: bool = False
 
 
-def load_samples(data: str, size: tuple[int, int], root: str | None = None, split: str = "test", limit: int | None = None) -> Samples:
+def load_samples(
+    data: str,
+    size: tuple[int, int],
+    root: str | None = None,
+    split: str = "test",
+    limit: int | None = None,
+) -> Samples:
     """``data``: a dataset name (digits, cifar10, ...), ``cifar10-dvs`` (with ``root``), or an image file/folder.
 
     Images are resized to ``size`` = (H, W) when they differ; errors name the file or argument.
@@ -29,7 +36,12 @@ def load_samples(data: str, size: tuple[int, int], root: str | None = None, spli
         n = len(ds) if limit is None else min(limit, len(ds))
         items = [ds[i] for i in range(n)]
         events = np.stack([np.asarray(e, dtype=bool) for e, _ in items])
-        return Samples(events, np.array([int(y) for _, y in items]), [f"{split}_{i}" for i in range(n)], events=True)
+        return Samples(
+            events,
+            np.array([int(y) for _, y in items]),
+            [f"{split}_{i}" for i in range(n)],
+            events=True,
+        )
     if data in sources.DATASETS:
         src = sources.dataset_source(data, root, split)
     else:
@@ -45,7 +57,9 @@ def load_samples(data: str, size: tuple[int, int], root: str | None = None, spli
         item = src[i]
         if not item.ok:
             raise ValueError(f"{item.name}: {item.image}")
-        img = item.image if item.image.shape[:2] == tuple(size) else sources.resize(item.image, size)
+        img = (
+            item.image if item.image.shape[:2] == tuple(size) else sources.resize(item.image, size)
+        )
         images.append(np.ascontiguousarray(img.transpose(2, 0, 1)))
         labels.append(item.label)
         names.append(item.name)

@@ -7,6 +7,7 @@
 
 A file holds one batch of samples in one of these formats, with optional labels and metadata.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,11 @@ def pack(events: Any) -> PackedEvents:
 
 
 def unpack(packed: PackedEvents) -> np.ndarray:
-    return np.unpackbits(packed.bits, axis=-1, count=packed.shape[-1]).astype(bool).reshape(packed.shape)
+    return (
+        np.unpackbits(packed.bits, axis=-1, count=packed.shape[-1])
+        .astype(bool)
+        .reshape(packed.shape)
+    )
 
 
 def to_event_list(sample: Any) -> np.ndarray:
@@ -65,9 +70,13 @@ def from_event_list(events: np.ndarray, shape: tuple[int, int, int, int]) -> np.
     """Structured events -> dense bool ``[T, 2, H, W]`` of the given shape."""
     p = events["p"].astype(np.int64)
     if p.size and (p.min() < 0 or p.max() > 1):
-        raise ValueError(f"event polarity must be 0 (OFF) or 1 (ON), found {sorted(set(p.tolist()))[:5]}")
+        raise ValueError(
+            f"event polarity must be 0 (OFF) or 1 (ON), found {sorted(set(p.tolist()))[:5]}"
+        )
     dense = np.zeros(shape, dtype=bool)
-    dense[events["t"], 1 - p, events["y"], events["x"]] = True  # IndexError for coordinates outside shape
+    dense[events["t"], 1 - p, events["y"], events["x"]] = (
+        True  # IndexError for coordinates outside shape
+    )
     return dense
 
 
@@ -156,6 +165,15 @@ def load_events(path: str | Path) -> EventBatch:
             raise ValueError(f"unknown format {fmt!r}")
         if dense.shape != shape:
             raise ValueError(f"stored shape {shape} does not match the data {dense.shape}")
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError, IndexError, AttributeError, ValueError, TypeError) as e:
+    except (
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        KeyError,
+        IndexError,
+        AttributeError,
+        ValueError,
+        TypeError,
+    ) as e:
         raise ValueError(f"{path}: not a valid i2e-neuro event file ({e})") from e
     return EventBatch(dense, arrays.get("labels"), meta)

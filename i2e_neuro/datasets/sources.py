@@ -6,6 +6,7 @@ read, the exception saying why (the rest of the source is unaffected). Items are
 when asked for (``source[i]`` or iteration), so a shard or a resumed run skips what it does not
 need without decoding it. ``label`` is the class, or -1 where there is none.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,9 +36,17 @@ SPLITS = ("train", "test")
 
 #: torchvision class, folder under the root, and the files expected in it.
 _TORCHVISION = {
-    "cifar10": ("CIFAR10", "cifar-10-batches-py", "data_batch_1 ... data_batch_5, test_batch, batches.meta"),
+    "cifar10": (
+        "CIFAR10",
+        "cifar-10-batches-py",
+        "data_batch_1 ... data_batch_5, test_batch, batches.meta",
+    ),
     "cifar100": ("CIFAR100", "cifar-100-python", "train, test, meta"),
-    "mnist": ("MNIST", "MNIST/raw", "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"),
+    "mnist": (
+        "MNIST",
+        "MNIST/raw",
+        "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte",
+    ),
     "fashion-mnist": (
         "FashionMNIST",
         "FashionMNIST/raw",
@@ -117,7 +126,14 @@ class ImageFiles(Source):
             if p.is_dir():
                 images = find_images(p)
                 if not images:
-                    entries.append((p.as_posix(), ValueError(f"{p}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")))
+                    entries.append(
+                        (
+                            p.as_posix(),
+                            ValueError(
+                                f"{p}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})"
+                            ),
+                        )
+                    )
                 entries.extend((f.relative_to(p).as_posix(), f) for f in images)
             elif p.is_file():
                 entries.append((p.name, p))
@@ -132,7 +148,10 @@ class ImageFiles(Source):
         for i, (name, f) in enumerate(self.entries):
             if name in seen and isinstance(f, Path):
                 other = self.entries[seen[name]][1]
-                self.entries[i] = (name, ValueError(f"{f}: same name {name!r} as {other}; convert them separately"))
+                self.entries[i] = (
+                    name,
+                    ValueError(f"{f}: same name {name!r} as {other}; convert them separately"),
+                )
             seen.setdefault(name, i)
 
     def __len__(self) -> int:
@@ -176,7 +195,14 @@ class ArraySource(Source):
     #: channels of the items: 3 (grey images repeated) or 1 (as stored; digits only)
     channels = 3
 
-    def __init__(self, dataset: str, split: str, images: np.ndarray, labels: np.ndarray, root: str | None = None):
+    def __init__(
+        self,
+        dataset: str,
+        split: str,
+        images: np.ndarray,
+        labels: np.ndarray,
+        root: str | None = None,
+    ):
         self.dataset, self.split, self.root = dataset, split, root
         self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
         self.width = max(5, len(str(len(images) - 1)))
@@ -254,14 +280,24 @@ def load_torchvision_source(dataset: str, root: str | Path, split: str = "train"
     try:
         ds = getattr(tvd, cls_name)(str(root), train=split == "train", download=False)
     except (RuntimeError, OSError, ValueError) as e:
-        raise FileNotFoundError(f"{dataset}: cannot read {root / folder} ({e}); expected {expected}") from e
+        raise FileNotFoundError(
+            f"{dataset}: cannot read {root / folder} ({e}); expected {expected}"
+        ) from e
     data = ds.data.numpy() if hasattr(ds.data, "numpy") else np.asarray(ds.data)
     if data.ndim == 3:  # MNIST-like: [N, H, W] grey
         data = data[..., None]
-    return ArraySource(dataset, split, np.ascontiguousarray(data, dtype=np.uint8), np.asarray(ds.targets), root=str(root))
+    return ArraySource(
+        dataset,
+        split,
+        np.ascontiguousarray(data, dtype=np.uint8),
+        np.asarray(ds.targets),
+        root=str(root),
+    )
 
 
-def dataset_source(dataset: str, root: str | Path | None = None, split: str = "train") -> ArraySource:
+def dataset_source(
+    dataset: str, root: str | Path | None = None, split: str = "train"
+) -> ArraySource:
     """The source for ``--dataset``: ``digits`` is embedded, the others need a local ``root``."""
     if dataset == "digits":
         return load_digits_source(split)

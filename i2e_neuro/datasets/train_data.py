@@ -16,6 +16,7 @@ and ``ROOT/val/<class>/``), ``events`` (``ROOT/train/`` and ``ROOT/test/`` writt
 Shuffling is derived from ``(seed, epoch)`` alone (:class:`EpochSampler`), so an epoch is the
 same whether or not the run was interrupted before it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,7 +43,18 @@ EVENTS_LAYOUT = (
 )
 
 _MNIST_CLASSES = [str(i) for i in range(10)]
-_FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+_FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 class DataError(ValueError):
@@ -95,7 +107,9 @@ class DataInfo:
 class ImageTensorDataset(torch.utils.data.Dataset):
     """uint8 images ``[N, C, H, W]`` held in memory, with an optional per-sample transform."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable | None = None) -> None:
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, transform: Callable | None = None
+    ) -> None:
         self.images, self.labels, self.transform = images, labels, transform
 
     def __len__(self) -> int:
@@ -111,7 +125,9 @@ class ImageTensorDataset(torch.utils.data.Dataset):
 class PackedEventDataset(torch.utils.data.Dataset):
     """Events held bit-packed in memory: ``bits`` ``[N, T, 2, H, ceil(W/8)]`` uint8."""
 
-    def __init__(self, bits: np.ndarray, width: int, labels: np.ndarray, transform: Callable | None = None) -> None:
+    def __init__(
+        self, bits: np.ndarray, width: int, labels: np.ndarray, transform: Callable | None = None
+    ) -> None:
         self.bits, self.width, self.labels, self.transform = bits, width, labels, transform
 
     def __len__(self) -> int:
@@ -155,7 +171,9 @@ class EpochSampler(torch.utils.data.Sampler):
     ``seed`` and ``epoch``. ``shuffle=False`` gives ``rank::world`` without padding (evaluation).
     """
 
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
+    def __init__(
+        self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1
+    ) -> None:
         self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
         self.epoch = 0
 
@@ -184,7 +202,9 @@ class EpochSampler(torch.utils.data.Sampler):
 # --- transforms on the source image ---------------------------------------------------------
 
 
-def image_transform(augment: str, size: int, train: bool, small: bool, native: int | None) -> Callable | None:
+def image_transform(
+    augment: str, size: int, train: bool, small: bool, native: int | None
+) -> Callable | None:
     """torchvision.transforms.v2 on uint8 ``[C, H, W]`` tensors.
 
     ``baseline1``: random horizontal flip. ``baseline2``: RandomResizedCrop (scale 0.35-1 for
@@ -196,7 +216,9 @@ def image_transform(augment: str, size: int, train: bool, small: bool, native: i
 
     steps: list = []
     if train and augment == "baseline2":
-        steps.append(v2.RandomResizedCrop(size, scale=(0.35, 1.0) if small else (0.08, 1.0), antialias=True))
+        steps.append(
+            v2.RandomResizedCrop(size, scale=(0.35, 1.0) if small else (0.08, 1.0), antialias=True)
+        )
         steps.append(v2.RandomHorizontalFlip())
         steps.append(v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4))
         return v2.Compose(steps)
@@ -304,10 +326,26 @@ def _arrays(cfg):
         train_images = resize_all(train_images, size)
     test_images = resize_all(test_images, size)
     classes = _class_names(cfg.dataset, cfg.root)
-    classes = classes if len(classes) > int(train_labels.max()) else [str(i) for i in range(int(train_labels.max()) + 1)]
-    info = DataInfo("images", (2, size, size), classes, cfg.timesteps, cfg.ratio, cfg.order, "i2e",
-                    {"dataset": cfg.dataset, "size": size})
-    return ImageTensorDataset(train_images, train_labels, train_tf), ImageTensorDataset(test_images, test_labels), info
+    classes = (
+        classes
+        if len(classes) > int(train_labels.max())
+        else [str(i) for i in range(int(train_labels.max()) + 1)]
+    )
+    info = DataInfo(
+        "images",
+        (2, size, size),
+        classes,
+        cfg.timesteps,
+        cfg.ratio,
+        cfg.order,
+        "i2e",
+        {"dataset": cfg.dataset, "size": size},
+    )
+    return (
+        ImageTensorDataset(train_images, train_labels, train_tf),
+        ImageTensorDataset(test_images, test_labels),
+        info,
+    )
 
 
 def _read_image(path: str) -> torch.Tensor:
@@ -318,7 +356,9 @@ def _read_image(path: str) -> torch.Tensor:
     except RuntimeError:  # formats torchvision.io cannot decode: go through PIL
         from i2e_neuro.i2e.images import load_image
 
-        return torch.from_numpy(np.ascontiguousarray(load_image(path))).permute(2, 0, 1).contiguous()
+        return (
+            torch.from_numpy(np.ascontiguousarray(load_image(path))).permute(2, 0, 1).contiguous()
+        )
 
 
 def _imagefolder(cfg):
@@ -327,23 +367,36 @@ def _imagefolder(cfg):
     root = Path(cfg.root).expanduser()
     missing = [s for s in ("train", "val") if not (root / s).is_dir()]
     if missing:
-        raise DataError(f"--dataset imagefolder: {root} has no {' or '.join(s + '/' for s in missing)} folder; expected {IMAGEFOLDER_LAYOUT}")
+        raise DataError(
+            f"--dataset imagefolder: {root} has no {' or '.join(s + '/' for s in missing)} folder; expected {IMAGEFOLDER_LAYOUT}"
+        )
     sets = {}
     for split, train in (("train", True), ("val", False)):
         try:
             sets[split] = ImageFolder(
-                str(root / split), loader=_read_image,
+                str(root / split),
+                loader=_read_image,
                 transform=image_transform(cfg.augment, cfg.size, train, small=False, native=None),
             )
         except (FileNotFoundError, RuntimeError) as e:
-            raise DataError(f"--dataset imagefolder: {root / split}: {e}; expected {IMAGEFOLDER_LAYOUT}") from e
+            raise DataError(
+                f"--dataset imagefolder: {root / split}: {e}; expected {IMAGEFOLDER_LAYOUT}"
+            ) from e
     if sets["train"].classes != sets["val"].classes:
         raise DataError(
             f"--dataset imagefolder: {root}/train/ and {root}/val/ have different class folders "
             f"({len(sets['train'].classes)} vs {len(sets['val'].classes)}); expected {IMAGEFOLDER_LAYOUT}"
         )
-    info = DataInfo("images", (2, cfg.size, cfg.size), list(sets["train"].classes), cfg.timesteps, cfg.ratio, cfg.order,
-                    "i2e", {"dataset": "imagefolder", "size": cfg.size})
+    info = DataInfo(
+        "images",
+        (2, cfg.size, cfg.size),
+        list(sets["train"].classes),
+        cfg.timesteps,
+        cfg.ratio,
+        cfg.order,
+        "i2e",
+        {"dataset": "imagefolder", "size": cfg.size},
+    )
     return sets["train"], sets["val"], info
 
 
@@ -353,7 +406,7 @@ def _load_index(folder: Path) -> dict:
         raise DataError(f"--dataset events: no {index_path}; expected {EVENTS_LAYOUT}")
     try:
         index = json.loads(index_path.read_text())
-        files, params = index["files"], index["params"]
+        files, _params = index["files"], index["params"]  # both keys required
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"{index_path}: not an index written by 'i2e-neuro convert' ({e})") from e
     if not index.get("complete", False) or index.get("missing"):
@@ -366,7 +419,9 @@ def _load_index(folder: Path) -> dict:
     return index
 
 
-def _packed_events(folder: Path, index: dict, limit: int | None) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+def _packed_events(
+    folder: Path, index: dict, limit: int | None
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     from i2e_neuro.datasets.formats import load_events
 
     bits, labels, shape = [], [], None
@@ -382,10 +437,16 @@ def _packed_events(folder: Path, index: dict, limit: int | None) -> tuple[np.nda
         if shape is None:
             shape = (ev.shape[0], 2, ev.shape[3], ev.shape[4])
         elif (ev.shape[0], 2, ev.shape[3], ev.shape[4]) != shape:
-            raise DataError(f"{folder / entry['file']}: sample shape {ev.shape} differs from the first file's {shape}")
+            raise DataError(
+                f"{folder / entry['file']}: sample shape {ev.shape} differs from the first file's {shape}"
+            )
         if batch.labels is None or (np.asarray(batch.labels) < 0).any():
-            raise DataError(f"{folder / entry['file']}: has no class labels (convert a dataset, not loose images)")
-        bits.append(np.packbits(batch_first_to_time_first(ev), axis=-1))  # [T, B, ...] -> [B, T, ...]
+            raise DataError(
+                f"{folder / entry['file']}: has no class labels (convert a dataset, not loose images)"
+            )
+        bits.append(
+            np.packbits(batch_first_to_time_first(ev), axis=-1)
+        )  # [T, B, ...] -> [B, T, ...]
         labels.append(np.asarray(batch.labels, dtype=np.int64))
         count += ev.shape[1]
     return np.concatenate(bits), np.concatenate(labels), shape
@@ -395,27 +456,45 @@ def _events(cfg):
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
         raise DataError(f"--dataset events: {root} does not exist; expected {EVENTS_LAYOUT}")
-    test_dir = root / "test" if (root / "test").is_dir() or not (root / "val").is_dir() else root / "val"
+    test_dir = (
+        root / "test" if (root / "test").is_dir() or not (root / "val").is_dir() else root / "val"
+    )
     train_index, test_index = _load_index(root / "train"), _load_index(test_dir)
     params = train_index["params"]
-    if {k: params.get(k) for k in ("ratio", "timesteps", "order")} != {k: test_index["params"].get(k) for k in ("ratio", "timesteps", "order")}:
-        raise DataError(f"--dataset events: {root}/train and {test_dir} were converted with different I2E parameters")
+    if {k: params.get(k) for k in ("ratio", "timesteps", "order")} != {
+        k: test_index["params"].get(k) for k in ("ratio", "timesteps", "order")
+    }:
+        raise DataError(
+            f"--dataset events: {root}/train and {test_dir} were converted with different I2E parameters"
+        )
     train_bits, train_labels, shape = _packed_events(root / "train", train_index, cfg.limit_train)
     test_bits, test_labels, test_shape = _packed_events(test_dir, test_index, cfg.limit_test)
     if test_shape != shape:
-        raise DataError(f"--dataset events: test samples {test_shape} differ from training samples {shape}")
+        raise DataError(
+            f"--dataset events: test samples {test_shape} differ from training samples {shape}"
+        )
     dataset = train_index.get("source", {}).get("dataset")
     k = int(max(train_labels.max(), test_labels.max())) + 1
     try:
-        classes = _class_names(dataset, None) if dataset and dataset != "cifar100" else [str(i) for i in range(k)]
+        classes = (
+            _class_names(dataset, None)
+            if dataset and dataset != "cifar100"
+            else [str(i) for i in range(k)]
+        )
     except KeyError:
         classes = [str(i) for i in range(k)]
     if len(classes) < k:
         classes = [str(i) for i in range(k)]
     flip = RandomFlipEvents() if cfg.augment == "baseline1" else None
     info = DataInfo(
-        "events", (2, shape[2], shape[3]), classes, int(params["timesteps"]), float(params["ratio"]),
-        str(params.get("order") or "efghabcd"), "i2e", {"dataset": "events", "converted_from": dataset, "root": str(root)},
+        "events",
+        (2, shape[2], shape[3]),
+        classes,
+        int(params["timesteps"]),
+        float(params["ratio"]),
+        str(params.get("order") or "efghabcd"),
+        "i2e",
+        {"dataset": "events", "converted_from": dataset, "root": str(root)},
     )
     return (
         PackedEventDataset(train_bits, shape[3], train_labels, flip),
@@ -433,18 +512,40 @@ def _cifar10_dvs(cfg):
         test = CIFAR10DVS(cfg.root, "test", timesteps=cfg.timesteps)
     except (FileNotFoundError, ValueError) as e:
         raise DataError(str(e)) from e
-    info = DataInfo("events", (2, 128, 128), list(CLASSES), cfg.timesteps, None, None, "dvs",
-                    {"dataset": "cifar10-dvs", "root": str(cfg.root)})
+    info = DataInfo(
+        "events",
+        (2, 128, 128),
+        list(CLASSES),
+        cfg.timesteps,
+        None,
+        None,
+        "dvs",
+        {"dataset": "cifar10-dvs", "root": str(cfg.root)},
+    )
     return train, test, info
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack samples (images ``[C,H,W]`` or events ``[T,2,H,W]``) batch-first, labels ``[B]``."""
-    return torch.stack([s for s, _ in batch]), torch.as_tensor([int(y) for _, y in batch], dtype=torch.int64)
+    return torch.stack([s for s, _ in batch]), torch.as_tensor(
+        [int(y) for _, y in batch], dtype=torch.int64
+    )
 
 
-def make_loader(dataset, batch_size: int, sampler: EpochSampler, workers: int, generator: torch.Generator | None = None):
+def make_loader(
+    dataset,
+    batch_size: int,
+    sampler: EpochSampler,
+    workers: int,
+    generator: torch.Generator | None = None,
+):
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-        pin_memory=torch.cuda.is_available(), generator=generator, persistent_workers=False,
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+        generator=generator,
+        persistent_workers=False,
     )

@@ -19,6 +19,7 @@ Where the files are looked for, in order: the folder named by ``$I2E_NEURO_HW_CO
 install that ships ``hw_configs`` as package data puts it, beside ``i2e_neuro``); and
 ``i2e_neuro/hw_configs/``.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,13 +52,17 @@ def config_path(name_or_path: str | os.PathLike) -> Path:
     """Resolve a target name (``loihi2``) or a YAML path to an existing file."""
     text = os.fspath(name_or_path)
     candidate = Path(text).expanduser()
-    looks_like_path = candidate.suffix in _SUFFIXES or os.sep in text or (os.altsep and os.altsep in text)
+    looks_like_path = (
+        candidate.suffix in _SUFFIXES or os.sep in text or (os.altsep and os.altsep in text)
+    )
     if looks_like_path:
         if not candidate.is_file():
             raise HardwareConfigError(f"{candidate}: hardware config file not found")
         return candidate
     if not text or not text.replace("_", "").replace("-", "").isalnum():
-        raise HardwareConfigError(f"{text!r}: not a hardware config name (known: {', '.join(NAMES)}) or a .yaml path")
+        raise HardwareConfigError(
+            f"{text!r}: not a hardware config name (known: {', '.join(NAMES)}) or a .yaml path"
+        )
     tried = []
     for folder in search_dirs():
         for suffix in _SUFFIXES:
@@ -66,7 +71,9 @@ def config_path(name_or_path: str | os.PathLike) -> Path:
             if path.is_file():
                 return path
     known = f"known: {', '.join(NAMES)}"
-    raise HardwareConfigError(f"{text!r}: no hardware config found ({known}); looked for {', '.join(tried)}")
+    raise HardwareConfigError(
+        f"{text!r}: no hardware config found ({known}); looked for {', '.join(tried)}"
+    )
 
 
 def load_hw_config(name_or_path: str | os.PathLike) -> dict:
@@ -84,7 +91,9 @@ def load_hw_config(name_or_path: str | os.PathLike) -> dict:
         detail = " ".join(str(exc).split())
         raise HardwareConfigError(f"{path}: malformed YAML ({detail})") from exc
     if not isinstance(data, dict):
-        raise HardwareConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise HardwareConfigError(
+            f"{path}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     if not isinstance(data.get("name"), str) or not data["name"]:
         raise HardwareConfigError(f"{path}: missing the top-level 'name' string")
     problems: list[str] = []
@@ -100,10 +109,14 @@ def _check(node: Any, where: str, problems: list[str]) -> None:
         return
     if "value" in node:
         value = node["value"]
-        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+        ok = value is None or (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
         if not ok:
-            problems.append(f"{where}.value={value!r} is not a finite number or null "
-                            "(note: YAML reads 1e-12 as text; write 1.0e-12)")
+            problems.append(
+                f"{where}.value={value!r} is not a finite number or null "
+                "(note: YAML reads 1e-12 as text; write 1.0e-12)"
+            )
         source = node.get("source")
         if not isinstance(source, str) or not source.strip():
             problems.append(f"{where}: value without a 'source'")
@@ -117,10 +130,14 @@ def hw_value(cfg: dict, key: str) -> Any:
     node: Any = cfg
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise KeyError(f"{cfg.get('_path', cfg.get('name', 'hardware config'))}: no entry {key!r}")
+            raise KeyError(
+                f"{cfg.get('_path', cfg.get('name', 'hardware config'))}: no entry {key!r}"
+            )
         node = node[part]
     if not isinstance(node, dict) or "value" not in node:
-        raise KeyError(f"{cfg.get('_path', cfg.get('name', 'hardware config'))}: {key!r} is not a value entry")
+        raise KeyError(
+            f"{cfg.get('_path', cfg.get('name', 'hardware config'))}: {key!r} is not a value entry"
+        )
     return node["value"]
 
 

@@ -15,6 +15,7 @@ spikes times the fan-out each spike reaches, and :func:`energy_table` prices tho
 Per-operation energies default to ``hw_configs/energy_45nm.yaml`` (E_MAC = 4.6 pJ, E_AC = 0.9 pJ,
 Horowitz ISSCC 2014); no result is a constant in this file.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,6 +41,7 @@ class EnergyArgumentError(ValueError):
 
 # --- argument checks ------------------------------------------------------------------------
 
+
 def _int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise EnergyArgumentError(name, f"must be an integer, got {value!r}")
@@ -62,7 +64,9 @@ def _number(name: str, value: Any, minimum: float = 0.0, strict: bool = False) -
         raise EnergyArgumentError(name, f"must be a finite number, got {value!r}")
     value = float(value)
     if value < minimum or (strict and value == minimum):
-        raise EnergyArgumentError(name, f"must be {'>' if strict else '>='} {minimum:g}, got {value:g}")
+        raise EnergyArgumentError(
+            name, f"must be {'>' if strict else '>='} {minimum:g}, got {value:g}"
+        )
     return value
 
 
@@ -91,6 +95,7 @@ def _op_energies(e_mac: float | None, e_ac: float | None) -> tuple[float, float]
 
 # --- counting -------------------------------------------------------------------------------
 
+
 def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
     """Output length of a convolution along one axis: ``(size + 2*padding - kernel) // stride + 1``."""
     size = _int("input_size", size, 1)
@@ -99,7 +104,9 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) 
     padding = _int("padding", padding, 0)
     padded = size + 2 * padding
     if kernel > padded:
-        raise EnergyArgumentError("kernel", f"{kernel} is larger than the padded input ({size} + 2*{padding} = {padded})")
+        raise EnergyArgumentError(
+            "kernel", f"{kernel} is larger than the padded input ({size} + 2*{padding} = {padded})"
+        )
     return (padded - kernel) // stride + 1
 
 
@@ -127,7 +134,12 @@ def ann_energy(macs: float, e_mac: float) -> float:
 
 def snn_energy(ops: float, e_ac: float, timesteps: int, rate: float) -> float:
     """SNN layer energy in joules, the paper's ``N_ops * E_AC * T * f_r``."""
-    return _number("ops", ops) * _number("e_ac", e_ac) * _int("timesteps", timesteps, 1) * _rate("event_rate", rate)
+    return (
+        _number("ops", ops)
+        * _number("e_ac", e_ac)
+        * _int("timesteps", timesteps, 1)
+        * _rate("event_rate", rate)
+    )
 
 
 def i2e_encoding_ops(h: int, w: int, timesteps: int) -> int:
@@ -220,7 +232,8 @@ def synops_from_counts(spikes_per_source: Any, fanout_per_source: Any) -> float:
         shape = None
     if shape != spikes.shape:
         raise EnergyArgumentError(
-            "fanout", f"shape {fanout.shape} does not broadcast to the spike counts' shape {spikes.shape}"
+            "fanout",
+            f"shape {fanout.shape} does not broadcast to the spike counts' shape {spikes.shape}",
         )
     dtype = np.float64 if _is_float(spikes, fanout) else np.int64
     total = np.sum(spikes.astype(dtype) * fanout.astype(dtype))
@@ -273,7 +286,8 @@ def energy_table(
     * ``neurons``: population size;
     * ``spikes``: spikes the population emitted over the ``timesteps`` of one sample, a total or
       per-neuron counts;
-    * ``fanout``: synapses each spike reaches (scalar or per-neuron, as in :func:`synops_from_counts`);
+    * ``fanout``: synapses each spike reaches (scalar or per-neuron, as in
+    :func:`synops_from_counts`);
     * ``macs_ann`` (optional): MACs of the equivalent ANN layer consuming this population.
 
     Each row has ``event_rate = spikes / (neurons * T)``, ``synops``, ``snn_uj = synops * E_AC``
@@ -289,7 +303,9 @@ def energy_table(
     rows = []
     for index, layer in enumerate(layers):
         if not isinstance(layer, dict):
-            raise EnergyArgumentError("layers", f"entry {index} must be a dict, got {type(layer).__name__}")
+            raise EnergyArgumentError(
+                "layers", f"entry {index} must be a dict, got {type(layer).__name__}"
+            )
         name = str(layer.get("name", f"layer{index}"))
         missing = [k for k in ("neurons", "spikes", "fanout") if k not in layer]
         if missing:
@@ -360,7 +376,11 @@ def plot_energy(rows: Sequence[dict], path: str | Path, title: str = "Energy per
     rows = list(rows)
     if not rows:
         raise EnergyArgumentError("rows", "nothing to plot")
-    series = [("ann_uj", "ANN (MAC)", "#c44e52"), ("snn_uj", "SNN (AC)", "#4c72b0"), ("loihi_uj", "Loihi", "#55a868")]
+    series = [
+        ("ann_uj", "ANN (MAC)", "#c44e52"),
+        ("snn_uj", "SNN (AC)", "#4c72b0"),
+        ("loihi_uj", "Loihi", "#55a868"),
+    ]
     series = [s for s in series if any(_positive(r.get(s[0])) for r in rows)]
     if not series:
         raise EnergyArgumentError("rows", "no positive energy values to plot")
@@ -376,11 +396,21 @@ def plot_energy(rows: Sequence[dict], path: str | Path, title: str = "Energy per
         heights = [values[j] for j in keep]
         bars = ax.bar(offsets, heights, width=width, label=label, color=color)
         for bar, h in zip(bars, heights):
-            ax.annotate(f"{h:.3g}", (bar.get_x() + bar.get_width() / 2, h), ha="center", va="bottom", fontsize=7)
+            ax.annotate(
+                f"{h:.3g}",
+                (bar.get_x() + bar.get_width() / 2, h),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
     ax.set_yscale("log")
     ax.set_ylabel("energy (µJ)")
     ax.set_xticks(x)
-    ax.set_xticklabels([str(r.get("name", "")) for r in rows], rotation=20 if len(rows) > 3 else 0, ha="right" if len(rows) > 3 else "center")
+    ax.set_xticklabels(
+        [str(r.get("name", "")) for r in rows],
+        rotation=20 if len(rows) > 3 else 0,
+        ha="right" if len(rows) > 3 else "center",
+    )
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(axis="y", which="both", alpha=0.3)

@@ -5,6 +5,7 @@
 * :func:`odg` is the prior converter of ES-ImageNet (PAPER-FACTS.md section 6), one image at a
   time with a Python loop over steps, as that dataset was produced. It is a speed baseline only.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -72,7 +73,10 @@ def odg(image: np.ndarray) -> list[np.ndarray]:
             off = np.argwhere(diff < -ODG_THRESHOLD)
             events.append(
                 np.concatenate(
-                    [np.column_stack([on, np.ones(len(on), np.int64)]), np.column_stack([off, np.zeros(len(off), np.int64)])]
+                    [
+                        np.column_stack([on, np.ones(len(on), np.int64)]),
+                        np.column_stack([off, np.zeros(len(off), np.int64)]),
+                    ]
                 )
             )
         previous = canvas

@@ -18,6 +18,7 @@ test ``dV > threshold`` is an integer test ``kb - ka >= D`` with ``D`` read from
 image; an image whose threshold falls inside that spread (``ratio * range`` exactly at a
 multiple of 1/255) is done in float instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,11 @@ _CPU_BLOCK_PIXELS = 1 << 18
 
 def check_parameters(ratio: float, timesteps: int, order: Any, padding: str) -> tuple[str, ...]:
     """Validate the conversion parameters; return the parsed order. Errors name the argument."""
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (0 <= float(ratio) < float("inf")):
+    if (
+        isinstance(ratio, bool)
+        or not isinstance(ratio, (int, float))
+        or not (0 <= float(ratio) < float("inf"))
+    ):
         raise ValueError(f"ratio={ratio!r}: must be a finite number >= 0 (paper: 0.07 to 0.15)")
     if isinstance(timesteps, bool) or not isinstance(timesteps, int) or not 1 <= timesteps <= 8:
         raise ValueError(f"timesteps={timesteps!r}: must be an integer from 1 to 8")
@@ -110,11 +115,19 @@ def i2e(
     out = torch.empty((timesteps, v.shape[0], 2, *v.shape[1:]), dtype=torch.bool, device=v.device)
     step = v.shape[0] if v.is_cuda else max(1, _CPU_BLOCK_PIXELS // (v.shape[1] * v.shape[2]))
     for start in range(0, v.shape[0], step):
-        _fire(v[start : start + step], pairs, float(ratio), PADDINGS[padding], out[:, start : start + step])
+        _fire(
+            v[start : start + step],
+            pairs,
+            float(ratio),
+            PADDINGS[padding],
+            out[:, start : start + step],
+        )
     return out if batched else out[:, 0]
 
 
-def _fire(v: torch.Tensor, pairs: list[tuple[int, int]], ratio: float, mode: str, out: torch.Tensor) -> None:
+def _fire(
+    v: torch.Tensor, pairs: list[tuple[int, int]], ratio: float, mode: str, out: torch.Tensor
+) -> None:
     """Write the ON/OFF maps of V ``[b, H, W]`` into ``out`` ``[T, b, 2, H, W]``."""
     b, h, w = v.shape
     padded = F.pad(v[:, None], (1, 1, 1, 1), mode=mode)[:, 0]
@@ -123,7 +136,9 @@ def _fire(v: torch.Tensor, pairs: list[tuple[int, int]], ratio: float, mode: str
     diff = torch.empty_like(v)
     for t, (a, c) in enumerate(pairs):
         (ra, ca), (rc, cc) = position(a), position(c)
-        torch.sub(padded[:, rc : rc + h, cc : cc + w], padded[:, ra : ra + h, ca : ca + w], out=diff)
+        torch.sub(
+            padded[:, rc : rc + h, cc : cc + w], padded[:, ra : ra + h, ca : ca + w], out=diff
+        )
         torch.gt(diff, threshold, out=out[t, :, 0])
         torch.lt(diff, negative, out=out[t, :, 1])
 
@@ -145,9 +160,14 @@ def _uint8_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             diffs = (vals[None, :] - vals[:, None]).numpy()  # [p, q] = V[q] - V[p]
             lo = np.array([np.diagonal(diffs, d).min() for d in range(256)], dtype=np.float32)
             hi = np.array([np.diagonal(diffs, d).max() for d in range(256)], dtype=np.float32)
-            # the integer path relies on the float intervals of successive d being disjoint and ordered
-            if not (lo[0] == hi[0] == 0 and bool((hi[:-1] < lo[1:]).all())):  # pragma: no cover - IEEE float32
-                raise RuntimeError("i2e: float32 differences of k/255 are not ordered by k; the uint8 path is unusable")
+            # the integer path relies on the float intervals of successive d being disjoint and
+            # ordered
+            if not (
+                lo[0] == hi[0] == 0 and bool((hi[:-1] < lo[1:]).all())
+            ):  # pragma: no cover - IEEE float32
+                raise RuntimeError(
+                    "i2e: float32 differences of k/255 are not ordered by k; the uint8 path is unusable"
+                )
             _u8_tables = vals.numpy(), lo, hi
         return _u8_tables
 
@@ -161,14 +181,19 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool[2]
 
 
-def _i2e_cpu(batch: torch.Tensor, pairs: list[tuple[int, int]], ratio: float, mode: str) -> torch.Tensor:
+def _i2e_cpu(
+    batch: torch.Tensor, pairs: list[tuple[int, int]], ratio: float, mode: str
+) -> torch.Tensor:
     """The CPU engine: numpy blocks of images, spread over a thread pool."""
     if batch.dtype not in (torch.uint8, torch.float32, torch.float64):
-        batch = batch.to(torch.float32)  # other ints as they are, half precision in float32 (value_channel)
+        batch = batch.to(
+            torch.float32
+        )  # other ints as they are, half precision in float32 (value_channel)
     x = batch.numpy()
     n, _, h, w = x.shape
     # numpy's allocator asks the kernel for huge pages on large arrays: 5x fewer page faults than
-    # torch.empty for this fresh 0.8 MB-per-image output, which used to cost more than the conversion
+    # torch.empty for this fresh 0.8 MB-per-image output, which used to cost more than the
+    # conversion
     o = np.empty((len(pairs), n, 2, h, w), dtype=bool)
     out = torch.from_numpy(o)
     step = max(1, _CPU_BLOCK_PIXELS // (h * w))
@@ -179,12 +204,16 @@ def _i2e_cpu(batch: torch.Tensor, pairs: list[tuple[int, int]], ratio: float, mo
         for xb, ob in work:
             _cpu_block(xb, ob, pairs, ratio, mode)
     else:
-        for f in [_executor(workers).submit(_cpu_block, xb, ob, pairs, ratio, mode) for xb, ob in work]:
+        for f in [
+            _executor(workers).submit(_cpu_block, xb, ob, pairs, ratio, mode) for xb, ob in work
+        ]:
             f.result()
     return out
 
 
-def _cpu_block(x: np.ndarray, out: np.ndarray, pairs: list[tuple[int, int]], ratio: float, mode: str) -> None:
+def _cpu_block(
+    x: np.ndarray, out: np.ndarray, pairs: list[tuple[int, int]], ratio: float, mode: str
+) -> None:
     """Events of a block ``x`` ``[b, C, H, W]`` into ``out`` ``[T, b, 2, H, W]``."""
     b = x.shape[0]
     if x.shape[1] == 1:
@@ -202,7 +231,9 @@ def _cpu_block(x: np.ndarray, out: np.ndarray, pairs: list[tuple[int, int]], rat
     vals, lo, hi = _uint8_tables()
     # float threshold exactly as the float path computes it, then the integer cut-off per image
     threshold = (ratio * (torch.from_numpy(vals[vmax]) - torch.from_numpy(vals[vmin]))).numpy()
-    cut = np.searchsorted(lo, threshold, side="right")  # least d with every V[k+d] - V[k] > threshold
+    cut = np.searchsorted(
+        lo, threshold, side="right"
+    )  # least d with every V[k+d] - V[k] > threshold
     exact = hi[cut - 1] <= threshold  # False: the threshold lies inside the spread of d = cut - 1
     _compare(v, (cut - 1).astype(np.int16), pairs, mode, out, dtype=np.int16)
     for i in np.flatnonzero(~exact):
@@ -232,12 +263,16 @@ def _compare(
             raise ValueError(f"padding='reflect' needs images of at least 2x2 pixels, got {h}x{w}")
         padded[:, 1:-1, 0], padded[:, 1:-1, -1] = v[:, :, 1], v[:, :, -2]
         padded[:, 0], padded[:, -1] = padded[:, 2], padded[:, -3]
-    upper = limit[0] if b == 1 else limit.reshape(b, 1, 1)  # a scalar compares faster than a broadcast
+    upper = (
+        limit[0] if b == 1 else limit.reshape(b, 1, 1)
+    )  # a scalar compares faster than a broadcast
     lower = -upper
     diff = np.empty((b, h, w), dtype=padded.dtype)
     for t, (a, c) in enumerate(pairs):
         (ra, ca), (rc, cc) = position(a), position(c)
-        np.subtract(padded[:, rc : rc + h, cc : cc + w], padded[:, ra : ra + h, ca : ca + w], out=diff)
+        np.subtract(
+            padded[:, rc : rc + h, cc : cc + w], padded[:, ra : ra + h, ca : ca + w], out=diff
+        )
         np.greater(diff, upper, out=out[t, :, 0])
         np.less(diff, lower, out=out[t, :, 1])
 
@@ -260,7 +295,12 @@ class I2E(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.order = check_parameters(ratio, timesteps, order, padding)
-        self.ratio, self.timesteps, self.padding, self.generator = ratio, timesteps, padding, generator
+        self.ratio, self.timesteps, self.padding, self.generator = (
+            ratio,
+            timesteps,
+            padding,
+            generator,
+        )
 
     def forward(self, images: Any) -> torch.Tensor:
         return i2e(

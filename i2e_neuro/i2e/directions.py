@@ -6,6 +6,7 @@ A 3x3 neighbourhood is numbered row-major 1..9 (5 is the centre). A direction is
 Every direction has a set of equivalent pairs (same displacement, other place); the first
 one is canonical (evaluation); training may draw any of them ("random vectors").
 """
+
 from __future__ import annotations
 
 from typing import Sequence

@@ -3,6 +3,7 @@
 Everything ends as a float tensor ``[B, C, H, W]`` with ``C`` in {1, 3}; uint8 stays uint8 until
 the V channel is taken (max commutes with the /255 scaling, so this is exact and saves memory).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -64,7 +65,9 @@ def as_image_batch(images: Any) -> tuple[torch.Tensor, bool]:
             f"images: expected a torch.Tensor, numpy array or PIL image, got {type(images).__name__}"
         )
     if tensor.ndim != 4:
-        raise ValueError(f"images: expected [B,C,H,W], [C,H,W] or [H,W], got shape {tuple(tensor.shape)}")
+        raise ValueError(
+            f"images: expected [B,C,H,W], [C,H,W] or [H,W], got shape {tuple(tensor.shape)}"
+        )
     if tensor.shape[1] not in (1, 3):
         raise ValueError(
             f"images: expected 1 (grey) or 3 (RGB) channels, got {tensor.shape[1]} (shape {tuple(tensor.shape)})"
@@ -74,7 +77,9 @@ def as_image_batch(images: Any) -> tuple[torch.Tensor, bool]:
     if tensor.dtype == torch.bool:
         tensor = tensor.to(torch.uint8)
     # amin/amax propagate NaN and reach +-inf: two reductions, far cheaper than isfinite()
-    if tensor.is_floating_point() and not (torch.isfinite(tensor.amin()) and torch.isfinite(tensor.amax())):
+    if tensor.is_floating_point() and not (
+        torch.isfinite(tensor.amin()) and torch.isfinite(tensor.amax())
+    ):
         raise ValueError("images: contain NaN or infinite values")
     return tensor, batched
 

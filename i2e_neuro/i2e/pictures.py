@@ -7,6 +7,7 @@ first panel of the grid and sits beside every frame of the GIF.
 Both writers take events ``[T, 2, H, W]`` (bool, torch or numpy; channel 0 ON, 1 OFF) and an
 optional source image ``[H, W, 3]`` (or ``[H, W]``) uint8, and write atomically.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -80,11 +81,23 @@ def save_gif(
     factor = max(1, -(-min_side // min(frames.shape[1:3])))
     pictures = []
     for frame in frames:
-        panel = frame if source is None else np.concatenate([source, np.full((frame.shape[0], 2, 3), 64, np.uint8), frame], axis=1)
+        panel = (
+            frame
+            if source is None
+            else np.concatenate(
+                [source, np.full((frame.shape[0], 2, 3), 64, np.uint8), frame], axis=1
+            )
+        )
         pictures.append(Image.fromarray(_upscale(panel, factor)))
     with atomic_path(path) as tmp:
         pictures[0].save(
-            tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms, loop=0, optimize=False
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=pictures[1:],
+            duration=duration_ms,
+            loop=0,
+            optimize=False,
         )
     return path
 
@@ -111,7 +124,11 @@ def save_grid(
     frames = event_frames(events)
     source = _image(image, frames.shape[1:3])
     panels = ([("image", source)] if source is not None else []) + [
-        (f"t={t}" + (f" ({step_names[t]})" if step_names is not None and t < len(step_names) else ""), frame)
+        (
+            f"t={t}"
+            + (f" ({step_names[t]})" if step_names is not None and t < len(step_names) else ""),
+            frame,
+        )
         for t, frame in enumerate(frames)
     ]
     h, w = frames.shape[1:3]
@@ -126,7 +143,10 @@ def save_grid(
         ax.set_xticks([])
         ax.set_yticks([])
     fig.legend(
-        handles=[Patch(color=np.asarray(ON_COLOUR) / 255, label="ON"), Patch(color=np.asarray(OFF_COLOUR) / 255, label="OFF")],
+        handles=[
+            Patch(color=np.asarray(ON_COLOUR) / 255, label="ON"),
+            Patch(color=np.asarray(OFF_COLOUR) / 255, label="OFF"),
+        ],
         loc="lower center",
         ncol=2,
         fontsize=8,

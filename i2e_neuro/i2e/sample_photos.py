@@ -2,6 +2,7 @@
 
 Kept apart from the command so that the whole-pipeline demo can call :func:`convert_samples`.
 """
+
 from __future__ import annotations
 
 import time
@@ -31,12 +32,12 @@ def convert_samples(
     import numpy as np
     import torch
 
+    from i2e_neuro.datasets.formats import save_events
+    from i2e_neuro.datasets.sources import resize
     from i2e_neuro.i2e.conversion import i2e
     from i2e_neuro.i2e.directions import PAPER_ORDER
-    from i2e_neuro.datasets.formats import save_events
     from i2e_neuro.i2e.images import load_image
     from i2e_neuro.i2e.pictures import save_gif, save_grid
-    from i2e_neuro.datasets.sources import resize
 
     out_dir = Path(out_dir)
     rows = []
@@ -49,25 +50,40 @@ def convert_samples(
         events = i2e(x, ratio=ratio, timesteps=timesteps)
         ms = (time.perf_counter() - start) * 1e3
         sample = events[:, 0]
-        files = {"events": save_events(out_dir / f"{path.stem}.npz", events, labels=np.array([-1]),
-                                       meta={"name": path.stem, "source": path.name, "ratio": ratio})}
+        files = {
+            "events": save_events(
+                out_dir / f"{path.stem}.npz",
+                events,
+                labels=np.array([-1]),
+                meta={"name": path.stem, "source": path.name, "ratio": ratio},
+            )
+        }
         if pictures:
             files["gif"] = save_gif(out_dir / f"{path.stem}.gif", sample, image)
-            files["png"] = save_grid(out_dir / f"{path.stem}.png", sample, image, title=f"{path.stem}: I2E, ratio {ratio}",
-                                     step_names="".join(PAPER_ORDER[:timesteps]))
+            files["png"] = save_grid(
+                out_dir / f"{path.stem}.png",
+                sample,
+                image,
+                title=f"{path.stem}: I2E, ratio {ratio}",
+                step_names="".join(PAPER_ORDER[:timesteps]),
+            )
         per_pixel = sample[0, 0].numel()
-        rows.append({
-            "name": path.stem,
-            "height": image.shape[0],
-            "width": image.shape[1],
-            "events": int(sample.sum()),
-            "event_rate": float(sample.float().mean()),
-            "on_rate": float(sample[:, 0].float().mean()),
-            "off_rate": float(sample[:, 1].float().mean()),
-            "rate_per_step": [float(sample[t].sum()) / (2 * per_pixel) for t in range(timesteps)],
-            "convert_ms": ms,
-            "files": {k: str(v) for k, v in files.items()},
-        })
+        rows.append(
+            {
+                "name": path.stem,
+                "height": image.shape[0],
+                "width": image.shape[1],
+                "events": int(sample.sum()),
+                "event_rate": float(sample.float().mean()),
+                "on_rate": float(sample[:, 0].float().mean()),
+                "off_rate": float(sample[:, 1].float().mean()),
+                "rate_per_step": [
+                    float(sample[t].sum()) / (2 * per_pixel) for t in range(timesteps)
+                ],
+                "convert_ms": ms,
+                "files": {k: str(v) for k, v in files.items()},
+            }
+        )
     return rows
 
 

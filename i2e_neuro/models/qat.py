@@ -16,6 +16,7 @@ current, the threshold ``theta`` is ``vth_mant / 64``. Neuron parameters (see RE
 the neuron"): ``du = 4096`` (the current is the synaptic input of this step, as SpikingJelly's
 ``decay_input=False`` LIF), ``dv = 2048`` (tau = 2), hard reset to 0.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,9 +46,11 @@ class NeuronConfig:
     except that Loihi fires only when the voltage is strictly above the threshold where
     SpikingJelly fires at ``H == v_threshold`` too (tested in ``tests/test_models.py``):
 
-    ======================  ==============================  ===========================================
+    ======================  ==============================
+    ===========================================
     quantity                SpikingJelly (paper)            slayer ``cuba.Neuron`` / Loihi 2
-    ======================  ==============================  ===========================================
+    ======================  ==============================
+    ===========================================
     input                   ``x``                           ``16 * x`` (``threshold * x``)
     current decay           (none: input used directly)     ``current_decay=1.0``, ``du = 4096``
     voltage decay           ``tau=2``, ``decay_input=False``  ``voltage_decay=0.5``, ``dv = 2048``
@@ -55,7 +58,8 @@ class NeuronConfig:
     state scale             float                           ``scale=64`` (24-bit state: v * 4096)
     reset                   ``v_reset=0`` (hard)            to 0 (hard)
     fires when              ``H >= 1``                      ``v > threshold`` (strict)
-    ======================  ==============================  ===========================================
+    ======================  ==============================
+    ===========================================
     """
 
     threshold: float = 16.0  # vth_mant = 1024
@@ -107,7 +111,9 @@ class SpikingGraph(torch.nn.Module):
         self.norms = torch.nn.ModuleDict()
         for c in spec.conns:
             if c.kind == "conv":
-                syn = slayer.synapse.Conv(c.in_channels, c.out_channels, c.kernel, stride=c.stride, padding=c.padding)
+                syn = slayer.synapse.Conv(
+                    c.in_channels, c.out_channels, c.kernel, stride=c.stride, padding=c.padding
+                )
             else:
                 syn = slayer.synapse.Dense(c.in_channels, c.out_channels)
             self.synapses[_key(c.name)] = syn
@@ -125,7 +131,9 @@ class SpikingGraph(torch.nn.Module):
                     scale_grad=cfg.scale_grad,
                     scale=WEIGHT_SCALE,
                 )
-            self.biases[_key(g.name)] = torch.nn.Parameter(torch.zeros(g.shape[0]), requires_grad=False)
+            self.biases[_key(g.name)] = torch.nn.Parameter(
+                torch.zeros(g.shape[0]), requires_grad=False
+            )
         self.register_buffer("folded", torch.tensor(False))
         self.register_buffer("exponents", torch.zeros(len(spec.conns), dtype=torch.int64))
 
@@ -136,7 +144,11 @@ class SpikingGraph(torch.nn.Module):
         The logits are the readout integrators' final voltages, ``sum_t fc[t]``, divided by
         ``threshold * T`` to give the loss a sensible scale (argmax unchanged).
         """
-        if events.ndim != 5 or tuple(events.shape[2:]) != tuple(self.spec.input_shape) or events.shape[0] != self.spec.timesteps:
+        if (
+            events.ndim != 5
+            or tuple(events.shape[2:]) != tuple(self.spec.input_shape)
+            or events.shape[0] != self.spec.timesteps
+        ):
             raise ValueError(
                 f"events: expected [{self.spec.timesteps}, B, {', '.join(map(str, self.spec.input_shape))}] "
                 f"for {self.spec.name}, got {tuple(events.shape)}"
@@ -154,7 +166,9 @@ class SpikingGraph(torch.nn.Module):
             if bool(self.folded):
                 bias = quantize_bias(self.biases[_key(g.name)], self.neuron_config.max_bias)
                 total = total + bias.view(1, -1, *([1] * (total.ndim - 2)))
-            total = total.float()  # under CUDA autocast the synapses give float16; the neurons take float32
+            total = (
+                total.float()
+            )  # under CUDA autocast the synapses give float16; the neurons take float32
             if g.readout:
                 currents[g.name] = total
             else:
@@ -162,7 +176,10 @@ class SpikingGraph(torch.nn.Module):
         readout = currents[self.spec.readout.name]
         logits = readout.sum(-1) / (self.neuron_config.threshold * self.spec.timesteps)
         if record:
-            return logits, {**{k: v for k, v in spikes.items() if k != INPUT}, self.spec.readout.name: readout.cumsum(-1)}
+            return logits, {
+                **{k: v for k, v in spikes.items() if k != INPUT},
+                self.spec.readout.name: readout.cumsum(-1),
+            }
         return logits
 
     def _synapse(self, c, source_spikes: torch.Tensor) -> torch.Tensor:
@@ -188,7 +205,9 @@ class SpikingGraph(torch.nn.Module):
     def _conv(syn, c, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         # (not ``_apply``: that name is torch.nn.Module's, used by .to() / .cuda() / .double())
         if c.kind == "pool_dense":
-            return F.conv3d(x.reshape(x.shape[0], -1, 1, 1, x.shape[-1]), weight).reshape(x.shape[0], -1, x.shape[-1])
+            return F.conv3d(x.reshape(x.shape[0], -1, 1, 1, x.shape[-1]), weight).reshape(
+                x.shape[0], -1, x.shape[-1]
+            )
         return F.conv3d(x, weight, None, syn.stride, syn.padding, syn.dilation, syn.groups)
 
     def _conn_index(self, name: str) -> int:
@@ -260,14 +279,20 @@ class SpikingGraph(torch.nn.Module):
             w = quantize_weight(self.synapses[_key(c.name)].weight, e) * WEIGHT_SCALE / 2.0**e
             m = w.round().to(torch.int64)
             if not torch.equal(m.to(w.dtype), w):
-                raise ValueError(f"connection {c.name!r}: quantized weights are not integer mantissas")
-            conns[c.name] = {"weight": m.reshape(c.out_channels, c.in_channels, *([c.kernel] * 2 if c.kind == "conv" else [])), "exponent": e}
+                raise ValueError(
+                    f"connection {c.name!r}: quantized weights are not integer mantissas"
+                )
+            conns[c.name] = {
+                "weight": m.reshape(
+                    c.out_channels, c.in_channels, *([c.kernel] * 2 if c.kind == "conv" else [])
+                ),
+                "exponent": e,
+            }
         groups = {}
         for g in self.spec.groups:
             b = quantize_bias(self.biases[_key(g.name)], self.neuron_config.max_bias) / BIAS_STEP
             groups[g.name] = {"bias": b.round().to(torch.int64)}
         return {"conns": conns, "groups": groups}
-
 
     def deploy(self, i2e: dict | None = None, classes: list[str] | None = None) -> dict:
         """Plain data for the exporter (the checkpoint's ``deploy`` entry): spec, neuron, integers."""
@@ -296,7 +321,11 @@ class SpikingGraph(torch.nn.Module):
         n = deploy["neuron"]
         model = cls(
             NetSpec.from_dict(deploy["spec"]),
-            NeuronConfig(threshold=n["vth_mant"] / WEIGHT_SCALE, tau_grad=n.get("tau_grad", 0.01), scale_grad=n.get("scale_grad", 20.0)),
+            NeuronConfig(
+                threshold=n["vth_mant"] / WEIGHT_SCALE,
+                tau_grad=n.get("tau_grad", 0.01),
+                scale_grad=n.get("scale_grad", 20.0),
+            ),
         )
         model.fold()
         with torch.no_grad():
@@ -305,10 +334,17 @@ class SpikingGraph(torch.nn.Module):
                 e = int(params["exponent"])
                 model.exponents[i] = e
                 syn = model.synapses[_key(c.name)]
-                w = torch.as_tensor(params["weight"], dtype=syn.weight.dtype) * 2.0**e / WEIGHT_SCALE
+                w = (
+                    torch.as_tensor(params["weight"], dtype=syn.weight.dtype)
+                    * 2.0**e
+                    / WEIGHT_SCALE
+                )
                 syn.weight.copy_(w.reshape(syn.weight.shape))
             for g in model.spec.groups:
-                b = torch.as_tensor(deploy["groups"][g.name]["bias"], dtype=torch.float32) * BIAS_STEP
+                b = (
+                    torch.as_tensor(deploy["groups"][g.name]["bias"], dtype=torch.float32)
+                    * BIAS_STEP
+                )
                 model.biases[_key(g.name)].copy_(b)
         return model
 

@@ -6,6 +6,7 @@ LIF with tau = 2, ``decay_input=False``, ``v_threshold = 1``, hard reset to 0,
 ``sn -> conv1x1(stride) -> BN``; head global average pool -> sn -> fc; logits averaged over time.
 Input and all activations are multi-step ``[T, B, C, H, W]``.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -66,7 +67,15 @@ class MSResNet(torch.nn.Module):
     ) -> None:
         super().__init__()
         stem = [
-            layer.Conv2d(in_channels, widths[0], stem_kernel, stem_stride, stem_kernel // 2, bias=False, step_mode="m"),
+            layer.Conv2d(
+                in_channels,
+                widths[0],
+                stem_kernel,
+                stem_stride,
+                stem_kernel // 2,
+                bias=False,
+                step_mode="m",
+            ),
             layer.BatchNorm2d(widths[0], step_mode="m"),
         ]
         if stem_pool:

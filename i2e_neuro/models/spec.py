@@ -10,6 +10,7 @@ Every connection delays by one timestep (as in Lava and on Loihi), so a sample o
 frames needs ``T + depth`` steps, ``depth`` being the longest path (in hops) from the input to
 the readout. See README "Design: timing" for why the network is then exact window by window.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -92,14 +93,20 @@ class NetSpec:
             name=d["name"],
             input_shape=tuple(d["input_shape"]),
             timesteps=int(d["timesteps"]),
-            groups=[GroupSpec(g["name"], tuple(g["shape"]), bool(g["readout"])) for g in d["groups"]],
+            groups=[
+                GroupSpec(g["name"], tuple(g["shape"]), bool(g["readout"])) for g in d["groups"]
+            ],
             conns=[ConnSpec(**{**c, "targets": list(c["targets"])}) for c in d["conns"]],
         )
 
     def validate(self) -> None:
         """Check that the graph is well formed and that shapes chain; errors name the part."""
         seen = {INPUT}
-        if not self.groups or not self.groups[-1].readout or any(g.readout for g in self.groups[:-1]):
+        if (
+            not self.groups
+            or not self.groups[-1].readout
+            or any(g.readout for g in self.groups[:-1])
+        ):
             raise ValueError(f"{self.name}: the last group, and only it, must be the readout")
         for g in self.groups:
             if not self.incoming(g.name):
@@ -120,12 +127,16 @@ class NetSpec:
         order[INPUT] = -1
         for c in self.conns:
             if any(order[t] <= order[c.source] for t in c.targets):
-                raise ValueError(f"connection {c.name!r}: groups must be listed in feed-forward order")
+                raise ValueError(
+                    f"connection {c.name!r}: groups must be listed in feed-forward order"
+                )
 
 
 def conn_output_shape(c: ConnSpec, in_shape: Sequence[int]) -> tuple[int, ...]:
     if len(in_shape) != 3 or in_shape[0] != c.in_channels:
-        raise ValueError(f"connection {c.name!r}: expects {c.in_channels} input channels, source has shape {tuple(in_shape)}")
+        raise ValueError(
+            f"connection {c.name!r}: expects {c.in_channels} input channels, source has shape {tuple(in_shape)}"
+        )
     if c.kind == "pool_dense":
         return (c.out_channels,)
     if c.kind != "conv":
@@ -133,7 +144,9 @@ def conn_output_shape(c: ConnSpec, in_shape: Sequence[int]) -> tuple[int, ...]:
     _, h, w = in_shape
     size = lambda n: (n + 2 * c.padding - c.kernel) // c.stride + 1  # noqa: E731
     if size(h) < 1 or size(w) < 1:
-        raise ValueError(f"connection {c.name!r}: kernel {c.kernel} larger than its padded input {tuple(in_shape)}")
+        raise ValueError(
+            f"connection {c.name!r}: kernel {c.kernel} larger than its padded input {tuple(in_shape)}"
+        )
     return (c.out_channels, size(h), size(w))
 
 
@@ -158,10 +171,13 @@ def msresnet_spec(
     non-spiking readout integrators.
     """
     spec = NetSpec(name, tuple(input_shape), timesteps)
-    shape = tuple(input_shape)
 
-    def add_conn(cname: str, source: str, out_ch: int, kernel: int, stride: int, padding: int) -> ConnSpec:
-        c = ConnSpec(cname, source, [], "conv", spec.source_shape(source)[0], out_ch, kernel, stride, padding)
+    def add_conn(
+        cname: str, source: str, out_ch: int, kernel: int, stride: int, padding: int
+    ) -> ConnSpec:
+        c = ConnSpec(
+            cname, source, [], "conv", spec.source_shape(source)[0], out_ch, kernel, stride, padding
+        )
         spec.conns.append(c)
         return c
 
@@ -203,11 +219,21 @@ ARCHITECTURES: dict[str, dict] = {
     "msresnet34": dict(blocks=(3, 4, 6, 3), widths=(64, 128, 256, 512)),
     # CPU-sized for 32x32 digits (8x8 originals): a 4x4 stride-4 stem back to 8x8, one plain
     # and one downsampling block.
-    "msresnet_tiny": dict(blocks=(1, 1), widths=(16, 32), stem_kernel=4, stem_stride=4, stem_padding=0),
+    "msresnet_tiny": dict(
+        blocks=(1, 1), widths=(16, 32), stem_kernel=4, stem_stride=4, stem_padding=0
+    ),
 }
 
 
-def build_spec(arch: str, input_shape: tuple[int, int, int], num_classes: int, timesteps: int = 8) -> NetSpec:
+def build_spec(
+    arch: str, input_shape: tuple[int, int, int], num_classes: int, timesteps: int = 8
+) -> NetSpec:
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch={arch!r}: must be one of {sorted(ARCHITECTURES)}")
-    return msresnet_spec(arch, input_shape=input_shape, num_classes=num_classes, timesteps=timesteps, **ARCHITECTURES[arch])
+    return msresnet_spec(
+        arch,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        timesteps=timesteps,
+        **ARCHITECTURES[arch],
+    )

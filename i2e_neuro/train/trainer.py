@@ -18,6 +18,7 @@ same weights, bit for bit, as an uninterrupted one.
 Checkpoints hold only tensors and plain Python values and are read with
 ``torch.load(path, weights_only=True)``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,7 +36,16 @@ from typing import Any, Callable
 import torch
 
 from i2e_neuro.atomic import atomic_path, write_text
-from i2e_neuro.datasets.train_data import AUGMENTS, EVENT_DATASETS, DataError, DataInfo, EpochSampler, build_datasets, derive_seed, make_loader
+from i2e_neuro.datasets.train_data import (
+    AUGMENTS,
+    EVENT_DATASETS,
+    DataError,
+    DataInfo,
+    EpochSampler,
+    build_datasets,
+    derive_seed,
+    make_loader,
+)
 
 BACKENDS = ("slayer", "spikingjelly")
 ARCHS = ("msresnet18", "msresnet34", "msresnet_tiny")
@@ -44,20 +54,46 @@ INTERRUPTED = "interrupted.pt"
 CHECKPOINT_FORMAT = "i2e-neuro-train"
 CHECKPOINT_VERSION = 1
 
-_PAPER_CIFAR = dict(arch="msresnet18", epochs=256, qat_epochs=16, batch_size=128, lr=0.1, qat_lr=0.01,
-                    weight_decay=2e-4, augment="baseline2", ratio=0.07, size=128)
+_PAPER_CIFAR = dict(
+    arch="msresnet18",
+    epochs=256,
+    qat_epochs=16,
+    batch_size=128,
+    lr=0.1,
+    qat_lr=0.01,
+    weight_decay=2e-4,
+    augment="baseline2",
+    ratio=0.07,
+    size=128,
+)
 #: Recipe defaults per dataset. The paper's (PAPER-FACTS.md section 4) for CIFAR / ImageNet-like
 #: folders; digits is sized to finish in a few minutes on a 2-core CPU (see BENCHMARKS.md).
 RECIPES: dict[str, dict[str, Any]] = {
-    "digits": dict(arch="msresnet_tiny", epochs=14, qat_epochs=3, batch_size=64, lr=0.1, qat_lr=0.02,
-                   weight_decay=1e-4, augment="none", ratio=0.10, size=32),
+    "digits": dict(
+        arch="msresnet_tiny",
+        epochs=14,
+        qat_epochs=3,
+        batch_size=64,
+        lr=0.1,
+        qat_lr=0.02,
+        weight_decay=1e-4,
+        augment="none",
+        ratio=0.10,
+        size=32,
+    ),
     "cifar10": dict(_PAPER_CIFAR),
     "cifar100": dict(_PAPER_CIFAR),
     "mnist": dict(_PAPER_CIFAR, epochs=64, qat_epochs=8, augment="none", ratio=0.10, size=32),
-    "fashion-mnist": dict(_PAPER_CIFAR, epochs=64, qat_epochs=8, augment="baseline1", ratio=0.15, size=32),
-    "imagefolder": dict(_PAPER_CIFAR, epochs=128, qat_epochs=8, weight_decay=1e-5, ratio=0.12, size=224),
+    "fashion-mnist": dict(
+        _PAPER_CIFAR, epochs=64, qat_epochs=8, augment="baseline1", ratio=0.15, size=32
+    ),
+    "imagefolder": dict(
+        _PAPER_CIFAR, epochs=128, qat_epochs=8, weight_decay=1e-5, ratio=0.12, size=224
+    ),
     "events": dict(_PAPER_CIFAR, augment="none", ratio=None, size=None),
-    "cifar10-dvs": dict(_PAPER_CIFAR, epochs=64, qat_epochs=8, augment="none", ratio=None, size=None),
+    "cifar10-dvs": dict(
+        _PAPER_CIFAR, epochs=64, qat_epochs=8, augment="none", ratio=None, size=None
+    ),
 }
 
 
@@ -128,7 +164,11 @@ def resolve_config(init_config: dict | None = None, **given: Any) -> TrainConfig
         raise TrainError(f"--backend {backend}: unknown; choose one of {', '.join(BACKENDS)}")
     values = {f.name: f.default for f in fields(TrainConfig)}
     values.update(recipe)
-    values["workers"] = 0 if dataset in ("digits", "cifar10", "cifar100", "mnist", "fashion-mnist", "events") else min(4, os.cpu_count() or 1)
+    values["workers"] = (
+        0
+        if dataset in ("digits", "cifar10", "cifar100", "mnist", "fashion-mnist", "events")
+        else min(4, os.cpu_count() or 1)
+    )
     for k, v in given.items():
         if v is not None and k in values:
             values[k] = v
@@ -140,11 +180,17 @@ def resolve_config(init_config: dict | None = None, **given: Any) -> TrainConfig
         raise TrainError(f"--augment {cfg.augment}: unknown; choose one of {', '.join(AUGMENTS)}")
     if cfg.dataset in EVENT_DATASETS:
         if cfg.augment == "baseline2":
-            raise TrainError(f"--augment baseline2 works on source images; --dataset {cfg.dataset} takes none or baseline1 (flip)")
+            raise TrainError(
+                f"--augment baseline2 works on source images; --dataset {cfg.dataset} takes none or baseline1 (flip)"
+            )
         if given.get("size") is not None:
-            raise TrainError(f"--size applies to image datasets; --dataset {cfg.dataset} keeps the events' own size")
+            raise TrainError(
+                f"--size applies to image datasets; --dataset {cfg.dataset} keeps the events' own size"
+            )
         if given.get("ratio") is not None:
-            raise TrainError(f"--ratio applies to image datasets; --dataset {cfg.dataset} is already events")
+            raise TrainError(
+                f"--ratio applies to image datasets; --dataset {cfg.dataset} is already events"
+            )
     for name in ("epochs", "qat_epochs", "limit_train", "limit_test", "workers"):
         v = getattr(cfg, name)
         if v is not None and v < 0:
@@ -161,7 +207,9 @@ def resolve_config(init_config: dict | None = None, **given: Any) -> TrainConfig
         raise TrainError(f"--size {cfg.size}: must be at least 8 pixels")
     most = 64 if cfg.dataset == "cifar10-dvs" else 8
     if not 1 <= cfg.timesteps <= most:
-        raise TrainError(f"--timesteps {cfg.timesteps}: must be 1..{most}" + (" for I2E" if most == 8 else ""))
+        raise TrainError(
+            f"--timesteps {cfg.timesteps}: must be 1..{most}" + (" for I2E" if most == 8 else "")
+        )
     if cfg.ratio is not None and not (math.isfinite(cfg.ratio) and cfg.ratio >= 0):
         raise TrainError(f"--ratio {cfg.ratio}: must be a number >= 0")
     if cfg.backend == "spikingjelly":
@@ -195,7 +243,9 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{what} {path}: not an i2e-neuro training checkpoint")
     if int(ckpt.get("version", 0)) > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{what} {path}: written by a newer i2e-neuro (version {ckpt.get('version')})")
+        raise CheckpointError(
+            f"{what} {path}: written by a newer i2e-neuro (version {ckpt.get('version')})"
+        )
     for key in ("model", "config", "epoch"):
         if key not in ckpt:
             raise CheckpointError(f"{what} {path}: incomplete (no {key!r})")
@@ -212,7 +262,11 @@ def _rng_state() -> dict:
 def _set_rng_state(state: dict) -> None:
     if "torch" in state:
         torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+    if (
+        "cuda" in state
+        and torch.cuda.is_available()
+        and len(state["cuda"]) == torch.cuda.device_count()
+    ):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
@@ -245,7 +299,10 @@ def classifier_keys(model) -> set[str]:
         readout = model.spec.readout.name
         keys = {f"biases.{_key(readout)}"}
         for c in model.spec.incoming(readout):
-            keys |= {f"synapses.{_key(c.name)}.{p}" for p, _ in model.synapses[_key(c.name)].named_parameters()}
+            keys |= {
+                f"synapses.{_key(c.name)}.{p}"
+                for p, _ in model.synapses[_key(c.name)].named_parameters()
+            }
         return keys
     return {k for k in model.state_dict() if k.startswith("fc.")}
 
@@ -262,16 +319,22 @@ def load_init(model, ckpt: dict, path: str, backend: str) -> list[str]:
     replaced, load = [], {}
     for k, v in own.items():
         if k not in state:
-            raise CheckpointError(f"--init {path}: has no parameter {k!r} (another architecture or backend?)")
+            raise CheckpointError(
+                f"--init {path}: has no parameter {k!r} (another architecture or backend?)"
+            )
         if tuple(state[k].shape) != tuple(v.shape):
             if k in head:
                 replaced.append(k)
                 continue
-            raise CheckpointError(f"--init {path}: parameter {k!r} has shape {tuple(state[k].shape)}, this model needs {tuple(v.shape)}")
+            raise CheckpointError(
+                f"--init {path}: parameter {k!r} has shape {tuple(state[k].shape)}, this model needs {tuple(v.shape)}"
+            )
         load[k] = state[k]
     extra = sorted(set(state) - set(own))
     if extra:
-        raise CheckpointError(f"--init {path}: parameter {extra[0]!r} does not exist in this model (another architecture?)")
+        raise CheckpointError(
+            f"--init {path}: parameter {extra[0]!r} does not exist in this model (another architecture?)"
+        )
     if replaced and "exponents" in load:  # keep this model's exponent for a replaced classifier
         names = [c.name for c in model.spec.conns]
         exps = load["exponents"].clone()
@@ -291,18 +354,33 @@ def load_init(model, ckpt: dict, path: str, backend: str) -> list[str]:
 def deploy_entry(model, info: DataInfo) -> dict:
     """Plain data for the exporter (``SpikingGraph.deploy``): spec, neuron parameters, steps, I2E
     input, integer weights (int64 mantissas + exponent per connection), biases, classes."""
-    i2e = {"ratio": info.ratio, "timesteps": int(info.timesteps), "order": info.order, "source": info.source}
+    i2e = {
+        "ratio": info.ratio,
+        "timesteps": int(info.timesteps),
+        "order": info.order,
+        "source": info.source,
+    }
     d = model.deploy(i2e=i2e, classes=list(info.classes))
-    d["conns"] = {n: {"weight": c["weight"].detach().cpu().clone(), "exponent": int(c["exponent"])} for n, c in d["conns"].items()}
+    d["conns"] = {
+        n: {"weight": c["weight"].detach().cpu().clone(), "exponent": int(c["exponent"])}
+        for n, c in d["conns"].items()
+    }
     d["groups"] = {n: {"bias": g["bias"].detach().cpu().clone()} for n, g in d["groups"].items()}
-    d["neuron"] = {k: (float(v) if k in ("threshold", "tau_grad", "scale_grad") else int(v)) for k, v in d["neuron"].items()}
+    d["neuron"] = {
+        k: (float(v) if k in ("threshold", "tau_grad", "scale_grad") else int(v))
+        for k, v in d["neuron"].items()
+    }
     d["steps"] = int(d["steps"])
     return d
 
 
-def compute_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+def compute_loss(
+    logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float
+) -> torch.Tensor:
     """Cross-entropy with label smoothing (a module-level function so that tests can replace it)."""
-    return torch.nn.functional.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    return torch.nn.functional.cross_entropy(
+        logits.float(), labels, label_smoothing=label_smoothing
+    )
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -325,7 +403,9 @@ class Distributed:
 
 def _distributed_from_env() -> Distributed:
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    return Distributed(world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")))
+    return Distributed(
+        world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    )
 
 
 class Trainer:
@@ -344,7 +424,12 @@ class Trainer:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg, self.out, self.resume = cfg, Path(out), resume
-        self.device_arg, self.stop_after, self.progress, self.threads = device, stop_after, progress, threads
+        self.device_arg, self.stop_after, self.progress, self.threads = (
+            device,
+            stop_after,
+            progress,
+            threads,
+        )
         self.dist = _distributed_from_env()
         self._log = log or (lambda s: print(s, flush=True))
         self.history: list[dict] = []
@@ -365,7 +450,9 @@ class Trainer:
         if want not in ("auto", "cpu", "cuda"):
             raise TrainError(f"--device {want}: choose auto, cpu or cuda")
         if want == "cuda" and not torch.cuda.is_available():
-            raise TrainError(f"--device cuda: CUDA is not available (torch {torch.__version__}); use --device cpu")
+            raise TrainError(
+                f"--device cuda: CUDA is not available (torch {torch.__version__}); use --device cpu"
+            )
         cuda = want == "cuda" or (want == "auto" and torch.cuda.is_available())
         self.device = torch.device("cuda", self.dist.local_rank) if cuda else torch.device("cpu")
         if cuda:
@@ -379,28 +466,46 @@ class Trainer:
         if self.resume:
             path = self.out / CHECKPOINT
             if not path.is_file():
-                raise CheckpointError(f"--resume: no checkpoint {path} (give the --out folder of the run to continue)")
+                raise CheckpointError(
+                    f"--resume: no checkpoint {path} (give the --out folder of the run to continue)"
+                )
             ckpt = load_checkpoint(path, "--resume")
             self.cfg = TrainConfig.from_dict(ckpt["config"])
         elif (self.out / CHECKPOINT).exists():
-            raise TrainError(f"--out {self.out}: already holds a run ({CHECKPOINT}); add --resume to continue it, or choose another --out")
+            raise TrainError(
+                f"--out {self.out}: already holds a run ({CHECKPOINT}); add --resume to continue it, or choose another --out"
+            )
         cfg = self.cfg
         init = None
         if cfg.init and ckpt is None:
             init = load_checkpoint(cfg.init, "--init")
             init_cfg = init["config"]
             if init_cfg.get("backend") != cfg.backend:
-                raise CheckpointError(f"--init {cfg.init}: a {init_cfg.get('backend')} model; this run trains --backend {cfg.backend}")
+                raise CheckpointError(
+                    f"--init {cfg.init}: a {init_cfg.get('backend')} model; this run trains --backend {cfg.backend}"
+                )
             if init_cfg.get("arch") != cfg.arch:
-                raise CheckpointError(f"--init {cfg.init}: architecture {init_cfg.get('arch')}; this run uses --arch {cfg.arch}")
+                raise CheckpointError(
+                    f"--init {cfg.init}: architecture {init_cfg.get('arch')}; this run uses --arch {cfg.arch}"
+                )
         try:
             self.train_set, self.test_set, self.info = build_datasets(cfg)
         except DataError as e:
             raise TrainError(str(e)) from e
-        if ckpt is not None and ckpt.get("data", {}).get("input_shape") not in (None, list(self.info.input_shape)):
-            raise TrainError(f"--resume {self.out / CHECKPOINT}: trained on input {ckpt['data']['input_shape']}, the data now gives {list(self.info.input_shape)}")
-        if ckpt is not None and ckpt.get("data", {}).get("classes") not in (None, list(self.info.classes)):
-            raise TrainError(f"--resume {self.out / CHECKPOINT}: the dataset's classes changed since the run started")
+        if ckpt is not None and ckpt.get("data", {}).get("input_shape") not in (
+            None,
+            list(self.info.input_shape),
+        ):
+            raise TrainError(
+                f"--resume {self.out / CHECKPOINT}: trained on input {ckpt['data']['input_shape']}, the data now gives {list(self.info.input_shape)}"
+            )
+        if ckpt is not None and ckpt.get("data", {}).get("classes") not in (
+            None,
+            list(self.info.classes),
+        ):
+            raise TrainError(
+                f"--resume {self.out / CHECKPOINT}: the dataset's classes changed since the run started"
+            )
         self.model, self.spec = build_model(cfg, self.info)
         self.model.to(self.device)
         self.i2e = None
@@ -410,22 +515,35 @@ class Trainer:
             self.i2e = I2E(cfg.ratio, self.info.timesteps, cfg.order)
         world = self.dist.world
         self.batch_size = max(1, math.ceil(cfg.batch_size / world))
-        self.train_sampler = EpochSampler(len(self.train_set), cfg.seed, True, self.dist.rank, world)
+        self.train_sampler = EpochSampler(
+            len(self.train_set), cfg.seed, True, self.dist.rank, world
+        )
         self.test_sampler = EpochSampler(len(self.test_set), cfg.seed, False, self.dist.rank, world)
         self.loader_generator = torch.Generator()
-        self.train_loader = make_loader(self.train_set, self.batch_size, self.train_sampler, cfg.workers, self.loader_generator)
-        self.test_loader = make_loader(self.test_set, self.batch_size, self.test_sampler, cfg.workers)
+        self.train_loader = make_loader(
+            self.train_set, self.batch_size, self.train_sampler, cfg.workers, self.loader_generator
+        )
+        self.test_loader = make_loader(
+            self.test_set, self.batch_size, self.test_sampler, cfg.workers
+        )
         self.amp = bool(cfg.amp) and self.device.type == "cuda"
         self.scaler = torch.cuda.amp.GradScaler(enabled=self.amp)
         self.ddp = self.model
         if init is not None:
-            if init["config"].get("backend") == "slayer" and bool(init["model"].get("folded", torch.tensor(False))):
+            if init["config"].get("backend") == "slayer" and bool(
+                init["model"].get("folded", torch.tensor(False))
+            ):
                 self.model.fold()
                 if cfg.epochs:
-                    self.log(f"--init {cfg.init} is already folded (QAT): skipping the {cfg.epochs} float epoch(s)")
+                    self.log(
+                        f"--init {cfg.init} is already folded (QAT): skipping the {cfg.epochs} float epoch(s)"
+                    )
                 cfg.epochs = 0
             replaced = load_init(self.model, init, cfg.init, cfg.backend)
-            self.log(f"initialised from {cfg.init}" + (f" (classifier replaced: {len(self.info.classes)} classes)" if replaced else ""))
+            self.log(
+                f"initialised from {cfg.init}"
+                + (f" (classifier replaced: {len(self.info.classes)} classes)" if replaced else "")
+            )
         if ckpt is not None:
             if bool(ckpt["model"].get("folded", torch.tensor(False))):
                 self.model.fold()
@@ -462,11 +580,18 @@ class Trainer:
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
         lr = cfg.lr if phase == "float" else cfg.qat_lr
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        self.optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=cfg.momentum)
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        self.optimizer = torch.optim.SGD(
+            [g for g in groups if g["params"]], lr=lr, momentum=cfg.momentum
+        )
         epochs = cfg.epochs if phase == "float" else cfg.qat_epochs
         steps = max(1, epochs * len(self.train_loader))
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=steps, eta_min=min(cfg.min_lr, lr))
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=steps, eta_min=min(cfg.min_lr, lr)
+        )
         self.optimizer_phase = phase
 
     # ------------------------------------------------------------------ steps
@@ -499,12 +624,19 @@ class Trainer:
         self.loader_generator.manual_seed(derive_seed(cfg.seed, epoch, f"workers/{rank}"))
         if self.i2e is not None:
             self.i2e.train()
-            self.i2e.generator = torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, f"i2e/{rank}"))
+            self.i2e.generator = torch.Generator().manual_seed(
+                derive_seed(cfg.seed, epoch, f"i2e/{rank}")
+            )
         from tqdm import tqdm
 
         bar = tqdm(
-            self.train_loader, desc=f"epoch {epoch + 1}/{self.total_epochs} {phase}", unit="batch", leave=False,
-            disable=not (self.progress and self.dist.main), file=sys.stderr, dynamic_ncols=True,
+            self.train_loader,
+            desc=f"epoch {epoch + 1}/{self.total_epochs} {phase}",
+            unit="batch",
+            leave=False,
+            disable=not (self.progress and self.dist.main),
+            file=sys.stderr,
+            dynamic_ncols=True,
         )
         loss_sum = correct = count = 0.0
         start = time.perf_counter()
@@ -516,7 +648,9 @@ class Trainer:
                 logits = self.ddp(events)
             loss = compute_loss(logits, y, cfg.label_smoothing)
             n = float(y.numel())
-            batch_loss, batch_correct, batch_n = self._reduce([loss.item() * n, float((logits.argmax(1) == y).sum()), n])
+            batch_loss, batch_correct, batch_n = self._reduce(
+                [loss.item() * n, float((logits.argmax(1) == y).sum()), n]
+            )
             if not math.isfinite(batch_loss):
                 raise NonFiniteLoss(
                     f"loss is {'nan' if math.isnan(batch_loss) else 'inf'} at epoch {epoch + 1} step {self.step_in_epoch + 1} "
@@ -530,12 +664,22 @@ class Trainer:
             if phase == "float" and hasattr(self.model, "project_bn_shifts"):
                 self._project_bn_shifts()
             self.step_in_epoch += 1
-            loss_sum, correct, count = loss_sum + batch_loss, correct + batch_correct, count + batch_n
-            bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{100 * correct / count:.1f}%", refresh=False)
+            loss_sum, correct, count = (
+                loss_sum + batch_loss,
+                correct + batch_correct,
+                count + batch_n,
+            )
+            bar.set_postfix(
+                loss=f"{loss_sum / count:.3f}", acc=f"{100 * correct / count:.1f}%", refresh=False
+            )
         bar.close()
         seconds = time.perf_counter() - start
-        return {"train_loss": loss_sum / max(count, 1), "train_accuracy": correct / max(count, 1),
-                "train_seconds": seconds, "train_samples": count}
+        return {
+            "train_loss": loss_sum / max(count, 1),
+            "train_accuracy": correct / max(count, 1),
+            "train_seconds": seconds,
+            "train_samples": count,
+        }
 
     @torch.no_grad()
     def evaluate(self, phase: str) -> dict:
@@ -594,12 +738,27 @@ class Trainer:
             torch.distributed.barrier()
 
     def _write_metrics(self) -> None:
-        keys = ["epoch", "phase", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds", "samples_per_second"]
+        keys = [
+            "epoch",
+            "phase",
+            "lr",
+            "train_loss",
+            "train_accuracy",
+            "test_loss",
+            "test_accuracy",
+            "seconds",
+            "samples_per_second",
+        ]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for row in self.history:
-            w.writerow({k: (f"{row[k]:.6g}" if isinstance(row.get(k), float) else row.get(k)) for k in keys})
+            w.writerow(
+                {
+                    k: (f"{row[k]:.6g}" if isinstance(row.get(k), float) else row.get(k))
+                    for k in keys
+                }
+            )
         write_text(self.out / "metrics.csv", buf.getvalue())
         if self.writer is not None:
             row = self.history[-1]
@@ -647,16 +806,22 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.completed + 1 if self.completed else None)
+            self.writer = SummaryWriter(
+                str(self.out / "tb"), purge_step=self.completed + 1 if self.completed else None
+            )
         self.log(
             f"train {cfg.dataset} ({len(self.train_set)} train / {len(self.test_set)} test, input {list(self.info.input_shape)}, "
             f"T={self.info.timesteps}) {cfg.backend} {cfg.arch} on {self.device}"
             + (f" x{self.dist.world} processes" if self.dist.enabled else "")
-            + f": {cfg.epochs} float" + (f" + {cfg.qat_epochs} QAT" if cfg.backend == "slayer" else "") + " epoch(s)"
+            + f": {cfg.epochs} float"
+            + (f" + {cfg.qat_epochs} QAT" if cfg.backend == "slayer" else "")
+            + " epoch(s)"
             + (f", resuming after epoch {self.completed}" if self.completed else "")
         )
         train_seconds = train_samples = 0.0
-        interrupted_phase = self.phase_of(self.completed) if self.completed < self.total_epochs else "done"
+        interrupted_phase = (
+            self.phase_of(self.completed) if self.completed < self.total_epochs else "done"
+        )
         try:
             for epoch in range(self.completed, self.total_epochs):
                 if self.stop_after is not None and epoch >= self.stop_after:
@@ -674,8 +839,13 @@ class Trainer:
                 seconds = time.perf_counter() - t0
                 train_seconds += row.pop("train_seconds")
                 train_samples += row["train_samples"] * 1.0
-                row.update(epoch=epoch + 1, phase=phase, lr=lr, seconds=seconds,
-                           samples_per_second=row.pop("train_samples") / max(seconds, 1e-9))
+                row.update(
+                    epoch=epoch + 1,
+                    phase=phase,
+                    lr=lr,
+                    seconds=seconds,
+                    samples_per_second=row.pop("train_samples") / max(seconds, 1e-9),
+                )
                 self.history.append(row)
                 self.completed = epoch + 1
                 if phase == "float":
@@ -691,8 +861,14 @@ class Trainer:
             raise
         except NonFiniteLoss as e:
             good = self.out / CHECKPOINT
-            where = f"the last good checkpoint is {good} (epoch {self.completed})" if self.completed else "no epoch completed, so there is no checkpoint"
-            raise NonFiniteLoss(f"{e}: training stopped; {where}; try a lower --lr / --qat-lr") from None
+            where = (
+                f"the last good checkpoint is {good} (epoch {self.completed})"
+                if self.completed
+                else "no epoch completed, so there is no checkpoint"
+            )
+            raise NonFiniteLoss(
+                f"{e}: training stopped; {where}; try a lower --lr / --qat-lr"
+            ) from None
         finally:
             if self.writer is not None:
                 self.writer.close()
@@ -710,7 +886,9 @@ class Trainer:
             "arch": cfg.arch,
             "dataset": cfg.dataset,
             "device": str(self.device),
-            "samples_per_second": round(train_samples / train_seconds, 1) if train_seconds else None,
+            "samples_per_second": round(train_samples / train_seconds, 1)
+            if train_seconds
+            else None,
             **{k: v for k, v in self.extras.items()},
         }
         if self.dist.enabled:
@@ -740,7 +918,9 @@ class Trainer:
         self._wrap()
         ev = self.evaluate("qat")
         self.extras["folded_test_accuracy"] = ev["test_accuracy"]
-        self.log(f"folded BatchNorm, 8-bit weights: test {100 * ev['test_accuracy']:.2f}% before QAT fine-tuning")
+        self.log(
+            f"folded BatchNorm, 8-bit weights: test {100 * ev['test_accuracy']:.2f}% before QAT fine-tuning"
+        )
 
     def _on_interrupt(self, phase: str) -> None:
         if not self.dist.main or not hasattr(self, "optimizer"):
@@ -753,12 +933,19 @@ class Trainer:
             saved = f"could not save {path} ({e})"
         self.write_curves()
         if self.completed:
-            how = (f"resume from the last complete epoch ({self.completed}, {self.out / CHECKPOINT}) with: "
-                   f"i2e-neuro train --resume --out {self.out}")
+            how = (
+                f"resume from the last complete epoch ({self.completed}, {self.out / CHECKPOINT}) with: "
+                f"i2e-neuro train --resume --out {self.out}"
+            )
         else:
-            how = "no epoch had completed, so there is nothing to resume: run the same command again"
-        print(f"i2e-neuro train: interrupted in epoch {self.completed + 1} (step {self.step_in_epoch}); {saved}; {how}",
-              file=sys.stderr, flush=True)
+            how = (
+                "no epoch had completed, so there is nothing to resume: run the same command again"
+            )
+        print(
+            f"i2e-neuro train: interrupted in epoch {self.completed + 1} (step {self.step_in_epoch}); {saved}; {how}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def train(cfg: TrainConfig | None, out: str | Path, **kw) -> dict:

@@ -1,4 +1,5 @@
 """The energy model, the hardware configs and the ``i2e-neuro energy`` command."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,10 +13,10 @@ import numpy as np
 import pytest
 
 from i2e_neuro.energy import model as energy
-from i2e_neuro.energy.model import EnergyArgumentError
 from i2e_neuro.energy.hw import NAMES, HardwareConfigError, hw_source, hw_value, load_hw_config
+from i2e_neuro.energy.model import EnergyArgumentError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PJ = 1e-12
 
 # Running the command module directly: i2e_neuro/cli.py imports every subcommand module when it
@@ -48,6 +49,7 @@ def run_energy(*argv: str) -> subprocess.CompletedProcess:
 
 # --- hardware configs ------------------------------------------------------------------------
 
+
 def _entries(node, where=""):
     if isinstance(node, dict):
         if "value" in node:
@@ -74,7 +76,9 @@ def test_energy_45nm_is_the_papers_model():
     assert hw_value(cfg, "energy.e_mac") == pytest.approx(4.6 * PJ)
     assert hw_value(cfg, "energy.e_ac") == pytest.approx(0.9 * PJ)
     # a 32-bit float MAC = float multiply + float add (Horowitz 2014, 45 nm)
-    assert hw_value(cfg, "energy.fp32_mult_j") + hw_value(cfg, "energy.fp32_add_j") == pytest.approx(4.6 * PJ)
+    assert hw_value(cfg, "energy.fp32_mult_j") + hw_value(
+        cfg, "energy.fp32_add_j"
+    ) == pytest.approx(4.6 * PJ)
     assert "Horowitz" in hw_source(cfg, "energy.e_mac")
     assert energy.default_op_energies() == pytest.approx((4.6 * PJ, 0.9 * PJ))
 
@@ -98,7 +102,11 @@ def test_loihi_configs():
     assert hw_value(l1, "energy.neuron_update_inactive_j") == pytest.approx(52 * PJ)
     assert hw_value(l1, "energy.neuron_update_active_j") == pytest.approx(81 * PJ)
     # Loihi 2 figures that were not published say so in their source
-    for key in ("energy.synaptic_op_j", "limits.max_fan_in_per_core", "limits.max_fan_out_per_core"):
+    for key in (
+        "energy.synaptic_op_j",
+        "limits.max_fan_in_per_core",
+        "limits.max_fan_out_per_core",
+    ):
         assert "NOT PUBLISHED" in hw_source(l2, key), key
     assert hw_value(cpu, "limits.max_neurons_per_core") is None
     assert hw_value(cpu, "energy.synaptic_op_j") is None
@@ -121,14 +129,22 @@ def test_load_hw_config_by_path_and_errors(tmp_path, monkeypatch):
     with pytest.raises(HardwareConfigError, match=r"bad\.yaml: expected a mapping"):
         load_hw_config(bad)
     bad.write_text("name: bad\nlimits:\n  cores: {value: 4, unit: cores}\n")
-    with pytest.raises(HardwareConfigError, match=r"bad\.yaml: limits\.cores: value without a 'source'"):
+    with pytest.raises(
+        HardwareConfigError, match=r"bad\.yaml: limits\.cores: value without a 'source'"
+    ):
         load_hw_config(bad)
-    bad.write_text("name: bad\nenergy:\n  op: {value: 1e-12, unit: J, source: somewhere in a paper}\n")
-    with pytest.raises(HardwareConfigError, match=r"energy\.op\.value='1e-12' is not a finite number"):
+    bad.write_text(
+        "name: bad\nenergy:\n  op: {value: 1e-12, unit: J, source: somewhere in a paper}\n"
+    )
+    with pytest.raises(
+        HardwareConfigError, match=r"energy\.op\.value='1e-12' is not a finite number"
+    ):
         load_hw_config(bad)
 
     # a named config is looked up in $I2E_NEURO_HW_CONFIGS first
-    (tmp_path / "mine.yaml").write_text("name: mine\nlimits:\n  cores: {value: 2, unit: cores, source: made up for a test}\n")
+    (tmp_path / "mine.yaml").write_text(
+        "name: mine\nlimits:\n  cores: {value: 2, unit: cores, source: made up for a test}\n"
+    )
     monkeypatch.setenv("I2E_NEURO_HW_CONFIGS", str(tmp_path))
     assert hw_value(load_hw_config("mine"), "limits.cores") == 2
     with pytest.raises(KeyError, match="no entry 'limits.nothing'"):
@@ -136,6 +152,7 @@ def test_load_hw_config_by_path_and_errors(tmp_path, monkeypatch):
 
 
 # --- the paper's first layer -----------------------------------------------------------------
+
 
 def test_first_layer_reproduces_the_paper():
     r = energy.first_layer_comparison()
@@ -162,8 +179,15 @@ def test_first_layer_other_reading_of_the_paper():
 
 def test_first_layer_small_shape_by_hand():
     r = energy.first_layer_comparison(
-        input_size=32, kernel=3, stride=1, padding=1, filters=16, timesteps=4, event_rate=0.1,
-        e_mac=4.6 * PJ, e_ac=0.9 * PJ,
+        input_size=32,
+        kernel=3,
+        stride=1,
+        padding=1,
+        filters=16,
+        timesteps=4,
+        event_rate=0.1,
+        e_mac=4.6 * PJ,
+        e_ac=0.9 * PJ,
     )
     ann = 32 * 32 * 16 * (3 * 3 * 3) * 4.6e-12
     snn = 32 * 32 * 16 * (3 * 3 * 2) * 0.9e-12 * 4 * 0.1
@@ -216,6 +240,7 @@ def test_bad_arguments_name_the_argument(call, argument):
 
 # --- counting spikes -------------------------------------------------------------------------
 
+
 def test_synops_from_counts():
     assert energy.synops_from_counts([3, 0, 2], 9) == 45
     assert energy.synops_from_counts([3, 0, 2], [1, 5, 4]) == 3 + 8
@@ -236,7 +261,12 @@ def test_synops_from_counts():
 def test_energy_table_by_hand():
     layers = [
         {"name": "input", "neurons": 100, "spikes": 50, "fanout": 9, "macs_ann": 2000},
-        {"name": "conv1", "neurons": 10, "spikes": np.array([2, 0, 1, 0, 0, 0, 0, 0, 0, 1]), "fanout": np.arange(10)},
+        {
+            "name": "conv1",
+            "neurons": 10,
+            "spikes": np.array([2, 0, 1, 0, 0, 0, 0, 0, 0, 1]),
+            "fanout": np.arange(10),
+        },
     ]
     rows = energy.energy_table(layers, timesteps=2, e_mac=4.6 * PJ, e_ac=0.9 * PJ, hw="loihi1")
     a, b = rows
@@ -261,8 +291,10 @@ def test_energy_table_by_hand():
 
 def test_plot_energy(tmp_path):
     rows = energy.energy_table(
-        [{"name": "a", "neurons": 10, "spikes": 3, "fanout": 4, "macs_ann": 100},
-         {"name": "b", "neurons": 10, "spikes": 0, "fanout": 4, "macs_ann": 50}],
+        [
+            {"name": "a", "neurons": 10, "spikes": 3, "fanout": 4, "macs_ann": 100},
+            {"name": "b", "neurons": 10, "spikes": 0, "fanout": 4, "macs_ann": 50},
+        ],
         timesteps=1,
     )
     out = energy.plot_energy(rows, tmp_path / "sub" / "chart.png")
@@ -275,24 +307,61 @@ def test_plot_energy(tmp_path):
 
 # --- the command -----------------------------------------------------------------------------
 
+
 def test_cli_first_layer_json(tmp_path):
     chart = tmp_path / "first.png"
-    proc = run_energy("--first-layer", "--input-size", "224", "--timesteps", "8", "--event-rate", "0.0506",
-                      "--json", "--chart", str(chart))
+    proc = run_energy(
+        "--first-layer",
+        "--input-size",
+        "224",
+        "--timesteps",
+        "8",
+        "--event-rate",
+        "0.0506",
+        "--json",
+        "--chart",
+        str(chart),
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["ann_uj"] == pytest.approx(543, rel=0.01)
     assert result["i2e_uj"] == pytest.approx(0.36, rel=0.01)
     assert result["snn_uj"] == pytest.approx(28.68, rel=0.01)
     assert result["ratio"] == pytest.approx(18.9, rel=0.01)
-    assert result["ratio_with_encoding"] == pytest.approx(result["ann_uj"] / (result["snn_uj"] + result["i2e_uj"]))
+    assert result["ratio_with_encoding"] == pytest.approx(
+        result["ann_uj"] / (result["snn_uj"] + result["i2e_uj"])
+    )
     assert chart.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_cli_options_and_table(capsys):
-    rc, out, err = run_in_process(capsys, "--first-layer", "--input-size", "32", "--kernel", "3", "--stride", "1", "--padding", "1",
-                      "--filters", "16", "--in-channels-ann", "3", "--in-channels-snn", "2", "--timesteps", "4",
-                      "--event-rate", "0.1", "--e-mac", "2e-12", "--e-ac", "1e-12", "--json")
+    rc, out, err = run_in_process(
+        capsys,
+        "--first-layer",
+        "--input-size",
+        "32",
+        "--kernel",
+        "3",
+        "--stride",
+        "1",
+        "--padding",
+        "1",
+        "--filters",
+        "16",
+        "--in-channels-ann",
+        "3",
+        "--in-channels-snn",
+        "2",
+        "--timesteps",
+        "4",
+        "--event-rate",
+        "0.1",
+        "--e-mac",
+        "2e-12",
+        "--e-ac",
+        "1e-12",
+        "--json",
+    )
     assert rc == 0, err
     r = json.loads(out.strip().splitlines()[-1])
     assert r["ann_uj"] == pytest.approx(32 * 32 * 16 * 27 * 2e-12 * 1e6)
@@ -349,8 +418,17 @@ def test_through_the_main_cli():
         except ModuleNotFoundError:
             missing.append(module)
     if missing:
-        pytest.skip(f"i2e_neuro.cli cannot build its parser yet: no command module(s) {', '.join(missing)}")
-    proc = subprocess.run([sys.executable, "-m", "i2e_neuro.cli", "energy", "--first-layer", "--json"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+        pytest.skip(
+            f"i2e_neuro.cli cannot build its parser yet: no command module(s) {', '.join(missing)}"
+        )
+    proc = subprocess.run(
+        [sys.executable, "-m", "i2e_neuro.cli", "energy", "--first-layer", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["ann_uj"] == pytest.approx(543, rel=0.01)
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["ann_uj"] == pytest.approx(
+        543, rel=0.01
+    )

@@ -1,16 +1,24 @@
 """The QAT graph model (lava-dl slayer) and the SpikingJelly reference: shapes, layouts, timing,
 integer parameters, BatchNorm folding, and the SpikingJelly LIF -> Loihi CUBA neuron mapping."""
+
 import pytest
 import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 
 from i2e_neuro import i2e
+from i2e_neuro.datasets.sources import load_digits_source
 from i2e_neuro.layouts import i2e_to_slayer, slayer_to_i2e
 from i2e_neuro.models import qat
-from i2e_neuro.models.qat import CURRENT_DECAY, VOLTAGE_DECAY, WEIGHT_SCALE, NeuronConfig, SpikingGraph, _key
+from i2e_neuro.models.qat import (
+    CURRENT_DECAY,
+    VOLTAGE_DECAY,
+    WEIGHT_SCALE,
+    NeuronConfig,
+    SpikingGraph,
+    _key,
+)
 from i2e_neuro.models.reference import build_reference
 from i2e_neuro.models.spec import INPUT, build_spec, msresnet_spec
-from i2e_neuro.datasets.sources import load_digits_source
 
 
 def digit_events(n: int = 4, size: int = 16, ratio: float = 0.1) -> torch.Tensor:
@@ -22,8 +30,16 @@ def digit_events(n: int = 4, size: int = 16, ratio: float = 0.1) -> torch.Tensor
 
 def tiny_spec(size: int = 16, classes: int = 5):
     """Stem, one plain and one downsampling block (with a membrane shortcut), head, readout."""
-    return msresnet_spec("t", (1, 1), (4, 8), input_shape=(2, size, size), num_classes=classes,
-                         stem_kernel=3, stem_stride=2, stem_padding=1)
+    return msresnet_spec(
+        "t",
+        (1, 1),
+        (4, 8),
+        input_shape=(2, size, size),
+        num_classes=classes,
+        stem_kernel=3,
+        stem_stride=2,
+        stem_padding=1,
+    )
 
 
 # --- shapes, layouts, timing ----------------------------------------------------------------------
@@ -57,7 +73,7 @@ def test_reference_model_shapes():
     torch.manual_seed(0)
     for arch, size in (("msresnet_tiny", 32), ("msresnet18", 64)):
         model = build_reference(arch, 2, 7)
-        events = (torch.rand(8, 2, 2, size, size) < 0.1)
+        events = torch.rand(8, 2, 2, size, size) < 0.1
         with torch.no_grad():
             logits = model(events)
         assert logits.shape == (2, 7), arch
@@ -92,7 +108,11 @@ def test_integer_parameters_are_8bit_mantissas_with_an_exponent_per_connection()
         assert w.dtype == torch.int64 and int(w.min()) >= -128 and int(w.max()) <= 127, c.name
         assert isinstance(p["exponent"], int) and 0 <= p["exponent"] <= qat.MAX_EXPONENT
         exps.add(p["exponent"])
-        expected = (c.out_channels, c.in_channels, c.kernel, c.kernel) if c.kind == "conv" else (c.out_channels, c.in_channels)
+        expected = (
+            (c.out_channels, c.in_channels, c.kernel, c.kernel)
+            if c.kind == "conv"
+            else (c.out_channels, c.in_channels)
+        )
         assert tuple(w.shape) == expected
     assert len(exps) > 1
     for g in spec.groups:
@@ -126,7 +146,10 @@ def _set_exact_bn(model: SpikingGraph, gen: torch.Generator) -> None:
         bn = model.norms[_key(c.name)]
         k = c.out_channels
         s = 2.0 ** torch.randint(-1, 2, (k,), generator=gen).float()
-        gamma = torch.where(torch.rand(k, generator=gen) < 0.5, -1.0, 1.0) * 2.0 ** torch.randint(0, 2, (k,), generator=gen).float()
+        gamma = (
+            torch.where(torch.rand(k, generator=gen) < 0.5, -1.0, 1.0)
+            * 2.0 ** torch.randint(0, 2, (k,), generator=gen).float()
+        )
         bn.eps = 0.25
         bn.running_var.copy_((16.0 / s) ** 2 - 0.25)
         bn.weight.data.copy_(gamma)
@@ -135,7 +158,9 @@ def _set_exact_bn(model: SpikingGraph, gen: torch.Generator) -> None:
         shape = (-1,) + (1,) * (syn.weight.ndim - 1)
         syn.weight.data.copy_(folded / (th * inv).view(shape))
         mean = torch.randint(-64, 64, (k,), generator=gen).float() / 32
-        bias = torch.randint(-96, 64, (k,), generator=gen).float() / 64  # added to each target group
+        bias = (
+            torch.randint(-96, 64, (k,), generator=gen).float() / 64
+        )  # added to each target group
         bn.running_mean.copy_(mean)
         # folded shift th * (beta - mean * inv) == bias  <=>  beta = bias / th + mean * inv
         bn.bias.data.copy_(bias / th + mean * inv)
@@ -163,7 +188,9 @@ def test_bn_folding_is_exact_spike_for_spike():
     for c in spec.conns:
         w = model.synapses[_key(c.name)].weight
         p = ints["conns"][c.name]
-        assert torch.equal(p["weight"].to(w.dtype).reshape(w.shape) * 2.0 ** p["exponent"] / WEIGHT_SCALE, w)
+        assert torch.equal(
+            p["weight"].to(w.dtype).reshape(w.shape) * 2.0 ** p["exponent"] / WEIGHT_SCALE, w
+        )
 
 
 def test_bn_folding_matches_in_float_without_quantization(monkeypatch):
@@ -191,7 +218,9 @@ def test_bn_folding_matches_in_float_without_quantization(monkeypatch):
             for g in spec.groups:
                 total = sum(model._synapse(c, before[c.source]) for c in spec.incoming(g.name))
                 if bool(model.folded):
-                    total = total + qat.quantize_bias(model.biases[_key(g.name)], 0).view(1, -1, *([1] * (total.ndim - 2)))
+                    total = total + qat.quantize_bias(model.biases[_key(g.name)], 0).view(
+                        1, -1, *([1] * (total.ndim - 2))
+                    )
                 out[g.name] = total
             return out
 
@@ -203,7 +232,9 @@ def test_bn_folding_matches_in_float_without_quantization(monkeypatch):
         f_logits, after = model(events, record=True)
     for g in spec.groups:
         assert unfolded[g.name].abs().max() > 1, g.name
-        torch.testing.assert_close(folded[g.name], unfolded[g.name], rtol=1e-5, atol=1e-4, msg=g.name)
+        torch.testing.assert_close(
+            folded[g.name], unfolded[g.name], rtol=1e-5, atol=1e-4, msg=g.name
+        )
     total = agree = 0
     for g in spec.groups:
         if not g.readout:
@@ -230,7 +261,10 @@ def test_spikingjelly_lif_maps_to_loihi_cuba_except_at_exact_ties():
     x = torch.randint(-160, 300, (T, n), generator=gen).float() / 256  # [T, N], multiples of 2^-8
     sj = sj_neuron.LIFNode(tau=2.0, decay_input=False, v_threshold=1.0, v_reset=0.0, step_mode="m")
     lo = qat.slayer.neuron.cuba.Neuron(
-        threshold=cfg.threshold, current_decay=CURRENT_DECAY / 4096, voltage_decay=VOLTAGE_DECAY / 4096, scale=WEIGHT_SCALE
+        threshold=cfg.threshold,
+        current_decay=CURRENT_DECAY / 4096,
+        voltage_decay=VOLTAGE_DECAY / 4096,
+        scale=WEIGHT_SCALE,
     )
     with torch.no_grad():
         s_sj = sj(x).T  # [N, T]
@@ -271,7 +305,11 @@ def test_projected_bn_shifts_fold_without_clipping():
     limit = model.neuron_config.max_bias
 
     def folded_sums():
-        return {g.name: sum(model._bn_shift(c) for c in spec.incoming(g.name) if c.batchnorm) for g in spec.groups if not g.readout}
+        return {
+            g.name: sum(model._bn_shift(c) for c in spec.incoming(g.name) if c.batchnorm)
+            for g in spec.groups
+            if not g.readout
+        }
 
     assert max(float(v.max()) for v in folded_sums().values()) > limit
     assert model.project_bn_shifts() > 0

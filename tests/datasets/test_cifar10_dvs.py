@@ -1,4 +1,5 @@
 """CIFAR10-DVS loading on tiny recordings written in the release's file format (no downloads)."""
+
 from __future__ import annotations
 
 import warnings
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from i2e_neuro.datasets import cifar10_dvs as dvs
+
 HEADER = (
     b"#!AER-DAT2.0\r\n"
     b"# This is a raw AE data file - do not edit\r\n"
@@ -48,6 +50,7 @@ def random_events(rng, n: int):
 
 # --- file format -----------------------------------------------------------------------------
 
+
 def test_reader_matches_spikingjelly(tmp_path, monkeypatch):
     from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS as SJ
 
@@ -59,7 +62,8 @@ def test_reader_matches_spikingjelly(tmp_path, monkeypatch):
     for key, expected in zip("txyp", (t, x, y, p)):
         np.testing.assert_array_equal(ours[key], expected, err_msg=key)
 
-    # SpikingJelly's own reader, with the np.bool alias it needs back in place (NumPy >= 1.24 removed it)
+    # SpikingJelly's own reader, with the np.bool alias it needs back in place (NumPy >= 1.24
+    # removed it)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # numpy's note on reading np.bool
         monkeypatch.setattr(np, "bool", bool, raising=False)
@@ -67,7 +71,9 @@ def test_reader_matches_spikingjelly(tmp_path, monkeypatch):
         warnings.simplefilter("ignore", DeprecationWarning)  # its np.fromstring
         theirs = SJ.load_origin_data(str(path))
     for key in "txyp":
-        np.testing.assert_array_equal(ours[key], np.asarray(theirs[key]).astype(np.int64), err_msg=key)
+        np.testing.assert_array_equal(
+            ours[key], np.asarray(theirs[key]).astype(np.int64), err_msg=key
+        )
 
 
 def test_dvs128_address_bits_land_on_the_right_pixel_and_polarity(tmp_path):
@@ -117,9 +123,14 @@ def test_frames_equal_spikingjellys_integration(tmp_path):
 
 
 def test_time_split_tolerates_empty_windows():
-    # all events at the start and the end: windows 1..6 are empty (SpikingJelly raises IndexError here)
-    ev = {"t": np.array([0, 1, 799, 800]), "x": np.array([1, 2, 3, 4]), "y": np.array([1, 2, 3, 4]),
-          "p": np.array([1, 1, 0, 0])}
+    # all events at the start and the end: windows 1..6 are empty (SpikingJelly raises IndexError
+    # here)
+    ev = {
+        "t": np.array([0, 1, 799, 800]),
+        "x": np.array([1, 2, 3, 4]),
+        "y": np.array([1, 2, 3, 4]),
+        "p": np.array([1, 1, 0, 0]),
+    }
     frames = dvs.integrate_frames(ev, timesteps=8, split_by="time")
     assert frames[0, 0, 1, 1] and frames[0, 0, 2, 2]
     assert frames[7, 1, 3, 3] and frames[7, 1, 4, 4]
@@ -155,8 +166,13 @@ def root(tmp_path_factory):
             write_events(root / name / f"cifar10_{name}_{i}.aedat", *random_events(rng, 40))
     (root / "bird" / "notes.txt").write_text("not a recording")
     # one recording with known content: a single ON event at (x=7, y=9) in the first frame
-    write_events(root / "truck" / "cifar10_truck_0.aedat", [0] + list(range(1, 16)), [7] + [100] * 15,
-                 [9] + [100] * 15, [1] + [0] * 15)
+    write_events(
+        root / "truck" / "cifar10_truck_0.aedat",
+        [0] + list(range(1, 16)),
+        [7] + [100] * 15,
+        [9] + [100] * 15,
+        [1] + [0] * 15,
+    )
     return root
 
 
@@ -182,11 +198,19 @@ def test_dataset_split_shapes_and_labels(root):
     index = next(i for i, (p, _) in enumerate(train.samples) if p.name == "cifar10_truck_0.aedat")
     sample, label = train[index]
     assert label == 9
-    assert sample[0, 0, 9, 7] and sample[0].sum() == 2  # 16 events / 8 frames: events 0 and 1 in frame 0
+    assert (
+        sample[0, 0, 9, 7] and sample[0].sum() == 2
+    )  # 16 events / 8 frames: events 0 and 1 in frame 0
     assert sample[:, 1, 100, 100].all() and sample.sum() == 1 + 8
 
-    t4 = dvs.CIFAR10DVS(root, split="test", classes=classes, timesteps=4, transform=lambda s: s.float(),
-                        target_transform=lambda y: y + 100)
+    t4 = dvs.CIFAR10DVS(
+        root,
+        split="test",
+        classes=classes,
+        timesteps=4,
+        transform=lambda s: s.float(),
+        target_transform=lambda y: y + 100,
+    )
     s, y = t4[0]
     assert s.dtype == torch.float32 and tuple(s.shape) == (4, 2, 128, 128) and y == 100
 
@@ -201,7 +225,10 @@ def test_dataloader_time_first(root):
 
 
 def test_missing_root_and_folders(tmp_path, root):
-    with pytest.raises(FileNotFoundError, match=r"does not exist; expected .*/<class>/\*\.aedat.*airplane, automobile"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"does not exist; expected .*/<class>/\*\.aedat.*airplane, automobile",
+    ):
         dvs.CIFAR10DVS(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError) as info:
         dvs.CIFAR10DVS(root)  # all ten classes by default; only three are there

@@ -1,18 +1,18 @@
 """``i2e-neuro train`` on tiny slices of the embedded digits: steps, checkpoints, resume, Ctrl-C,
 NaN, bad inputs, --init with another class count, the final JSON line."""
+
 import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from i2e_neuro.train import trainer as training
 from i2e_neuro.commands import convert as convert_cmd
 from i2e_neuro.commands import train as cmd
 from i2e_neuro.datasets.sources import load_digits_source
+from i2e_neuro.train import trainer as training
 
 TINY = ["--limit-train", "64", "--limit-test", "32", "--batch-size", "32", "--no-progress"]
 
@@ -22,7 +22,7 @@ def run(*argv) -> int:
 
 
 def last_json(out: str) -> dict:
-    lines = [l for l in out.strip().splitlines() if l.strip()]
+    lines = [line for line in out.strip().splitlines() if line.strip()]
     return json.loads(lines[-1])
 
 
@@ -42,7 +42,12 @@ def check_deploy(deploy: dict) -> None:
     for g in deploy["groups"].values():
         assert g["bias"].dtype == torch.int64
     n = deploy["neuron"]
-    assert (n["threshold"], n["vth_mant"], n["current_decay"], n["voltage_decay"]) == (16.0, 1024, 4096, 2048)
+    assert (n["threshold"], n["vth_mant"], n["current_decay"], n["voltage_decay"]) == (
+        16.0,
+        1024,
+        4096,
+        2048,
+    )
     assert deploy["i2e"]["order"] == "efghabcd" and deploy["i2e"]["timesteps"] == 8
     assert deploy["steps"] > 8 and len(deploy["classes"]) == spec["groups"][-1]["shape"][0]
 
@@ -64,13 +69,26 @@ def trained(tmp_path_factory):
 def test_a_few_steps_write_checkpoint_metrics_and_the_json_line(trained):
     out, stdout = trained
     result = last_json(stdout)
-    for key in ("test_accuracy", "checkpoint", "epochs", "seconds", "backend", "arch", "samples_per_second"):
+    for key in (
+        "test_accuracy",
+        "checkpoint",
+        "epochs",
+        "seconds",
+        "backend",
+        "arch",
+        "samples_per_second",
+    ):
         assert key in result, key
     assert 0 <= result["test_accuracy"] <= 1 and result["epochs"] == 2
     assert (result["backend"], result["arch"]) == ("slayer", "msresnet_tiny")
     assert Path(result["checkpoint"]) == out / "checkpoint.pt"
     ckpt = load(out / "checkpoint.pt")
-    assert ckpt["format"] == "i2e-neuro-train" and ckpt["epoch"] == 2 and ckpt["phase"] == "qat" and ckpt["complete"]
+    assert (
+        ckpt["format"] == "i2e-neuro-train"
+        and ckpt["epoch"] == 2
+        and ckpt["phase"] == "qat"
+        and ckpt["complete"]
+    )
     assert ckpt["config"]["dataset"] == "digits" and isinstance(ckpt["config"], dict)
     assert [r["phase"] for r in ckpt["history"]] == ["float", "qat"]
     check_deploy(ckpt["deploy"])
@@ -79,7 +97,9 @@ def test_a_few_steps_write_checkpoint_metrics_and_the_json_line(trained):
     # the deploy integers are the quantized weights the QAT model ran with
     fc = ckpt["deploy"]["conns"]["fc"]
     shadow = ckpt["model"]["synapses.fc.weight"].reshape(fc["weight"].shape)
-    assert torch.equal(torch.round(shadow * 64 / 2.0 ** fc["exponent"]).clamp(-128, 127).long(), fc["weight"])
+    assert torch.equal(
+        torch.round(shadow * 64 / 2.0 ** fc["exponent"]).clamp(-128, 127).long(), fc["weight"]
+    )
     rows = (out / "metrics.csv").read_text().strip().splitlines()
     assert rows[0].startswith("epoch,phase,lr,train_loss") and len(rows) == 3
     assert (out / "curves.png").stat().st_size > 1000
@@ -144,19 +164,29 @@ def test_ctrl_c_saves_interrupted_pt_and_says_how_to_resume(tmp_path, monkeypatc
     assert load(out / "checkpoint.pt")["epoch"] == 2
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
     _fail_at(monkeypatch, 3, math.nan)
     out = tmp_path / "run"
     assert run("--epochs", 3, "--qat-epochs", 0, "--out", out, *TINY) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "loss is nan at epoch 2 step 1" in err[0] and "last good checkpoint" in err[0]
+    assert (
+        len(err) == 1
+        and "loss is nan at epoch 2 step 1" in err[0]
+        and "last good checkpoint" in err[0]
+    )
     ckpt = load(out / "checkpoint.pt")
-    assert ckpt["epoch"] == 1 and all(math.isfinite(float(v.float().sum())) for v in ckpt["model"].values())
+    assert ckpt["epoch"] == 1 and all(
+        math.isfinite(float(v.float().sum())) for v in ckpt["model"].values()
+    )
 
 
 def _one_line_error(capsys, rc: int, *needles: str) -> None:
     err = capsys.readouterr().err.strip().splitlines()
-    err = [l for l in err if not l.startswith(("WARNING: Prophesee", " ", "No CUDA runtime"))]
+    err = [
+        line for line in err if not line.startswith(("WARNING: Prophesee", " ", "No CUDA runtime"))
+    ]
     assert rc == 2 and len(err) == 1, err
     for n in needles:
         assert n in err[0], (n, err[0])
@@ -179,25 +209,64 @@ def test_bad_arguments_give_one_line(argv, needles, capsys, tmp_path):
 
 
 def test_missing_datasets_show_the_expected_layout(tmp_path, capsys):
-    _one_line_error(capsys, run("--dataset", "cifar10", "--root", tmp_path, "--out", tmp_path / "o"), "cifar-10-batches-py", str(tmp_path))
-    _one_line_error(capsys, run("--dataset", "mnist", "--root", tmp_path, "--out", tmp_path / "o"), "MNIST/raw")
-    _one_line_error(capsys, run("--dataset", "imagefolder", "--root", tmp_path, "--out", tmp_path / "o"), "train/", "val/", "<class>")
-    _one_line_error(capsys, run("--dataset", "events", "--root", tmp_path, "--out", tmp_path / "o"), "index.json", "i2e-neuro convert")
-    _one_line_error(capsys, run("--dataset", "cifar10-dvs", "--root", tmp_path / "nope", "--out", tmp_path / "o"), "aedat")
+    _one_line_error(
+        capsys,
+        run("--dataset", "cifar10", "--root", tmp_path, "--out", tmp_path / "o"),
+        "cifar-10-batches-py",
+        str(tmp_path),
+    )
+    _one_line_error(
+        capsys, run("--dataset", "mnist", "--root", tmp_path, "--out", tmp_path / "o"), "MNIST/raw"
+    )
+    _one_line_error(
+        capsys,
+        run("--dataset", "imagefolder", "--root", tmp_path, "--out", tmp_path / "o"),
+        "train/",
+        "val/",
+        "<class>",
+    )
+    _one_line_error(
+        capsys,
+        run("--dataset", "events", "--root", tmp_path, "--out", tmp_path / "o"),
+        "index.json",
+        "i2e-neuro convert",
+    )
+    _one_line_error(
+        capsys,
+        run("--dataset", "cifar10-dvs", "--root", tmp_path / "nope", "--out", tmp_path / "o"),
+        "aedat",
+    )
     assert not (tmp_path / "o" / "checkpoint.pt").exists()
 
 
 def test_bad_checkpoints_are_named(tmp_path, capsys):
     out = tmp_path / "o"
-    _one_line_error(capsys, run("--resume", "--out", out), "--resume", "no checkpoint", str(out / "checkpoint.pt"))
+    _one_line_error(
+        capsys,
+        run("--resume", "--out", out),
+        "--resume",
+        "no checkpoint",
+        str(out / "checkpoint.pt"),
+    )
     _one_line_error(capsys, run("--resume"), "--resume needs --out")
-    _one_line_error(capsys, run("--init", tmp_path / "none.pt", "--out", out, *TINY), "--init", "none.pt", "no such file")
+    _one_line_error(
+        capsys,
+        run("--init", tmp_path / "none.pt", "--out", out, *TINY),
+        "--init",
+        "none.pt",
+        "no such file",
+    )
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint")
     _one_line_error(capsys, run("--init", corrupt, "--out", out, *TINY), "corrupt.pt", "corrupt")
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
-    _one_line_error(capsys, run("--init", foreign, "--out", out, *TINY), "foreign.pt", "not an i2e-neuro training checkpoint")
+    _one_line_error(
+        capsys,
+        run("--init", foreign, "--out", out, *TINY),
+        "foreign.pt",
+        "not an i2e-neuro training checkpoint",
+    )
     (out).mkdir()
     corrupt_ckpt = out / "checkpoint.pt"
     corrupt_ckpt.write_bytes(b"\x00" * 10)
@@ -224,8 +293,27 @@ def test_init_with_another_class_count_replaces_the_classifier(trained, tmp_path
     root = _digit_folder(tmp_path / "folder")
     out = tmp_path / "ft"
     capsys.readouterr()
-    rc = run("--dataset", "imagefolder", "--root", root, "--size", 32, "--init", src_out / "checkpoint.pt",  # arch: the init's
-             "--epochs", 2, "--qat-epochs", 1, "--workers", 0, "--out", out, "--no-progress", "--batch-size", 16)
+    rc = run(
+        "--dataset",
+        "imagefolder",
+        "--root",
+        root,
+        "--size",
+        32,
+        "--init",
+        src_out / "checkpoint.pt",  # arch: the init's
+        "--epochs",
+        2,
+        "--qat-epochs",
+        1,
+        "--workers",
+        0,
+        "--out",
+        out,
+        "--no-progress",
+        "--batch-size",
+        16,
+    )
     assert rc == 0
     captured = capsys.readouterr()
     assert "classifier replaced: 3 classes" in captured.out and "already folded" in captured.out
@@ -233,7 +321,9 @@ def test_init_with_another_class_count_replaces_the_classifier(trained, tmp_path
     assert result["epochs"] == 1  # a folded (QAT) init: QAT epochs only
     ckpt = load(out / "checkpoint.pt")
     assert ckpt["deploy"]["classes"] == ["digit0", "digit1", "digit2"]
-    assert ckpt["model"]["synapses.fc.weight"].shape[0] == 3 and ckpt["deploy"]["conns"]["fc"]["weight"].shape == (3, 32)
+    assert ckpt["model"]["synapses.fc.weight"].shape[0] == 3 and ckpt["deploy"]["conns"]["fc"][
+        "weight"
+    ].shape == (3, 32)
     check_deploy(ckpt["deploy"])
 
     # the loading itself: every other parameter is the init's, the classifier is new
@@ -255,9 +345,13 @@ def test_init_with_another_class_count_replaces_the_classifier(trained, tmp_path
 
 def test_spikingjelly_backend_trains_the_reference(tmp_path, capsys):
     out = tmp_path / "sj"
-    assert run("--backend", "spikingjelly", "--epochs", 1, "--qat-epochs", 5, "--out", out, *TINY) == 0
+    assert (
+        run("--backend", "spikingjelly", "--epochs", 1, "--qat-epochs", 5, "--out", out, *TINY) == 0
+    )
     result = last_json(capsys.readouterr().out)
-    assert result["backend"] == "spikingjelly" and result["epochs"] == 1  # no QAT phase for the reference
+    assert (
+        result["backend"] == "spikingjelly" and result["epochs"] == 1
+    )  # no QAT phase for the reference
     ckpt = load(out / "checkpoint.pt")
     assert "deploy" not in ckpt and "fc.weight" in ckpt["model"]
 
@@ -265,12 +359,46 @@ def test_spikingjelly_backend_trains_the_reference(tmp_path, capsys):
 def test_events_dataset_from_convert(tmp_path, capsys):
     root = tmp_path / "ev"
     for split in ("train", "test"):
-        assert convert_cmd.main(["--dataset", "digits", "--split", split, "--limit", "48", "--chunk-size", "20",
-                                 "-o", str(root / split), "--no-progress"]) == 0
+        assert (
+            convert_cmd.main(
+                [
+                    "--dataset",
+                    "digits",
+                    "--split",
+                    split,
+                    "--limit",
+                    "48",
+                    "--chunk-size",
+                    "20",
+                    "-o",
+                    str(root / split),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     capsys.readouterr()
     out = tmp_path / "run"
-    assert run("--dataset", "events", "--root", root, "--arch", "msresnet_tiny", "--epochs", 1, "--qat-epochs", 0, "--out", out,
-               "--batch-size", 16, "--no-progress") == 0
+    assert (
+        run(
+            "--dataset",
+            "events",
+            "--root",
+            root,
+            "--arch",
+            "msresnet_tiny",
+            "--epochs",
+            1,
+            "--qat-epochs",
+            0,
+            "--out",
+            out,
+            "--batch-size",
+            16,
+            "--no-progress",
+        )
+        == 0
+    )
     result = last_json(capsys.readouterr().out)
     assert result["dataset"] == "events"
     ckpt = load(out / "checkpoint.pt")
@@ -282,7 +410,10 @@ def test_derived_seeds_depend_only_on_seed_epoch_and_stream():
     from i2e_neuro.datasets.train_data import EpochSampler, derive_seed
 
     assert derive_seed(1, 2, "i2e") == derive_seed(1, 2, "i2e")
-    assert len({derive_seed(s, e, k) for s in range(3) for e in range(3) for k in ("shuffle", "i2e")}) == 18
+    assert (
+        len({derive_seed(s, e, k) for s in range(3) for e in range(3) for k in ("shuffle", "i2e")})
+        == 18
+    )
     a, b = EpochSampler(10, seed=1), EpochSampler(10, seed=1)
     a.set_epoch(4), b.set_epoch(4)
     assert a.indices() == b.indices() and sorted(a.indices()) == list(range(10))

@@ -1,4 +1,5 @@
 """The I2E engine against a transcription of the paper's Algorithm 1, and its invariants."""
+
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from i2e_neuro.i2e.baselines import algorithm1
 from i2e_neuro.i2e.directions import DIRECTION_PAIRS, PAPER_ORDER, displacement
 from i2e_neuro.i2e.images import load_image
 
-SAMPLES = sorted((Path(__file__).parents[1] / "i2e_neuro" / "data" / "samples").glob("*.jpg"))
+SAMPLES = sorted((Path(__file__).parents[2] / "i2e_neuro" / "data" / "samples").glob("*.jpg"))
 
 
 def photo(name: str, size: int | None = None) -> torch.Tensor:
@@ -33,7 +34,9 @@ def test_equals_algorithm1_on_sample_photos(path):
         assert 0 < ours.float().mean() < 0.5
 
 
-@pytest.mark.parametrize("shape", [(4, 3, 37, 53), (2, 3, 1, 9), (3, 3, 8, 1), (1, 1, 16, 16), (64, 3, 40, 40)])
+@pytest.mark.parametrize(
+    "shape", [(4, 3, 37, 53), (2, 3, 1, 9), (3, 3, 8, 1), (1, 1, 16, 16), (64, 3, 40, 40)]
+)
 def test_equals_algorithm1_on_random_tensors(shape):
     g = torch.Generator().manual_seed(sum(shape))
     x = torch.rand(shape, generator=g)
@@ -78,7 +81,10 @@ def test_random_vectors_translate_the_canonical_maps():
         g = torch.Generator().manual_seed(seed)
         drawn = i2e(x, random_vectors=True, generator=g)
         g = torch.Generator().manual_seed(seed)
-        pairs = [DIRECTION_PAIRS[n][int(torch.randint(len(DIRECTION_PAIRS[n]), (1,), generator=g))] for n in PAPER_ORDER]
+        pairs = [
+            DIRECTION_PAIRS[n][int(torch.randint(len(DIRECTION_PAIRS[n]), (1,), generator=g))]
+            for n in PAPER_ORDER
+        ]
         assert torch.equal(drawn, algorithm1(x, pairs=pairs).bool())
         for t, (name, pair) in enumerate(zip(PAPER_ORDER, pairs)):
             seen.add(pair)

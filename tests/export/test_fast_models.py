@@ -7,6 +7,7 @@ and once with ``fast_run_config()`` (``FastConvModelFixed``, ``FastLifModelBitAc
 output ``a_out`` and LIF spikes through sink RingBuffers, final LIF ``u``/``v`` and conv
 ``a_buf``) must be identical.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-
 from lava.magma.compiler.compiler_graphs import ProcGroupDiGraphs
 from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.proc.conv import utils
@@ -31,11 +31,13 @@ from export.fast_models import (
     FastConvModelFixed,
     FastLifModelBitAcc,
     FastLifResetModelBitAcc,
-    LavaRunError,
     conv_exact,
     fast_run_config,
-    run_checked,
 )
+from export.supervision import LavaRunError, run_checked
+
+# Runs Lava process graphs (OS processes per process model): left out of `make test-fast`.
+pytestmark = pytest.mark.slow
 
 STEPS = 24
 
@@ -61,16 +63,18 @@ def _inputs(rng, shape):
     return {
         "binary": rng.random(shape) < 0.3,
         "graded_small": rng.integers(-255, 256, shape).astype(np.int32),
-        "graded_f32_edge": rng.integers(-2**12, 2**12, shape).astype(np.int32),
-        "graded_24bit": rng.integers(-2**23, 2**23, shape).astype(np.int32),
+        "graded_f32_edge": rng.integers(-(2**12), 2**12, shape).astype(np.int32),
+        "graded_24bit": rng.integers(-(2**23), 2**23, shape).astype(np.int32),
         "int32_extreme": np.full(shape, 2**31 - 1, np.int32),
     }
 
 
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 @pytest.mark.parametrize(
-    "geom", GEOMETRIES,
-    ids=lambda g: "x".join(map(str, g[:2])) + f"_k{g[4]}_s{g[5]}_p{g[6]}_d{g[7]}_g{g[8]}")
+    "geom",
+    GEOMETRIES,
+    ids=lambda g: "x".join(map(str, g[:2])) + f"_k{g[4]}_s{g[5]}_p{g[6]}_d{g[7]}_g{g[8]}",
+)
 def test_conv_exact_equals_stock_conv(geom, backend, monkeypatch):
     monkeypatch.setattr(fast_models, "_BACKEND", backend)
     w_, h_, cin, cout, k, s, p, d, g = geom
@@ -91,6 +95,7 @@ def test_conv_exact_equals_stock_conv(geom, backend, monkeypatch):
 # Lava networks: RingBuffer -> Conv -> LIF -> Conv -> LIF, stock vs fast
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ConvSpec:
     c_out: int
@@ -107,24 +112,37 @@ class Net:
     input_shape: tuple
     conv1: ConvSpec
     conv2: ConvSpec
-    graded_bits: int = 0       # num_message_bits of the first Conv (0: binary spikes)
+    graded_bits: int = 0  # num_message_bits of the first Conv (0: binary spikes)
     graded_max: int = 0
 
 
 NETS = [
-    Net("3x3_pad1_then_stride", (10, 7, 3),
+    Net(
+        "3x3_pad1_then_stride",
+        (10, 7, 3),
         ConvSpec(5, (3, 3), padding=(1, 1)),
-        ConvSpec(4, (3, 3), stride=(2, 1), padding=(0, 1))),
-    Net("rect_kernel_groups", (9, 11, 4),
+        ConvSpec(4, (3, 3), stride=(2, 1), padding=(0, 1)),
+    ),
+    Net(
+        "rect_kernel_groups",
+        (9, 11, 4),
         ConvSpec(4, (3, 5), stride=(2, 1), padding=(1, 2), groups=2),
-        ConvSpec(4, (1, 1), groups=4)),
-    Net("dilation_groups3", (13, 8, 3),
+        ConvSpec(4, (1, 1), groups=4),
+    ),
+    Net(
+        "dilation_groups3",
+        (13, 8, 3),
         ConvSpec(6, (5, 5), padding=(2, 2), dilation=(2, 1)),
-        ConvSpec(3, (2, 4), stride=(2, 2), groups=3)),
-    Net("graded_input_24bit", (8, 6, 3),
+        ConvSpec(3, (2, 4), stride=(2, 2), groups=3),
+    ),
+    Net(
+        "graded_input_24bit",
+        (8, 6, 3),
         ConvSpec(4, (3, 3), padding=(1, 1)),
         ConvSpec(4, (3, 3), stride=(1, 2), padding=(1, 0)),
-        graded_bits=24, graded_max=2**13),
+        graded_bits=24,
+        graded_max=2**13,
+    ),
 ]
 
 # Note: Var.get() moves one element per message (about 50 us each), so the recorded tensors
@@ -144,13 +162,24 @@ def _build(net: Net, seed: int):
 
     def conv(spec: ConvSpec, in_shape, bits=0):
         weight = rng.integers(-128, 128, (spec.c_out, *spec.kernel, in_shape[-1] // spec.groups))
-        return Conv(weight=(weight * 2).astype(np.int32), input_shape=in_shape,
-                    padding=spec.padding, stride=spec.stride, dilation=spec.dilation,
-                    groups=spec.groups, num_message_bits=bits)
+        return Conv(
+            weight=(weight * 2).astype(np.int32),
+            input_shape=in_shape,
+            padding=spec.padding,
+            stride=spec.stride,
+            dilation=spec.dilation,
+            groups=spec.groups,
+            num_message_bits=bits,
+        )
 
     def lif(shape_):
-        return LIF(shape=shape_, du=int(rng.integers(0, 4096)), dv=int(rng.integers(0, 4096)),
-                   vth=int(rng.integers(300, 900)), bias_mant=0)
+        return LIF(
+            shape=shape_,
+            du=int(rng.integers(0, 4096)),
+            dv=int(rng.integers(0, 4096)),
+            vth=int(rng.integers(300, 900)),
+            bias_mant=0,
+        )
 
     c1 = conv(net.conv1, shape, net.graded_bits)
     l1 = lif(c1.output_shape)
@@ -161,15 +190,23 @@ def _build(net: Net, seed: int):
     l1.s_out.connect(c2.s_in)
     c2.a_out.connect(l2.a_in)
     sinks = {}
-    for name, port, shp in [("c1.a_out", c1.a_out, c1.output_shape),
-                            ("l1.s_out", l1.s_out, c1.output_shape),
-                            ("c2.a_out", c2.a_out, c2.output_shape),
-                            ("l2.s_out", l2.s_out, c2.output_shape)]:
+    for name, port, shp in [
+        ("c1.a_out", c1.a_out, c1.output_shape),
+        ("l1.s_out", l1.s_out, c1.output_shape),
+        ("c2.a_out", c2.a_out, c2.output_shape),
+        ("l2.s_out", l2.s_out, c2.output_shape),
+    ]:
         sink = SinkBuffer(shape=shp, buffer=STEPS)
         port.connect(sink.a_in)
         sinks[name] = sink
-    state = {"l1.u": l1.u, "l1.v": l1.v, "l2.u": l2.u, "l2.v": l2.v,
-             "c1.a_buf": c1.a_buf, "c2.a_buf": c2.a_buf}
+    state = {
+        "l1.u": l1.u,
+        "l1.v": l1.v,
+        "l2.u": l2.u,
+        "l2.v": l2.v,
+        "c1.a_buf": c1.a_buf,
+        "c2.a_buf": c2.a_buf,
+    }
     return source, sinks, state
 
 
@@ -200,12 +237,19 @@ def test_fast_conv_model_identical_to_stock(net: Net):
     assert np.abs(stock["c2.a_out"]).sum() > 0
 
 
-@pytest.mark.parametrize("proc,stock,fast", [
-    (Conv(weight=np.ones((2, 3, 3, 2), np.int32), input_shape=(5, 5, 2)),
-     PyConvModelFixed, FastConvModelFixed),
-    (LIF(shape=(3,)), PyLifModelBitAcc, FastLifModelBitAcc),
-    (LIFReset(shape=(3,), reset_interval=4), PyLifResetModelBitAcc, FastLifResetModelBitAcc),
-], ids=["Conv", "LIF", "LIFReset"])
+@pytest.mark.parametrize(
+    "proc,stock,fast",
+    [
+        (
+            Conv(weight=np.ones((2, 3, 3, 2), np.int32), input_shape=(5, 5, 2)),
+            PyConvModelFixed,
+            FastConvModelFixed,
+        ),
+        (LIF(shape=(3,)), PyLifModelBitAcc, FastLifModelBitAcc),
+        (LIFReset(shape=(3,), reset_interval=4), PyLifResetModelBitAcc, FastLifResetModelBitAcc),
+    ],
+    ids=["Conv", "LIF", "LIFReset"],
+)
 def test_fast_models_only_when_asked(proc, stock, fast):
     found = ProcGroupDiGraphs._find_proc_models(proc)
     assert fast not in found
@@ -226,7 +270,7 @@ LIF_CASES = [
     dict(du=4095, dv=4095, vth=1, bias_mant=0, bias_exp=3, amp=2000),
     dict(du=1000, dv=77, vth=900, bias_mant="random", bias_exp="random", amp=50_000),
     dict(du=3, dv=4000, vth=131_071, bias_mant=-4096, bias_exp=7, amp=2**18),  # u wraps
-    dict(du=2047, dv=1024, vth=20, bias_mant=4095, bias_exp=2, amp=2**26),    # int32 wrap
+    dict(du=2047, dv=1024, vth=20, bias_mant=4095, bias_exp=2, amp=2**26),  # int32 wrap
 ]
 
 
@@ -237,13 +281,15 @@ def _run_lif(case: dict, run_cfg, seed: int) -> dict:
     steps = 20
     data = rng.integers(-case["amp"], case["amp"] + 1, (*shape, steps)).astype(np.int32)
     kw = {k: case[k] for k in ("du", "dv", "vth")}
-    kw["bias_mant"] = (rng.integers(-4096, 4096, shape) if case["bias_mant"] == "random"
-                       else case["bias_mant"])
-    kw["bias_exp"] = (rng.integers(0, 8, shape) if case["bias_exp"] == "random"
-                      else case["bias_exp"])
+    kw["bias_mant"] = (
+        rng.integers(-4096, 4096, shape) if case["bias_mant"] == "random" else case["bias_mant"]
+    )
+    kw["bias_exp"] = rng.integers(0, 8, shape) if case["bias_exp"] == "random" else case["bias_exp"]
     source = SourceBuffer(data=data)
-    neurons = {"LIF": LIF(shape=shape, **kw),
-               "LIFReset": LIFReset(shape=shape, reset_interval=7, reset_offset=3, **kw)}
+    neurons = {
+        "LIF": LIF(shape=shape, **kw),
+        "LIFReset": LIFReset(shape=shape, reset_interval=7, reset_offset=3, **kw),
+    }
     sinks = {}
     for name, neuron in neurons.items():
         source.s_out.connect(neuron.a_in)
@@ -273,6 +319,7 @@ def test_fast_lif_models_identical_to_stock(case):
 # --------------------------------------------------------------------------------------------
 # Failing runs leave no worker processes
 # --------------------------------------------------------------------------------------------
+
 
 def _child_processes() -> set:
     """(pid, start time) of this process's children, without multiprocessing's resource
@@ -319,11 +366,14 @@ def _small_net():
     return source, lif
 
 
-@pytest.mark.parametrize("failure,expected", [
-    ("run_spk", LavaRunError),
-    ("init", ValueError),
-    ("compile", AssertionError),
-])
+@pytest.mark.parametrize(
+    "failure,expected",
+    [
+        ("run_spk", LavaRunError),
+        ("init", ValueError),
+        ("compile", AssertionError),
+    ],
+)
 def test_failed_run_leaves_no_processes(failure, expected):
     cfgs = {
         "run_spk": fast_run_config(exception_proc_model_map={Conv: _RaisesInRunSpk}),
@@ -379,7 +429,6 @@ def test_fast_model_after_parent_used_torch_threads():
         source.stop()
 
 
-
 def test_fast_lif_arithmetic_direct():
     """The LIF update on its own (no runtime), many random states over the whole int32 range
     of u, v and the input, every decay constant class, with and without bias: the fast models'
@@ -398,7 +447,10 @@ def test_fast_lif_arithmetic_direct():
         a_in = rng.integers(-big, big, shape, dtype=np.int64).astype(np.int32)
         du, dv = (int(x) for x in rng.choice([0, 1, 2047, 4094, 4095], 2))
         if trial % 3 == 0:
-            bias_mant, bias_exp = np.zeros(shape, np.int16), rng.integers(0, 8, shape).astype(np.int16)
+            bias_mant, bias_exp = (
+                np.zeros(shape, np.int16),
+                rng.integers(0, 8, shape).astype(np.int16),
+            )
         else:
             bias_mant = rng.integers(-4096, 4096, shape).astype(np.int16)
             bias_exp = rng.integers(0, 8, shape).astype(np.int16)
@@ -409,9 +461,10 @@ def test_fast_lif_arithmetic_direct():
         fast.vth = stock.vth
         results = []
         for m in (stock, fast):
-            patch = mock.patch.object(AbstractPyLifModelFixed, "subthr_dynamics",
-                                      side_effect=AssertionError("fell back"))
-            with (patch if m is fast else mock.MagicMock()):
+            patch = mock.patch.object(
+                AbstractPyLifModelFixed, "subthr_dynamics", side_effect=AssertionError("fell back")
+            )
+            with patch if m is fast else mock.MagicMock():
                 with np.errstate(over="ignore"):
                     m.scale_bias()
                     m.scale_threshold()

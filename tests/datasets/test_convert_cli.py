@@ -1,4 +1,5 @@
 """``i2e-neuro convert`` end to end: folders, datasets, resume, shards, failures, pictures."""
+
 import gzip
 import json
 import os
@@ -13,10 +14,10 @@ from PIL import Image
 from i2e_neuro import i2e
 from i2e_neuro.commands import convert as cmd
 from i2e_neuro.datasets.formats import load_events
-from i2e_neuro.i2e.images import load_image
 from i2e_neuro.datasets.sources import load_digits_source, resize
+from i2e_neuro.i2e.images import load_image
 
-SAMPLES = Path(__file__).parents[1] / "i2e_neuro" / "data" / "samples"
+SAMPLES = Path(__file__).parents[2] / "i2e_neuro" / "data" / "samples"
 
 
 def run(*argv) -> int:
@@ -37,7 +38,11 @@ def same_outputs(a: Path, b: Path) -> None:
     for name in files(a):
         if name.endswith((".npz", ".h5")):
             x, y = load_events(a / name), load_events(b / name)
-            assert np.array_equal(x.events, y.events) and np.array_equal(x.labels, y.labels) and x.meta == y.meta
+            assert (
+                np.array_equal(x.events, y.events)
+                and np.array_equal(x.labels, y.labels)
+                and x.meta == y.meta
+            )
         else:
             assert (a / name).read_text() == (b / name).read_text(), name
 
@@ -69,7 +74,16 @@ def test_help_is_useful(capsys):
         cmd.main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for needle in ("--dataset", "--shard", "--chunk-size", "--ratio", "cifar-10-batches-py", "examples", "exit status", "resume"):
+    for needle in (
+        "--dataset",
+        "--shard",
+        "--chunk-size",
+        "--ratio",
+        "cifar-10-batches-py",
+        "examples",
+        "exit status",
+        "resume",
+    ):
         assert needle in text
 
 
@@ -77,12 +91,28 @@ def test_folder_of_photos(tmp_path, photos, capsys):
     out = tmp_path / "out"
     assert run(photos, "-o", out, "--size", 48, "--pictures", 2, "--no-progress") == 0
     assert files(out) == [
-        "astronaut.npz", "chelsea.npz", "coffee.npz", "index.json", "outdoor/rocket.npz",
-        "pictures/astronaut.gif", "pictures/astronaut.png", "pictures/chelsea.gif", "pictures/chelsea.png",
+        "astronaut.npz",
+        "chelsea.npz",
+        "coffee.npz",
+        "index.json",
+        "outdoor/rocket.npz",
+        "pictures/astronaut.gif",
+        "pictures/astronaut.png",
+        "pictures/chelsea.gif",
+        "pictures/chelsea.png",
     ]
     index = json.loads((out / "index.json").read_text())
-    assert index["complete"] and index["params"]["ratio"] == 0.12 and index["source"]["kind"] == "images"
-    assert [e["file"] for e in index["files"]] == ["astronaut.npz", "chelsea.npz", "coffee.npz", "outdoor/rocket.npz"]
+    assert (
+        index["complete"]
+        and index["params"]["ratio"] == 0.12
+        and index["source"]["kind"] == "images"
+    )
+    assert [e["file"] for e in index["files"]] == [
+        "astronaut.npz",
+        "chelsea.npz",
+        "coffee.npz",
+        "outdoor/rocket.npz",
+    ]
     for entry in index["files"]:
         batch = load_events(out / entry["file"])
         image = resize(load_image(next(photos.rglob(Path(entry["file"]).stem + ".jpg"))), (48,))
@@ -91,11 +121,15 @@ def test_folder_of_photos(tmp_path, photos, capsys):
         assert min(batch.events.shape[-2:]) == 48 and entry["shape"] == list(expected.shape)
         assert entry["event_counts"] == [int(expected.sum())] and entry["labels"] == [-1]
     summary = capsys.readouterr().out
-    assert "converted 4 image(s)" in summary and "mean event rate" in summary and "images/s" in summary
+    assert (
+        "converted 4 image(s)" in summary and "mean event rate" in summary and "images/s" in summary
+    )
     with Image.open(out / "pictures" / "chelsea.gif") as gif:
         assert gif.format == "GIF" and gif.n_frames == 8
     with Image.open(out / "pictures" / "astronaut.png") as png:
-        assert png.format == "PNG" and png.size[0] > png.size[1] * 4  # image + 8 panels side by side
+        assert (
+            png.format == "PNG" and png.size[0] > png.size[1] * 4
+        )  # image + 8 panels side by side
         png.verify()
 
 
@@ -103,18 +137,29 @@ def test_digits_in_chunks(digits_full):
     assert files(digits_full) == CHUNKS + ["index.json"]
     index = json.loads((digits_full / "index.json").read_text())
     assert index["complete"] and index["missing"] == []
-    assert index["source"] == {"kind": "dataset", "dataset": "digits", "split": "test", "count": 360}
+    assert index["source"] == {
+        "kind": "dataset",
+        "dataset": "digits",
+        "split": "test",
+        "count": 360,
+    }
     assert index["params"]["ratio"] == 0.10 and index["params"]["order"] == "efghabcd"
     assert [len(e["samples"]) for e in index["files"]] == [100, 100, 100, 60]
     assert index["totals"]["samples"] == 360
     source = load_digits_source("test")
-    images = torch.from_numpy(np.stack([source[i].image for i in range(len(source))])).permute(0, 3, 1, 2)
+    images = torch.from_numpy(np.stack([source[i].image for i in range(len(source))])).permute(
+        0, 3, 1, 2
+    )
     expected = i2e(images, ratio=0.10).numpy()
     got = np.concatenate([load_events(digits_full / c).events for c in CHUNKS], axis=1)
     assert got.shape == (8, 360, 2, 32, 32) and np.array_equal(got, expected)
     labels = np.concatenate([load_events(digits_full / c).labels for c in CHUNKS])
     assert np.array_equal(labels, source.labels)
-    assert sum(sum(e["event_counts"]) for e in index["files"]) == index["totals"]["events"] == int(expected.sum())
+    assert (
+        sum(sum(e["event_counts"]) for e in index["files"])
+        == index["totals"]["events"]
+        == int(expected.sum())
+    )
 
 
 def test_interrupted_run_resumes_without_rewriting(tmp_path, digits_full, monkeypatch, capsys):
@@ -183,7 +228,13 @@ def test_corrupt_and_missing_images_are_listed(tmp_path, photos, capsys):
     assert run(folder, tmp_path / "missing.png", "-o", out, "--size", 32) == 1
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "missing.png" in err and "2 image(s) failed" in err
-    assert files(out) == ["astronaut.npz", "chelsea.npz", "coffee.npz", "index.json", "outdoor/rocket.npz"]
+    assert files(out) == [
+        "astronaut.npz",
+        "chelsea.npz",
+        "coffee.npz",
+        "index.json",
+        "outdoor/rocket.npz",
+    ]
     assert temp_files(out) == []
     index = json.loads((out / "index.json").read_text())
     assert not index["complete"] and "broken.npz" in index["missing"]
@@ -192,7 +243,9 @@ def test_corrupt_and_missing_images_are_listed(tmp_path, photos, capsys):
 def test_images_of_the_same_name(tmp_path, capsys):
     for folder, suffix in (("a", ".jpg"), ("a", ".png"), ("b", ".png")):
         (tmp_path / folder).mkdir(exist_ok=True)
-        Image.fromarray(load_image(SAMPLES / "coffee.jpg")[:20, :30]).save(tmp_path / folder / f"x{suffix}")
+        Image.fromarray(load_image(SAMPLES / "coffee.jpg")[:20, :30]).save(
+            tmp_path / folder / f"x{suffix}"
+        )
     out = tmp_path / "out"
     assert run(tmp_path / "a", tmp_path / "b", "-o", out) == 1
     assert files(out) == ["index.json", "x.jpg.npz", "x.png.npz"]
@@ -206,6 +259,7 @@ def test_images_of_the_same_name(tmp_path, capsys):
 def test_chunk_with_a_bad_item_is_redone(tmp_path, monkeypatch, capsys):
     """A dataset chunk written with a failed item is not 'done': the next run redoes it."""
     from i2e_neuro.datasets import sources
+
     real = sources.ArraySource.__getitem__
 
     def flaky(self, index):
@@ -241,7 +295,11 @@ def test_chunk_with_a_bad_item_is_redone(tmp_path, monkeypatch, capsys):
         (["--limit", "-1"], "--limit -1"),
         (["photo.jpg"], "not both"),
     ]
-    + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "--device cuda: CUDA is not available")]),
+    + (
+        []
+        if torch.cuda.is_available()
+        else [(["--device", "cuda"], "--device cuda: CUDA is not available")]
+    ),
 )
 def test_bad_arguments(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
@@ -287,7 +345,9 @@ def test_other_conversion_in_the_folder_is_refused(tmp_path, digits_full, capsys
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
-    magic = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    magic = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
     with gzip.open(str(path) + ".gz", "wb") as f:
         f.write(magic + array.astype(np.uint8).tobytes())
     path.write_bytes(gzip.decompress(Path(str(path) + ".gz").read_bytes()))
@@ -298,17 +358,41 @@ def test_local_mnist_to_h5_event_lists(tmp_path):
     rng = np.random.default_rng(0)
     raw = tmp_path / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    images = {"train": rng.integers(0, 256, (12, 28, 28)), "t10k": rng.integers(0, 256, (3, 28, 28))}
+    images = {
+        "train": rng.integers(0, 256, (12, 28, 28)),
+        "t10k": rng.integers(0, 256, (3, 28, 28)),
+    }
     labels = {"train": rng.integers(0, 10, 12), "t10k": rng.integers(0, 10, 3)}
     for split in ("train", "t10k"):
         write_idx(raw / f"{split}-images-idx3-ubyte", images[split])
         write_idx(raw / f"{split}-labels-idx1-ubyte", labels[split])
     out = tmp_path / "out"
-    assert run("--dataset", "mnist", "--root", tmp_path / "data", "--chunk-size", 5, "--format", "list",
-               "--suffix", ".h5", "-o", out) == 0
+    assert (
+        run(
+            "--dataset",
+            "mnist",
+            "--root",
+            tmp_path / "data",
+            "--chunk-size",
+            5,
+            "--format",
+            "list",
+            "--suffix",
+            ".h5",
+            "-o",
+            out,
+        )
+        == 0
+    )
     assert files(out) == ["chunk_00000.h5", "chunk_00001.h5", "chunk_00002.h5", "index.json"]
     got = [load_events(out / f"chunk_0000{k}.h5") for k in range(3)]
-    assert got[0].meta["samples"] == ["train_00000", "train_00001", "train_00002", "train_00003", "train_00004"]
+    assert got[0].meta["samples"] == [
+        "train_00000",
+        "train_00001",
+        "train_00002",
+        "train_00003",
+        "train_00004",
+    ]
     events = np.concatenate([b.events for b in got], axis=1)
     expected = i2e(torch.from_numpy(images["train"].astype(np.uint8))[:, None], ratio=0.10).numpy()
     assert np.array_equal(events, expected)
@@ -341,6 +425,8 @@ def test_demo_conversion_of_the_sample_photos(tmp_path):
     assert [r["name"] for r in rows] == ["astronaut", "chelsea", "coffee", "rocket"]
     for r in rows:
         assert min(r["height"], r["width"]) == 40 and 0 < r["event_rate"] < 0.5
-        assert set(r["files"]) == {"events", "gif", "png"} and all(Path(f).is_file() for f in r["files"].values())
+        assert set(r["files"]) == {"events", "gif", "png"} and all(
+            Path(f).is_file() for f in r["files"].values()
+        )
         assert load_events(r["files"]["events"]).events.sum() == r["events"]
     assert "astronaut" in format_table(rows)

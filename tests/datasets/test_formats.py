@@ -1,4 +1,5 @@
 """Event formats: lossless round trips through .npz and HDF5, and clear errors for bad files."""
+
 import os
 import zipfile
 from pathlib import Path
@@ -21,7 +22,7 @@ from i2e_neuro.datasets.formats import (
 )
 from i2e_neuro.i2e.images import load_image
 
-SAMPLES = Path(__file__).parents[1] / "i2e_neuro" / "data" / "samples"
+SAMPLES = Path(__file__).parents[2] / "i2e_neuro" / "data" / "samples"
 
 
 def random_events(shape=(8, 3, 2, 11, 13), rate=0.1, seed=0) -> np.ndarray:
@@ -40,7 +41,9 @@ def leftovers(folder: Path) -> list[str]:
 @pytest.mark.parametrize("suffix", [".npz", ".h5", ".hdf5"])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_round_trip_is_lossless(tmp_path, fmt, suffix):
-    for k, events in enumerate([random_events(), random_events((2, 1, 2, 1, 1), 0.5, 1), photo_events()]):
+    for k, events in enumerate(
+        [random_events(), random_events((2, 1, 2, 1, 1), 0.5, 1), photo_events()]
+    ):
         labels = np.arange(events.shape[1]) * 3 - 1
         meta = {"ratio": 0.07, "names": [f"s{i}" for i in range(events.shape[1])]}
         path = save_events(tmp_path / f"e{k}{suffix}", events, labels=labels, fmt=fmt, meta=meta)
@@ -64,12 +67,18 @@ def test_all_zero_and_all_one_batches(tmp_path, fmt):
 @pytest.mark.parametrize("fmt", ["packed", "dense"])
 def test_empty_batch_round_trip(tmp_path, fmt):
     events = np.zeros((8, 0, 2, 4, 5), bool)
-    assert load_events(save_events(tmp_path / "empty.npz", events, fmt=fmt)).events.shape == events.shape
+    assert (
+        load_events(save_events(tmp_path / "empty.npz", events, fmt=fmt)).events.shape
+        == events.shape
+    )
 
 
 def test_empty_batch_round_trip_list(tmp_path):
     events = np.zeros((8, 0, 2, 4, 5), bool)
-    assert load_events(save_events(tmp_path / "empty.npz", events, fmt="list")).events.shape == events.shape
+    assert (
+        load_events(save_events(tmp_path / "empty.npz", events, fmt="list")).events.shape
+        == events.shape
+    )
 
 
 def test_pack_and_event_list_helpers():
@@ -88,7 +97,9 @@ def test_pack_and_event_list_helpers():
 
 def test_packed_is_smaller_than_dense(tmp_path):
     events = photo_events()
-    sizes = {fmt: save_events(tmp_path / f"{fmt}.npz", events, fmt=fmt).stat().st_size for fmt in FORMATS}
+    sizes = {
+        fmt: save_events(tmp_path / f"{fmt}.npz", events, fmt=fmt).stat().st_size for fmt in FORMATS
+    }
     raw = events.numel()
     assert sizes["packed"] < raw / 8 + 4096
 
@@ -138,7 +149,9 @@ def test_foreign_files_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="foreign.h5"):
         load_events(foreign_h5)
     unknown_format = tmp_path / "unknown.npz"
-    np.savez(unknown_format, header=np.asarray('{"format": "bitmap"}'), shape=np.array([1, 1, 2, 1, 1]))
+    np.savez(
+        unknown_format, header=np.asarray('{"format": "bitmap"}'), shape=np.array([1, 1, 2, 1, 1])
+    )
     with pytest.raises(ValueError, match="unknown.npz.*bitmap"):
         load_events(unknown_format)
     wrong_shape = tmp_path / "wrong_shape.npz"
@@ -185,9 +198,13 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
 
 
 def test_npz_is_a_plain_zip_without_pickles(tmp_path):
-    path = save_events(tmp_path / "e.npz", random_events(), labels=[0, 1, 2], fmt="list", meta={"k": "v"})
+    path = save_events(
+        tmp_path / "e.npz", random_events(), labels=[0, 1, 2], fmt="list", meta={"k": "v"}
+    )
     with zipfile.ZipFile(path) as z:
-        assert {"header.npy", "shape.npy", "events.npy", "offsets.npy", "labels.npy"} == set(z.namelist())
+        assert {"header.npy", "shape.npy", "events.npy", "offsets.npy", "labels.npy"} == set(
+            z.namelist()
+        )
     np.load(path, allow_pickle=False)["events"]  # no pickled objects
 
 

@@ -1,4 +1,5 @@
 """Export to the network description / HDF5 and the Lava graph: spike-for-spike exactness."""
+
 import multiprocessing
 import os
 
@@ -15,6 +16,9 @@ from i2e_neuro.layouts import slayer_to_samples
 from i2e_neuro.models.qat import SpikingGraph, randomize_batchnorm
 from i2e_neuro.models.spec import INPUT, ConnSpec, GroupSpec, NetSpec, build_spec
 
+# Runs Lava process graphs (OS processes per process model): left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 I2E = {"ratio": 0.1, "order": "efghabcd"}
 
 
@@ -27,7 +31,9 @@ def random_folded(spec: NetSpec, seed: int = 0) -> SpikingGraph:
 
 
 def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    return (torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 255).to(torch.uint8)
+    return (torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 255).to(
+        torch.uint8
+    )
 
 
 def reference(model: SpikingGraph, imgs: torch.Tensor):
@@ -74,12 +80,27 @@ def test_hdf5_round_trip(residual, tmp_path):
     assert [g.name for g in back.groups] == [g.name for g in desc.groups]
     for a, b in zip(desc.connections, back.connections):
         assert (a.name, a.source, a.targets, a.exponent, a.stride, a.padding) == (
-            b.name, b.source, b.targets, b.exponent, b.stride, b.padding
+            b.name,
+            b.source,
+            b.targets,
+            b.exponent,
+            b.stride,
+            b.padding,
         )
         assert np.array_equal(a.weight, b.weight)
     for a, b in zip(desc.groups, back.groups):
-        assert np.array_equal(a.bias, b.bias) and (a.du, a.dv, a.vth, a.shape) == (b.du, b.dv, b.vth, b.shape)
-    assert (back.steps, back.timesteps, back.i2e, back.classes) == (desc.steps, desc.timesteps, desc.i2e, desc.classes)
+        assert np.array_equal(a.bias, b.bias) and (a.du, a.dv, a.vth, a.shape) == (
+            b.du,
+            b.dv,
+            b.vth,
+            b.shape,
+        )
+    assert (back.steps, back.timesteps, back.i2e, back.classes) == (
+        desc.steps,
+        desc.timesteps,
+        desc.i2e,
+        desc.classes,
+    )
     with h5py.File(path) as f:
         assert not f.attrs["netx_compatible"]
     # the rebuilt lava-dl model of the file equals the original one
@@ -96,7 +117,11 @@ def chain_spec() -> NetSpec:
         ConnSpec("c2", "g1", ["g2"], "conv", 8, 8, 3, 2, 1),
         ConnSpec("fc", "g2", ["readout"], "pool_dense", 8, 4, batchnorm=False),
     ]
-    spec.groups = [GroupSpec("g1", (8, 12, 12)), GroupSpec("g2", (8, 6, 6)), GroupSpec("readout", (4,), True)]
+    spec.groups = [
+        GroupSpec("g1", (8, 12, 12)),
+        GroupSpec("g2", (8, 6, 6)),
+        GroupSpec("readout", (4,), True),
+    ]
     return spec
 
 
@@ -108,7 +133,9 @@ def test_chain_network_loads_unchanged_in_netx(tmp_path):
     from lava.proc.monitor.process import Monitor
 
     model = random_folded(chain_spec(), seed=1)
-    model.exponents.clamp_(max=1)  # netx clips effective weights beyond its 9-bit range: stay inside it
+    model.exponents.clamp_(
+        max=1
+    )  # netx clips effective weights beyond its 9-bit range: stay inside it
     desc = from_deploy(model.deploy(i2e=I2E))
     path = save_hdf5(desc, tmp_path / "chain.h5")
     with h5py.File(path) as f:
@@ -128,13 +155,18 @@ def test_chain_network_loads_unchanged_in_netx(tmp_path):
         mon.probe(layer.neuron.s_out, desc.steps)
         monitors.append(mon)
     try:
-        net.run(condition=RunSteps(num_steps=desc.steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        net.run(
+            condition=RunSteps(num_steps=desc.steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt")
+        )
         got = [list(m.get_data().values())[0]["s_out"] for m in monitors]
     finally:
         net.stop()
     for g, spikes in zip(desc.spiking_groups, got):  # Monitor: [steps, x*y*f] for (x, y, f) neurons
         ref = rec[g.name][0].numpy().astype(bool)  # [C, H, W, steps]
-        netx = spikes.reshape(desc.steps, g.shape[2], g.shape[1], g.shape[0]).transpose(3, 2, 1, 0) != 0
+        netx = (
+            spikes.reshape(desc.steps, g.shape[2], g.shape[1], g.shape[0]).transpose(3, 2, 1, 0)
+            != 0
+        )
         assert ref.sum() > 0 and np.array_equal(netx, ref), g.name
 
 
@@ -226,7 +258,7 @@ def _children() -> set[int]:
 
 def test_a_failing_run_leaves_no_lava_processes_behind(residual, monkeypatch):
     from export import processes
-    from export.fast_models import LavaRunError
+    from export.supervision import LavaRunError
 
     _, desc = residual
     before = _children()
@@ -247,9 +279,13 @@ def test_resource_report_names_the_group_and_limit_that_do_not_fit():
 
     small = from_deploy(random_folded(build_spec("msresnet_tiny", (2, 16, 16), 5)).deploy(i2e=I2E))
     rows = resource_report(small, "loihi2")
-    assert [r.name for r in rows] == [g.name for g in small.groups] and all(r.cores >= 1 for r in rows)
+    assert [r.name for r in rows] == [g.name for g in small.groups] and all(
+        r.cores >= 1 for r in rows
+    )
     big = from_deploy(random_folded(build_spec("msresnet_tiny", (2, 128, 128), 5)).deploy(i2e=I2E))
-    with pytest.raises(DoesNotFit, match="group 'readout': fan-in 8192 .* 4096 \\(max_fan_in_per_core\\)"):
+    with pytest.raises(
+        DoesNotFit, match="group 'readout': fan-in 8192 .* 4096 \\(max_fan_in_per_core\\)"
+    ):
         resource_report(big, "loihi2")
 
 

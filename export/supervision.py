@@ -1,0 +1,132 @@
+"""Running a Lava process graph without hangs or orphaned worker processes.
+
+Lava 0.10 deadlocks when a process model raises: the runtime service waits forever for the
+neighbours of the dead worker, and ``proc.stop()`` then hangs too, leaving the worker OS
+processes behind.  ``run_checked`` is a ``proc.run(RunSteps(n))`` that watches the workers and
+raises ``LavaRunError`` instead; ``abort_runtime`` ends every worker of a runtime.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import typing as ty
+
+from lava.magma.core.run_conditions import RunSteps
+from lava.magma.runtime.mgmt_token_enums import MGMT_RESPONSE, enum_equal
+
+
+class LavaRunError(RuntimeError):
+    """A Lava worker process failed (or the run timed out); the workers have been ended."""
+
+
+def _actors(runtime) -> list:
+    infra = getattr(runtime, "_messaging_infrastructure", None)
+    return list(getattr(infra, "actors", None) or [])
+
+
+def abort_runtime(proc) -> None:
+    """End every worker OS process of ``proc``'s runtime and release its shared memory.
+
+    For a runtime that failed or hangs; a healthy one is stopped with ``proc.stop()``.  After
+    this ``proc.stop()`` returns at once (and may still be called, e.g. from a ``finally``).
+    Only the processes this runtime forked are signalled (SIGTERM, then SIGKILL after 5 s).
+    """
+    runtime = getattr(proc, "runtime", None)
+    if runtime is None:
+        return
+    actors = _actors(runtime)
+    for actor in actors:
+        if actor.is_alive():
+            actor.terminate()
+    for actor in actors:
+        multiprocessing.Process.join(actor, 5.0)
+        if actor.is_alive():
+            actor.kill()
+            multiprocessing.Process.join(actor, 5.0)
+    # Mark the runtime as not started: Runtime.stop() then skips the STOP handshake with the
+    # (now dead) runtime services and only joins the actors and shuts the shared-memory
+    # manager down; Runtime.__del__ does nothing more.
+    runtime._is_running = False
+    runtime._is_started = False
+    try:
+        runtime.join()  # the runtime's own channel ports in this process
+    except Exception:  # noqa: BLE001 - best effort, the ports may be half built
+        pass
+    try:
+        runtime.stop()  # joins the (dead) actors, shuts down the shared-memory manager
+    except Exception:  # noqa: BLE001 - cleanup after another error: do not mask it
+        infra = getattr(runtime, "_messaging_infrastructure", None)
+        smm = getattr(infra, "smm", None)
+        if smm is not None:
+            try:
+                smm.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _failure_text(actors) -> str:
+    lines = []
+    for actor in actors:
+        exc = actor.exception
+        if exc:
+            err, tb = exc
+            lines.append(f"worker pid {actor.pid}: {err!r}\n{tb}")
+        elif not actor.is_alive():
+            lines.append(f"worker pid {actor.pid} exited with code {actor.exitcode}")
+    return "\n".join(lines)
+
+
+def run_checked(
+    proc,
+    num_steps: int,
+    run_cfg=None,
+    *,
+    timeout_s: ty.Optional[float] = None,
+    poll_s: float = 0.005,
+) -> None:
+    """``proc.run(RunSteps(num_steps), run_cfg)`` that raises instead of hanging.
+
+    The run is started non-blocking and watched: when every runtime service has answered
+    DONE the run is finished as usual (``proc.wait()``); when a worker process dies (a
+    ProcessModel raised) or ``timeout_s`` passes, all workers are ended (``abort_runtime``)
+    and ``LavaRunError`` is raised with the workers' tracebacks.  A failure while building
+    the workers (``proc.run`` raising) also ends them before re-raising.  Call ``proc.stop()``
+    when done, as always (harmless after a failure).
+    """
+    try:
+        proc.run(condition=RunSteps(num_steps=num_steps, blocking=False), run_cfg=run_cfg)
+    except BaseException:
+        abort_runtime(proc)
+        raise
+    runtime = proc.runtime
+    ports = list(runtime.service_to_runtime)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        while True:
+            if all(port.probe() for port in ports):
+                if all(_is_normal_answer(port.peek()) for port in ports):
+                    runtime.wait()  # reads the answers (DONE, or a pause/stop request)
+                    return
+                raise LavaRunError(
+                    "Lava run failed (a runtime service answered "
+                    f"{[port.peek() for port in ports]}):\n" + _failure_text(_actors(runtime))
+                )
+            actors = _actors(runtime)
+            if any((not a.is_alive()) or a.exception for a in actors):
+                # Give the other workers' tracebacks a moment to arrive.
+                time.sleep(0.05)
+                raise LavaRunError("Lava worker process failed:\n" + _failure_text(actors))
+            if deadline is not None and time.monotonic() > deadline:
+                raise LavaRunError(f"Lava run did not finish {num_steps} steps in {timeout_s} s")
+            time.sleep(poll_s)
+    except BaseException:
+        abort_runtime(proc)
+        raise
+
+
+def _is_normal_answer(msg) -> bool:
+    return any(
+        bool(enum_equal(msg, ok))
+        for ok in (MGMT_RESPONSE.DONE, MGMT_RESPONSE.REQ_PAUSE, MGMT_RESPONSE.REQ_STOP)
+    )
