@@ -184,41 +184,46 @@ def run(args) -> int:
     import os
     from pathlib import Path
 
-    from i2e_neuro.train import trainer as training
+    from i2e_neuro.errors import flag_wording
+    from i2e_neuro.train import (
+        NonFiniteLoss,
+        TrainError,
+        default_out,
+        load_checkpoint,
+        resolve_config,
+        train,
+    )
 
     given = {k: getattr(args, k, None) for k in _CONFIG_ARGS}
     try:
         if args.threads is not None and args.threads < 1:
-            raise training.TrainError(f"--threads {args.threads}: must be at least 1")
+            raise TrainError(f"--threads {args.threads}: must be at least 1")
         if args.stop_after is not None and args.stop_after < 0:
-            raise training.TrainError(f"--stop-after {args.stop_after}: must be >= 0")
+            raise TrainError(f"--stop-after {args.stop_after}: must be >= 0")
         if args.resume:
             if not args.out:
-                raise training.TrainError(
-                    "--resume needs --out DIR, the folder of the run to continue"
-                )
+                raise TrainError("--resume needs --out DIR, the folder of the run to continue")
             ignored = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
             if ignored:
                 print(
-                    f"{PROG}: note: --resume continues with the run's stored settings; ignoring {' '.join(ignored)}",
+                    f"{PROG}: note: --resume continues with the run's stored settings; "
+                    f"ignoring {' '.join(ignored)}",
                     file=sys.stderr,
                 )
             cfg = None
         else:
             init_config = (
-                training.load_checkpoint(args.init, "--init")["config"] if args.init else None
+                load_checkpoint(args.init, "init", param=True)["config"] if args.init else None
             )
-            cfg = training.resolve_config(init_config, **given)
+            cfg = resolve_config(init_config, **given)
             cfg.amp = bool(args.amp)
         if args.out:
             out = Path(args.out)
         elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise training.TrainError(
-                "--out DIR is required when running several processes (torchrun)"
-            )
+            raise TrainError("--out DIR is required when running several processes (torchrun)")
         else:
-            out = training.default_out(cfg)
-        result = training.train(
+            out = default_out(cfg)
+        result = train(
             cfg,
             out,
             resume=args.resume,
@@ -227,11 +232,11 @@ def run(args) -> int:
             progress=not args.no_progress,
             threads=args.threads,
         )
-    except training.TrainError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+    except TrainError as e:
+        print(f"{PROG}: error: {flag_wording(e)}", file=sys.stderr)
         return 2
-    except training.NonFiniteLoss as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+    except NonFiniteLoss as e:
+        print(f"{PROG}: error: {flag_wording(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -278,7 +278,7 @@ def _class_names(dataset: str, root: str | None) -> list[str]:
 
 
 def build_datasets(cfg) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, DataInfo]:
-    """``(train, test, info)`` for a :class:`~i2e_neuro.train.trainer.TrainConfig`; :class:`DataError` if unusable."""
+    """``(train, test, info)`` for a :class:`~i2e_neuro.train.config.TrainConfig`; :class:`DataError` if unusable."""
     name = cfg.dataset
     if name not in ALL_DATASETS:
         raise DataError(f"--dataset {name}: unknown; choose one of {', '.join(ALL_DATASETS)}")
