@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-EXAMPLES = """\
+_EXAMPLES = """\
 examples:
   i2e-neuro convert photos/ -o events/photos                 one .npz per image, ratio 0.12
   i2e-neuro convert --dataset digits -o events/digits        embedded scikit-learn digits, 32x32
@@ -26,13 +26,10 @@ examples:
       --device cuda -o events/cifar10                        one shard per process (RANK/WORLD_SIZE)
 
 dataset roots (nothing is downloaded):
-  cifar10        ROOT/cifar-10-batches-py/  (data_batch_1..5, test_batch, batches.meta)
-  cifar100       ROOT/cifar-100-python/     (train, test, meta)
-  mnist          ROOT/MNIST/raw/            (train-images-idx3-ubyte, ..., t10k-labels-idx1-ubyte)
-  fashion-mnist  ROOT/FashionMNIST/raw/     (same file names as MNIST)
+{layouts}
 
-default --ratio per dataset (paper): cifar10/100 0.07, mnist 0.10, fashion-mnist 0.15,
-digits 0.10, image files 0.12 (ImageNet).
+default --ratio per dataset (paper):
+  {ratios}.
 
 exit status: 0 all converted (or already there); 1 some images failed (listed at the end,
 the others are converted); 2 bad arguments or an unreadable dataset; 130 interrupted (rerun
@@ -43,10 +40,14 @@ PROG = "i2e-neuro convert"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from i2e_neuro.datasets import registry
+
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     details = __doc__.split("\n\n", 1)[1].strip().replace("``", "")
     parser.description = (parser.description or "convert images to I2E events") + "\n\n" + details
-    parser.epilog = EXAMPLES
+    parser.epilog = _EXAMPLES.format(
+        layouts=registry.layouts_text(convert_only=True), ratios=registry.ratios_text()
+    )
     src = parser.add_argument_group("what to convert (image paths or --dataset)")
     src.add_argument(
         "inputs",
@@ -56,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     src.add_argument(
         "--dataset",
-        choices=["cifar10", "cifar100", "mnist", "fashion-mnist", "digits"],
+        choices=registry.names(convert=True),
         help="a dataset instead of files",
     )
     src.add_argument(

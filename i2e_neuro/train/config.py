@@ -14,55 +14,18 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from i2e_neuro.datasets.registry import REGISTRY
 from i2e_neuro.datasets.train_data import AUGMENTS, EVENT_DATASETS
 from i2e_neuro.errors import ParameterError
 
 BACKENDS = ("slayer", "spikingjelly")
 ARCHS = ("msresnet18", "msresnet34", "msresnet_tiny")
 
-_PAPER_CIFAR = dict(
-    arch="msresnet18",
-    epochs=256,
-    qat_epochs=16,
-    batch_size=128,
-    lr=0.1,
-    qat_lr=0.01,
-    weight_decay=2e-4,
-    augment="baseline2",
-    ratio=0.07,
-    size=128,
-)
-#: Recipe defaults per dataset. The paper's (section 4) for CIFAR / ImageNet-like folders;
-#: digits is sized to finish in a few minutes on a 2-core CPU (see BENCHMARKS.md).
-RECIPES: dict[str, dict[str, Any]] = {
-    "digits": dict(
-        arch="msresnet_tiny",
-        epochs=14,
-        qat_epochs=3,
-        batch_size=64,
-        lr=0.1,
-        qat_lr=0.02,
-        weight_decay=1e-4,
-        augment="none",
-        ratio=0.10,
-        size=32,
-    ),
-    "cifar10": dict(_PAPER_CIFAR),
-    "cifar100": dict(_PAPER_CIFAR),
-    "mnist": dict(_PAPER_CIFAR, epochs=64, qat_epochs=8, augment="none", ratio=0.10, size=32),
-    "fashion-mnist": dict(
-        _PAPER_CIFAR, epochs=64, qat_epochs=8, augment="baseline1", ratio=0.15, size=32
-    ),
-    "imagefolder": dict(
-        _PAPER_CIFAR, epochs=128, qat_epochs=8, weight_decay=1e-5, ratio=0.12, size=224
-    ),
-    "events": dict(_PAPER_CIFAR, augment="none", ratio=None, size=None),
-    "cifar10-dvs": dict(
-        _PAPER_CIFAR, epochs=64, qat_epochs=8, augment="none", ratio=None, size=None
-    ),
-}
+#: Recipe defaults per dataset (the registry's): the paper's (section 4) for CIFAR /
+#: ImageNet-like folders; digits is sized to finish in a few minutes on a 2-core CPU.
+RECIPES: dict[str, dict[str, Any]] = {n: dict(d.recipe) for n, d in REGISTRY.items()}
 #: datasets held in memory (the default is then no DataLoader workers)
-IN_MEMORY = ("digits", "cifar10", "cifar100", "mnist", "fashion-mnist", "events")
+IN_MEMORY = tuple(n for n, d in REGISTRY.items() if d.in_memory)
 
 
 class TrainError(ParameterError):
