@@ -17,7 +17,7 @@ import numpy as np
 
 from i2e_neuro.i2e.images import IMAGE_SUFFIXES, load_image
 
-#: Default threshold ratio per dataset (PAPER-FACTS.md section 1.8); "images" for loose files.
+#: Default threshold ratio per dataset (the I2E paper's per-dataset ratios); "images" for loose files.
 DEFAULT_RATIOS: dict[str, float] = {
     "imagenet": 0.12,
     "caltech101": 0.12,

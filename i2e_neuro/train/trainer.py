@@ -66,7 +66,7 @@ _PAPER_CIFAR = dict(
     ratio=0.07,
     size=128,
 )
-#: Recipe defaults per dataset. The paper's (PAPER-FACTS.md section 4) for CIFAR / ImageNet-like
+#: Recipe defaults per dataset. The I2E paper's for CIFAR / ImageNet-like
 #: folders; digits is sized to finish in a few minutes on a 2-core CPU (see BENCHMARKS.md).
 RECIPES: dict[str, dict[str, Any]] = {
     "digits": dict(
