@@ -457,6 +457,9 @@ class Trainer:
         self.device = torch.device("cuda", self.dist.local_rank) if cuda else torch.device("cpu")
         if cuda:
             torch.cuda.set_device(self.device)
+            from i2e_neuro.train.cuda_setup import prepare_lava_dl_cuda
+
+            prepare_lava_dl_cuda(self.device)  # lava-dl's JIT kernels, or its torch path on CUDA
         if self.dist.enabled and not torch.distributed.is_initialized():
             torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
 
