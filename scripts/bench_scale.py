@@ -105,28 +105,23 @@ def random_trained_like(arch: str, size: int, classes: int, timesteps: int, seed
 
 
 def legality(desc) -> dict:
-    """The Loihi 2 legality check of ``export.legality`` (issue 9), or 'not available'."""
+    """The Loihi 2 legality check of ``export.legality`` (issue 9) on the built Lava graph, or
+    ``{"status": "not available"}`` where this tree has no such module."""
     try:
         import export.legality as legal
     except ImportError:
         return {"status": "not available"}
-    for name in ("check_description", "check_legality", "check", "legality_report"):
-        fn = getattr(legal, name, None)
-        if callable(fn):
-            try:
-                result = fn(desc)
-            except Exception as e:  # noqa: BLE001 - an illegal graph is a result, not a crash
-                return {"status": "illegal", "reason": f"{type(e).__name__}: {e}"}
-            return {"status": "legal", "function": name, "result": _jsonable(result)}
-    return {"status": "not available", "reason": "export.legality has no known entry point"}
+    check = getattr(legal, "check_graph", None)
+    if check is None:
+        return {"status": "not available", "reason": "export.legality has no check_graph"}
+    from export.lava_graph import build
 
-
-def _jsonable(x):
-    try:
-        json.dumps(x)
-        return x
-    except TypeError:
-        return str(x)[:2000]
+    report = check(build(desc))
+    return {
+        "status": "legal" if report.ok else "illegal",
+        "violations": [c.text() for c in report.violations],
+        "warnings": [c.text() for c in report.warnings],
+    }
 
 
 def loihi2_resources(desc) -> dict:
