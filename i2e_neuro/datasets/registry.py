@@ -39,7 +39,7 @@ FASHION_CLASSES = (
     "Ankle boot",
 )
 
-#: the paper's CIFAR recipe (section 4), the base of the others
+#: the I2E paper's CIFAR training recipe, the base of the others
 _PAPER_CIFAR: dict[str, Any] = dict(
     arch="msresnet18",
     epochs=256,

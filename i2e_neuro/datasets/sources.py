@@ -19,8 +19,8 @@ from i2e_neuro.datasets.registry import IMAGES_RATIO, REGISTRY
 from i2e_neuro.datasets.registry import names as registry_names
 from i2e_neuro.i2e.images import IMAGE_SUFFIXES, load_image
 
-#: Default threshold ratio per dataset (the paper's, section 1.8; the registry's for the datasets
-#: it knows); "images" for loose files.
+#: Default threshold ratio per dataset (the I2E paper's per-dataset ratios; the registry's for the
+#: datasets it knows); "images" for loose files.
 DEFAULT_RATIOS: dict[str, float] = {
     "imagenet": 0.12,
     "caltech101": 0.12,

@@ -21,7 +21,7 @@ from i2e_neuro.errors import ParameterError
 BACKENDS = ("slayer", "spikingjelly")
 ARCHS = ("msresnet18", "msresnet34", "msresnet_tiny")
 
-#: Recipe defaults per dataset (the registry's): the paper's (section 4) for CIFAR /
+#: Recipe defaults per dataset (the registry's): the I2E paper's training recipe for CIFAR /
 #: ImageNet-like folders; digits is sized to finish in a few minutes on a 2-core CPU.
 RECIPES: dict[str, dict[str, Any]] = {n: dict(d.recipe) for n, d in REGISTRY.items()}
 #: datasets held in memory (the default is then no DataLoader workers)

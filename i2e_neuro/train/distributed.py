@@ -51,6 +51,9 @@ class Distributed:
         device = torch.device("cuda", self.local_rank) if cuda else torch.device("cpu")
         if cuda:
             torch.cuda.set_device(device)
+            from i2e_neuro.train.cuda_setup import prepare_lava_dl_cuda
+
+            prepare_lava_dl_cuda(device)  # lava-dl's JIT kernels, or its torch path on CUDA
         if self.enabled and not torch.distributed.is_initialized():
             torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
         return device
