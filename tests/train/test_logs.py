@@ -49,6 +49,9 @@ def test_importing_the_models_prints_no_banner(tmp_path):
     done = _run("-c", "import i2e_neuro.models.qat; print('imported')", cwd=tmp_path)
     assert done.returncode == 0, done.stdout
     assert done.stdout == "imported\n", done.stdout
+    done = _run("-m", "i2e_neuro.cli", "train", "--help", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("usage: i2e-neuro train"), done.stdout
+    assert not any(b in done.stdout for b in BANNERS)
 
 
 @pytest.mark.slow
