@@ -8,8 +8,17 @@ imports the training model.
 Units are Loihi's (as in Lava's bit-accurate models): a connection adds
 ``sum(m * 2**e * spike) << 6`` to the 24-bit current ``u``; ``u[t] = u[t-1] * (4096 - du) / 4096
 + input``; ``v[t] = v[t-1] * (4096 - dv) / 4096 + u[t] + (bias_mant << bias_exp)``; a neuron
-spikes when ``v > vth << 6`` and resets ``v`` to 0. The readout group never spikes: its ``v``
-integrates the classifier's input over a sample, and the prediction is its argmax.
+spikes when ``v > vth << 6`` and resets ``v`` to 0.
+
+The readout: the last group (``readout=True``, shape ``(K,)``, one neuron per class) is an
+ordinary spiking CUBA-LIF group with the same parameters as the others; its spikes leave the
+chip for the host, which counts them per sample window. The prediction is the neuron with the
+most spikes (ties: earliest first spike, then lowest index; ``i2e_neuro.models.readout.predict``).
+Nothing else is read from the network.
+
+``steps`` is the trained sample window (frames + latency); Loihi 2 resets neurons only at a
+power-of-two interval, so the deployed window is ``window`` (``steps`` rounded up to a power of
+two), the extra steps being silent.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ BIAS_EXP = 6
 #: Lava's LIF 'du' register is 12 bits (0..4095); Lava adds 1 internally (ds_offset), so a
 #: decay of 4096 (the current is only this step's input) is written as du = 4095.
 LAVA_DU_OFFSET = 1
-READOUT_VTH = (1 << 17) - 1
+#: The readout kind this description format knows (``deploy["readout"]``, HDF5 attribute).
+READOUT = "spike_count"
 
 
 @dataclass
@@ -96,6 +106,12 @@ class NetworkDescription:
     @property
     def spiking_groups(self) -> list[NeuronGroup]:
         return [g for g in self.groups if not g.readout]
+
+    @property
+    def window(self) -> int:
+        """Steps per sample on Lava / Loihi 2: ``steps`` rounded up to a power of two (the
+        chip's reset interval must be one); the padding steps are silent."""
+        return 1 << max(0, (self.steps - 1).bit_length())
 
     def depths(self) -> dict[str, int]:
         depth = {INPUT: 0}
@@ -195,6 +211,11 @@ class NetworkDescription:
 
 def from_deploy(deploy: dict[str, Any]) -> NetworkDescription:
     """Build the description from a checkpoint's ``deploy`` entry (plain data written by training)."""
+    if deploy.get("readout") != READOUT:
+        raise ValueError(
+            "deploy entry has an integrator readout (trained before the spiking readout that "
+            "Loihi 2 can deliver to the host); retrain the model"
+        )
     try:
         spec, neuron = deploy["spec"], deploy["neuron"]
         groups = []
@@ -206,8 +227,8 @@ def from_deploy(deploy: dict[str, Any]) -> NetworkDescription:
                     name=g["name"],
                     shape=tuple(int(s) for s in g["shape"]),
                     du=int(neuron["current_decay"]),
-                    dv=0 if readout else int(neuron["voltage_decay"]),
-                    vth=READOUT_VTH if readout else int(neuron["vth_mant"]),
+                    dv=int(neuron["voltage_decay"]),
+                    vth=int(neuron["vth_mant"]),
                     bias=bias,
                     readout=readout,
                 )
@@ -303,6 +324,7 @@ def to_deploy(desc: NetworkDescription) -> dict:
             "voltage_decay": spiking.dv,
         },
         "steps": desc.steps,
+        "readout": READOUT,
         "i2e": dict(desc.i2e),
         "conns": {c.name: {"weight": c.weight, "exponent": c.exponent} for c in desc.connections},
         "groups": {g.name: {"bias": g.bias} for g in desc.groups},
