@@ -63,3 +63,17 @@ def run_lava_dl(desc, samples: Samples, record: int = 0, batch: int = 64) -> Lav
         counts,
         input_counts,
     )
+
+
+def state_peaks(desc, samples: Samples, batch: int = 64) -> dict[str, dict[str, int]]:
+    """Largest ``|u|`` and ``|v|`` per group (Loihi units) over ``samples`` in the lava-dl model
+    of the description's integers, for ``export.legality``'s 24-bit state check."""
+    from export.description import to_deploy
+    from i2e_neuro.models.qat import SpikingGraph
+
+    model = SpikingGraph.from_deploy(to_deploy(desc)).eval()
+    peaks: dict[str, dict[str, int]] = {}
+    with torch.no_grad():
+        for start in range(0, len(samples.data), batch):
+            model(sample_events(desc, samples, start, start + batch), states=peaks)
+    return peaks

@@ -140,12 +140,14 @@ class SpikingGraph(torch.nn.Module):
         self.register_buffer("exponents", torch.zeros(len(spec.conns), dtype=torch.int64))
 
     # ------------------------------------------------------------------ forward
-    def forward(self, events: torch.Tensor, record: bool = False):
+    def forward(self, events: torch.Tensor, record: bool = False, states: dict | None = None):
         """``events`` ``[T, B, 2, H, W]`` -> logits ``[B, K]`` (and spikes per group if ``record``).
 
         The logits are the readout group's spike counts over the sample window plus a detached
         tie-break below 0.5 (earliest first spike), :func:`~i2e_neuro.models.readout.spike_scores`:
         what the chip delivers to the host through ``NxToPyAdapter`` and the host counts.
+        ``states``, a dict, receives per group the largest ``|u|`` and ``|v|`` (voltage before
+        the spike reset) in Loihi's integer units, for the 24-bit overflow check.
         """
         if (
             events.ndim != 5
@@ -171,7 +173,14 @@ class SpikingGraph(torch.nn.Module):
             total = (
                 total.float()
             )  # under CUDA autocast the synapses give float16; the neurons take float32
-            spikes[g.name] = self.neurons[_key(g.name)](total)
+            neuron = self.neurons[_key(g.name)]
+            if states is not None:
+                with torch.no_grad():
+                    current, voltage = neuron.dynamics(total)
+                peak = states.setdefault(g.name, {"u": 0, "v": 0})
+                for k, x in (("u", current), ("v", voltage)):
+                    peak[k] = max(peak[k], int(round(float(x.abs().max()) * neuron.s_scale)))
+            spikes[g.name] = neuron(total)
         logits = spike_scores(spikes[self.spec.readout.name])
         if record:
             return logits, {k: v for k, v in spikes.items() if k != INPUT}
