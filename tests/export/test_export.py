@@ -12,8 +12,8 @@ from export.description import from_checkpoint, from_deploy, to_deploy
 from export.hdf5 import load_hdf5, save_hdf5
 from export.runner import BackendUnavailable, simulate
 from i2e_neuro import i2e
-from i2e_neuro.models.readout import first_spike, predict
 from i2e_neuro.models.qat import SpikingGraph, randomize_batchnorm
+from i2e_neuro.models.readout import first_spike, predict
 from i2e_neuro.models.spec import INPUT, ConnSpec, GroupSpec, NetSpec, build_spec
 
 # Runs Lava process graphs (OS processes per process model): left out of `make test-fast`.
