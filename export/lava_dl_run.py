@@ -36,10 +36,9 @@ def sample_events(desc, samples: Samples, start: int, stop: int) -> torch.Tensor
 
 
 def run_lava_dl(desc, samples: Samples, record: int = 0, batch: int = 64) -> LavaDlRun:
-    from export.description import to_deploy
     from i2e_neuro.models.qat import SpikingGraph
 
-    model = SpikingGraph.from_deploy(to_deploy(desc)).eval()
+    model = SpikingGraph.from_deploy(desc.deploy_record()).eval()
     preds, trains = [], {}
     counts = {g.name: np.zeros(g.shape, dtype=np.int64) for g in desc.groups}
     input_counts = np.zeros(desc.input_shape, dtype=np.int64)
@@ -68,10 +67,9 @@ def run_lava_dl(desc, samples: Samples, record: int = 0, batch: int = 64) -> Lav
 def state_peaks(desc, samples: Samples, batch: int = 64) -> dict[str, dict[str, int]]:
     """Largest ``|u|`` and ``|v|`` per group (Loihi units) over ``samples`` in the lava-dl model
     of the description's integers, for ``export.legality``'s 24-bit state check."""
-    from export.description import to_deploy
     from i2e_neuro.models.qat import SpikingGraph
 
-    model = SpikingGraph.from_deploy(to_deploy(desc)).eval()
+    model = SpikingGraph.from_deploy(desc.deploy_record()).eval()
     peaks: dict[str, dict[str, int]] = {}
     with torch.no_grad():
         for start in range(0, len(samples.data), batch):

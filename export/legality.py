@@ -362,6 +362,25 @@ def check_graph(
     return report
 
 
+def deployable_report(desc, hardware: str = "loihi2", chips: int | None = None, peaks=None):
+    """The legality report of the deployable graph (network, adapters, host source and counter)."""
+    from export.lava_graph import build
+    from export.processes import I2ESource, ReadoutCounter
+
+    net = build(desc, "loihi2")
+    c, h, w = desc.input_shape
+    source = I2ESource(
+        samples=np.zeros((1, desc.timesteps, c, h, w), bool),
+        steps=desc.window,
+        timesteps=desc.timesteps,
+        events=True,
+    )
+    net.connect_input(source.s_out)
+    counter = ReadoutCounter(num_classes=desc.readout.shape[0], num_samples=1, window=desc.window)
+    net.output.connect(counter.s_in)
+    return check_graph(net, (source, counter), hardware, state_peaks=peaks, chips=chips)
+
+
 def check_processes(processes, hardware: str = "loihi2") -> LegalityReport:
     """Check loose processes (no description: no core mapping)."""
 

@@ -17,13 +17,8 @@ import numpy as np
 
 from export.description import NetworkDescription
 from export.lava_graph import build, refuse_cpu_only
+from export.run_config import BACKENDS, BackendUnavailable, run_config  # noqa: F401  (re-exported)
 from i2e_neuro.layouts import lava_to_chw
-
-BACKENDS = ("cpu", "loihi2")
-
-
-class BackendUnavailable(RuntimeError):
-    """The requested back end cannot run here (e.g. Loihi 2 without the Loihi extension)."""
 
 
 @dataclass
@@ -44,63 +39,6 @@ class SimulationResult:
         from i2e_neuro.models.readout import predict
 
         return predict(self.readout_counts, self.readout_first)
-
-
-def loihi_extension_missing() -> str | None:
-    """Why Loihi 2 hardware cannot be used here (None when lava-loihi is installed)."""
-    from lava.utils import loihi
-
-    if loihi.is_installed():
-        return None
-    return (
-        "--backend loihi2 needs Intel's Loihi extension for Lava (lava-loihi), which is not installed. "
-        "It is distributed to members of the Intel Neuromorphic Research Community (INRC): join at "
-        "https://intel-ncl.atlassian.net/wiki/spaces/INRC, install lava-loihi in this environment and "
-        "run on an INRC Loihi 2 system (loihi.use_slurm_host()). Use --backend cpu to simulate here."
-    )
-
-
-def run_config(backend: str = "cpu", fast: bool = True):
-    """Lava run configuration: CPU Loihi-2 fixed-point simulation (with our fast, Loihi-exact
-    Conv and LIF models, and the adapters as same-step pass-throughs) or Loihi 2 hardware (the
-    adapters as lava-loihi's embedded I/O)."""
-    if backend == "cpu":
-        from lava.magma.core.run_configs import Loihi2SimCfg
-
-        from export.processes import (
-            InputAdapter,
-            OutputAdapter,
-            PyInputAdapterModel,
-            PyOutputAdapterModel,
-        )
-
-        mapping = {InputAdapter: PyInputAdapterModel, OutputAdapter: PyOutputAdapterModel}
-        if fast:
-            from export.fast_models import fast_exception_map
-
-            mapping.update(fast_exception_map())
-        else:  # Lava's stock models, the stock Conv completed with Loihi's weight arithmetic
-            from lava.proc.conv.process import Conv
-
-            from export.fast_models import LoihiConvModelReference
-
-            mapping[Conv] = LoihiConvModelReference
-        return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=mapping)
-    if backend == "loihi2":
-        from lava.utils import loihi
-
-        missing = loihi_extension_missing()
-        if missing:
-            raise BackendUnavailable(missing)
-        from lava.magma.core.run_configs import Loihi2HwCfg
-
-        from export.processes import loihi_adapter_models
-
-        loihi.use_slurm_host()
-        return Loihi2HwCfg(
-            select_sub_proc_model=True, exception_proc_model_map=loihi_adapter_models()
-        )
-    raise ValueError(f"backend={backend!r}: must be one of {BACKENDS}")
 
 
 def simulate(

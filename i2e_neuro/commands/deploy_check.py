@@ -32,30 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
-def build_report(desc, hardware: str = "loihi2", chips: int | None = None, peaks=None):
-    """The legality report of the deployable graph (network, adapters, host source and counter)."""
-    import numpy as np
-
-    from export.lava_graph import build
-    from export.legality import check_graph
-    from export.processes import I2ESource, ReadoutCounter
-
-    net = build(desc, "loihi2")
-    c, h, w = desc.input_shape
-    source = I2ESource(
-        samples=np.zeros((1, desc.timesteps, c, h, w), bool),
-        steps=desc.window,
-        timesteps=desc.timesteps,
-        events=True,
-    )
-    net.connect_input(source.s_out)
-    counter = ReadoutCounter(num_classes=desc.readout.shape[0], num_samples=1, window=desc.window)
-    net.output.connect(counter.s_in)
-    return check_graph(net, (source, counter), hardware, state_peaks=peaks, chips=chips)
-
-
 def run(args: argparse.Namespace) -> int:
-    from i2e_neuro.commands.simulate import load_description
+    from export import load as load_description
+    from export.legality import deployable_report
 
     try:
         desc = load_description(args.model)
@@ -66,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
             samples = load_samples(args.data, desc.input_shape[1:], args.root, "test", args.limit)
             peaks = state_peaks(desc, samples)
-        report = build_report(desc, args.hardware, args.chips, peaks)
+        report = deployable_report(desc, args.hardware, args.chips, peaks)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

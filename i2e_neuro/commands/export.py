@@ -32,25 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def layer_table(desc) -> str:
-    lines = [
-        f"{'group':<14} {'shape':<14} {'inputs (kind, exponent, source)':<58} {'bias mant.':>13}"
-    ]
-    for g in desc.groups:
-        inputs = ", ".join(
-            f"{c.name}[{c.kind} e{c.exponent} <- {c.source}]" for c in desc.incoming(g.name)
-        )
-        bias = f"{int(g.bias.min())}..{int(g.bias.max())}"
-        lines.append(f"{g.name:<14} {'x'.join(map(str, g.shape)):<14} {inputs:<58} {bias:>13}")
-    return "\n".join(lines)
-
-
 def check_legal(desc, chips: int):
     """Build the deployable Lava graph and refuse it (IllegalGraph) if Loihi 2 cannot hold it."""
-    from export.legality import IllegalGraph
-    from i2e_neuro.commands.deploy_check import build_report
+    from export.legality import IllegalGraph, deployable_report
 
-    report = build_report(desc, "loihi2", chips)
+    report = deployable_report(desc, "loihi2", chips)
     if not report.ok:
         raise IllegalGraph("not legal on loihi2: " + "; ".join(c.text() for c in report.violations))
     return report
@@ -60,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from export.description import from_checkpoint
     from export.hdf5 import save_hdf5
     from export.legality import IllegalGraph
+    from export.report import layer_table
     from export.resources import DoesNotFit, format_report, resource_report
 
     try:

@@ -59,13 +59,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
-def load_description(path: Path):
-    from export.description import from_checkpoint
-    from export.hdf5 import load_hdf5
-
-    return from_checkpoint(path) if path.suffix in (".pt", ".pth", ".ckpt") else load_hdf5(path)
-
-
 def spike_mismatches(lava: dict, reference: dict) -> int:
     """Spikes that differ between Lava trains ``[M, window, ...]`` and lava-dl trains
     ``[M, steps, ...]``: the reference is padded with silence to the power-of-two window, so a
@@ -81,12 +74,13 @@ def spike_mismatches(lava: dict, reference: dict) -> int:
 
 def dry_run(args: argparse.Namespace) -> int:
     """Build the deployable graph, check legality, print the mapping; run nothing."""
-    from export.runner import loihi_extension_missing
-    from i2e_neuro.commands.deploy_check import build_report
+    import export
+    from export.legality import deployable_report
+    from export.run_config import loihi_extension_missing
 
     try:
-        desc = load_description(args.model)
-        report = build_report(desc, "loihi2")
+        desc = export.load(args.model)
+        report = deployable_report(desc, "loihi2")
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -110,6 +104,7 @@ def dry_run(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
 
+    import export
     from export.lava_dl_run import run_lava_dl
     from export.runner import BackendUnavailable, simulate
     from i2e_neuro.datasets.eval_data import load_samples
@@ -124,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run(args)
     try:
-        desc = load_description(args.model)
+        desc = export.load(args.model)
         samples = load_samples(args.data, desc.input_shape[1:], args.root, args.split, args.limit)
         start = time.perf_counter()
         result = simulate(
