@@ -1,4 +1,7 @@
-"""``i2e-neuro export``: trained checkpoint -> network description (HDF5) + layer and resource tables."""
+"""``i2e-neuro export``: trained checkpoint -> network description (HDF5) + layer and resource
+tables; the Lava graph Loihi 2 would run is built and checked against the chip's register formats
+(``export.legality``) first, and an illegal one is refused naming process, parameter, value and
+limit (exit 3)."""
 
 from __future__ import annotations
 
@@ -29,18 +32,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def check_legal(desc, chips: int):
+    """Build the deployable Lava graph and refuse it (IllegalGraph) if Loihi 2 cannot hold it."""
+    from export.legality import IllegalGraph, deployable_report
+
+    report = deployable_report(desc, "loihi2", chips)
+    if not report.ok:
+        raise IllegalGraph("not legal on loihi2: " + "; ".join(c.text() for c in report.violations))
+    return report
+
+
 def run(args: argparse.Namespace) -> int:
     from export.description import from_checkpoint
     from export.hdf5 import save_hdf5
+    from export.legality import IllegalGraph
     from export.report import layer_table
     from export.resources import DoesNotFit, format_report, resource_report
 
     try:
         desc = from_checkpoint(args.checkpoint)
         rows = resource_report(desc, args.hardware, args.chips)
+        legality = check_legal(desc, args.chips) if args.hardware == "loihi2" else None
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2 if not isinstance(e, DoesNotFit) else 3
+        return 3 if isinstance(e, (DoesNotFit, IllegalGraph)) else 2
     out = args.out or args.checkpoint.with_name("network.h5")
     try:
         save_hdf5(desc, out)
@@ -50,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
     print(layer_table(desc))
     print()
     print(format_report(rows, args.hardware))
+    if legality is not None:
+        print(
+            f"\nLoihi 2 legality: LEGAL ({len(legality.checks)} checks, "
+            f"{len(legality.warnings)} risks; `i2e-neuro deploy-check {out}` prints them)"
+        )
     print(
         f"\n{desc.name}: {len(desc.groups)} neuron groups, {len(desc.connections)} connections, "
         f"{desc.timesteps} frames + {desc.steps - desc.timesteps} latency steps per sample -> {out}"
