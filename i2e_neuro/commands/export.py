@@ -1,4 +1,5 @@
-"""``i2e-neuro export``: trained checkpoint -> network description (HDF5) + layer and resource tables."""
+"""``i2e-neuro export``: trained checkpoint (or exported HDF5) -> network description in HDF5 or
+NIR + layer and resource tables."""
 
 from __future__ import annotations
 
@@ -11,13 +12,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "checkpoint",
         type=Path,
-        help="checkpoint of a quantized lava-dl model (train --backend slayer)",
+        help="checkpoint of a quantized lava-dl model (train --backend slayer), or an exported .h5",
     )
     p.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="HDF5 file to write (default: network.h5 beside the checkpoint)",
+        help="file to write (default: network.h5 / network.nir beside the checkpoint; "
+        "for an .h5 input, the same name with .nir)",
+    )
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="hdf5 (netx layout + residual extension) or nir (Neuromorphic Intermediate "
+        "Representation); default from the --out suffix (.nir -> nir), else hdf5",
     )
     p.add_argument(
         "--hardware",
@@ -27,6 +36,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--chips", type=int, default=1, help="chips available to the network (default 1)"
     )
+
+
+FORMATS = ("hdf5", "nir")
+HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
+def output_format(args: argparse.Namespace) -> str:
+    if args.format:
+        return args.format
+    return "nir" if args.out is not None and args.out.suffix == ".nir" else "hdf5"
+
+
+def output_path(args: argparse.Namespace, fmt: str) -> Path:
+    """``--out``, or a default beside the input; never the input itself."""
+    src = args.checkpoint
+    if args.out is not None:
+        out = args.out
+    elif src.suffix in HDF5_SUFFIXES:
+        out = src.with_suffix(".nir" if fmt == "nir" else ".h5")
+    else:
+        out = src.with_name("network.nir" if fmt == "nir" else "network.h5")
+    if out.exists() and src.exists() and out.resolve() == src.resolve():
+        raise ValueError(f"--out {out}: is the input file; give another --out")
+    return out
+
+
+def load_description(path: Path):
+    """The network description of a checkpoint or of an exported HDF5 file."""
+    if path.suffix in HDF5_SUFFIXES:
+        from export.hdf5 import load_hdf5
+
+        return load_hdf5(path)
+    from export.description import from_checkpoint
+
+    return from_checkpoint(path)
 
 
 def layer_table(desc) -> str:
@@ -43,19 +87,27 @@ def layer_table(desc) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.description import from_checkpoint
     from export.hdf5 import save_hdf5
     from export.resources import DoesNotFit, format_report, resource_report
 
+    fmt = output_format(args)
     try:
-        desc = from_checkpoint(args.checkpoint)
+        desc = load_description(args.checkpoint)
         rows = resource_report(desc, args.hardware, args.chips)
+        out = output_path(args, fmt)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if not isinstance(e, DoesNotFit) else 3
-    out = args.out or args.checkpoint.with_name("network.h5")
     try:
-        save_hdf5(desc, out)
+        if fmt == "nir":
+            from export.nir import save_nir
+
+            save_nir(desc, out)
+        else:
+            save_hdf5(desc, out)
+    except ValueError as e:
+        print(f"error: {args.checkpoint}: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"error: --out {out}: {e}", file=sys.stderr)
         return 2
