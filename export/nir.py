@@ -191,6 +191,7 @@ def to_nir(desc: NetworkDescription, threshold_nudge: float = THRESHOLD_NUDGE) -
         "i2e": desc.i2e,
         "classes": desc.classes,
         "threshold_nudge": threshold_nudge,
+        "node_order": list(nodes),  # HDF5 lists nodes alphabetically; from_nir restores this order
     }
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={METADATA_KEY: json.dumps(meta)})
 
@@ -335,7 +336,7 @@ def from_nir(graph: nir.NIRGraph, timesteps: int | None = None) -> NetworkDescri
             raise ValueError(f"edge ({a!r}, {b!r}): unknown node")
         parents[b].append(a)
         children[a].append(b)
-    order = _topological(graph, parents, children)
+    order = _topological(graph, parents, children, meta.get("node_order", []))
     inputs = [n for n in order if isinstance(graph.nodes[n], nir.Input)]
     outputs = [n for n in order if isinstance(graph.nodes[n], nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
@@ -419,11 +420,14 @@ def from_nir(graph: nir.NIRGraph, timesteps: int | None = None) -> NetworkDescri
     return desc
 
 
-def _topological(graph, parents, children) -> list[str]:
+def _topological(graph, parents, children, preferred: list[str]) -> list[str]:
+    """Nodes in dependency order; among ready nodes, the ``preferred`` order first."""
+    rank = {n: i for i, n in enumerate(preferred)}
     pending = {n: len(p) for n, p in parents.items()}
     ready = [n for n in graph.nodes if pending[n] == 0]
     order = []
     while ready:
+        ready.sort(key=lambda n: rank.get(n, len(rank)))
         n = ready.pop(0)
         order.append(n)
         for c in children[n]:
@@ -452,7 +456,7 @@ def _conv_from_nir(name, node, source, src_shape, targets, readout_name):
         raise ValueError(f"node {name!r}: dilation and groups must be 1")
     if isinstance(node.padding, str):
         raise ValueError(f"node {name!r}: padding {node.padding!r}: give it as integers")
-    stride, padding = _pair(name, "stride", node.stride), _pair(name, "padding", node.padding)
+    padding = _pair(name, "padding", node.padding)
     kind = "conv"
     _, h, w = src_shape
     if readout_name in targets:
@@ -463,8 +467,10 @@ def _conv_from_nir(name, node, source, src_shape, targets, readout_name):
                 "(a conv covering the whole map with the same weight everywhere, no padding)"
             )
         kind, weight, stride = "pool_dense", weight[:, :, 0, 0], 1
-    elif weight.shape[2] != weight.shape[3]:
-        raise ValueError(f"node {name!r}: kernel {weight.shape[2:]} must be square")
+    else:
+        stride = _pair(name, "stride", node.stride)
+        if weight.shape[2] != weight.shape[3]:
+            raise ValueError(f"node {name!r}: kernel {weight.shape[2:]} must be square")
     hint = _meta(node, "exponent")
     mant, exp = _exponent(name, weight, None if hint is None else int(hint))
     bias = np.zeros(weight.shape[0]) if node.bias is None else np.asarray(node.bias, np.float64)
