@@ -85,6 +85,7 @@ from export.description import (
     NeuronGroup,
 )
 from i2e_neuro.atomic import atomic_path
+from i2e_neuro.models.spec import ConnSpec, GroupSpec, NetSpec
 
 #: Loihi's threshold compare ``v > vth << 6`` as a float compare in weight units.
 THRESHOLD_NUDGE = 63 / 4096
@@ -403,10 +404,15 @@ def from_nir(graph: nir.NIRGraph, timesteps: int | None = None) -> NetworkDescri
     timesteps = int(meta.get("timesteps", timesteps or 0))
     if timesteps <= 0:
         raise ValueError("graph: carries no 'timesteps'; pass timesteps= (event frames per sample)")
-    desc = NetworkDescription(
+    topology = NetSpec(
         name=str(meta.get("name", "nir")),
         input_shape=input_shape,
         timesteps=timesteps,
+        groups=[g.spec for g in groups],
+        conns=[c.spec for c in conns],
+    )
+    desc = NetworkDescription(
+        topology=topology,
         steps=int(meta.get("steps", 0)),
         i2e=dict(meta.get("i2e", {})),
         groups=groups,
@@ -474,7 +480,12 @@ def _conv_from_nir(name, node, source, src_shape, targets, readout_name):
     hint = _meta(node, "exponent")
     mant, exp = _exponent(name, weight, None if hint is None else int(hint))
     bias = np.zeros(weight.shape[0]) if node.bias is None else np.asarray(node.bias, np.float64)
-    conn = Connection(name, kind, source, list(targets), mant, exp, stride=stride, padding=padding)
+    out_ch, in_ch = weight.shape[:2]
+    kernel = int(weight.shape[2]) if kind == "conv" else 1
+    spec = ConnSpec(
+        name, source, list(targets), kind, int(in_ch), int(out_ch), kernel, stride, padding, False
+    )
+    conn = Connection(spec=spec, weight=mant, exponent=exp)
     return conn, bias.reshape(-1)
 
 
@@ -524,13 +535,11 @@ def _group_from_nir(name, node, readout, incoming, conn_bias) -> NeuronGroup:
         shape if len(shape) == 3 and not (readout and shape[1:] == (1, 1)) else (channels,)
     )
     return NeuronGroup(
-        name=name,
-        shape=group_shape,
+        spec=GroupSpec(name, tuple(group_shape), readout),
         du=du,
         dv=dv,
         vth=int(vth),
         bias=np.round(bias).astype(np.int64),
-        readout=readout,
     )
 
 

@@ -79,13 +79,13 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
+    from export import load
     from export.lava_dl_run import run_lava_dl, sample_events
     from export.nir import THRESHOLD_NUDGE, run_norse, save_nir
-    from i2e_neuro.commands.export import load_description
     from i2e_neuro.datasets.eval_data import load_samples
 
     torch.set_num_threads(2)
-    desc = load_description(args.model) if args.model else random_description()
+    desc = load(args.model) if args.model else random_description()
     samples = load_samples(args.data, tuple(desc.input_shape[1:]), args.root, "test", args.limit)
     n = len(samples.data)
     start = time.perf_counter()

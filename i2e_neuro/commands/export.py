@@ -39,7 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 FORMATS = ("hdf5", "nir")
-HDF5_SUFFIXES = (".h5", ".hdf5")
 
 
 def output_format(args: argparse.Namespace) -> str:
@@ -50,49 +49,29 @@ def output_format(args: argparse.Namespace) -> str:
 
 def output_path(args: argparse.Namespace, fmt: str) -> Path:
     """``--out``, or a default beside the input; never the input itself."""
+    from export import CHECKPOINT_SUFFIXES
+
     src = args.checkpoint
     if args.out is not None:
         out = args.out
-    elif src.suffix in HDF5_SUFFIXES:
-        out = src.with_suffix(".nir" if fmt == "nir" else ".h5")
-    else:
+    elif src.suffix in CHECKPOINT_SUFFIXES:
         out = src.with_name("network.nir" if fmt == "nir" else "network.h5")
+    else:
+        out = src.with_suffix(".nir" if fmt == "nir" else ".h5")
     if out.exists() and src.exists() and out.resolve() == src.resolve():
         raise ValueError(f"--out {out}: is the input file; give another --out")
     return out
 
 
-def load_description(path: Path):
-    """The network description of a checkpoint or of an exported HDF5 file."""
-    if path.suffix in HDF5_SUFFIXES:
-        from export.hdf5 import load_hdf5
-
-        return load_hdf5(path)
-    from export.description import from_checkpoint
-
-    return from_checkpoint(path)
-
-
-def layer_table(desc) -> str:
-    lines = [
-        f"{'group':<14} {'shape':<14} {'inputs (kind, exponent, source)':<58} {'bias mant.':>13}"
-    ]
-    for g in desc.groups:
-        inputs = ", ".join(
-            f"{c.name}[{c.kind} e{c.exponent} <- {c.source}]" for c in desc.incoming(g.name)
-        )
-        bias = f"{int(g.bias.min())}..{int(g.bias.max())}"
-        lines.append(f"{g.name:<14} {'x'.join(map(str, g.shape)):<14} {inputs:<58} {bias:>13}")
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
+    from export import load
     from export.hdf5 import save_hdf5
+    from export.report import layer_table
     from export.resources import DoesNotFit, format_report, resource_report
 
     fmt = output_format(args)
     try:
-        desc = load_description(args.checkpoint)
+        desc = load(args.checkpoint)
         rows = resource_report(desc, args.hardware, args.chips)
         out = output_path(args, fmt)
     except (FileNotFoundError, ValueError, KeyError) as e:
