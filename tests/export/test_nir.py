@@ -248,3 +248,54 @@ def test_trained_digits_model_in_norse_agrees_with_lava(tmp_path_factory, capsys
     res = simulate(desc, samples.data[:2], record=2)
     for g in desc.spiking_groups:
         assert np.array_equal(res.trains[g.name], ref.trains[g.name][:2])
+
+
+def tie_network():
+    """One neuron fed, through two input connections, 1 at step 1 and 1024 = vth at step 8.
+
+    In float its voltage is then ``1024 + 2**-7``, just above the threshold; Loihi's decay has
+    truncated the 1 (64 in its units, halved 7 times) to 0, so its integer voltage is exactly
+    ``vth << 6``, which does not fire (strict compare).
+    """
+    from export.description import from_deploy
+    from i2e_neuro.models.deploy import DeployRecord, NeuronParams
+    from i2e_neuro.models.spec import INPUT, ConnSpec, GroupSpec, NetSpec
+
+    spec = NetSpec(
+        "tie",
+        (2, 1, 1),
+        8,
+        groups=[GroupSpec("sn", (1, 1, 1)), GroupSpec("readout", (2,), readout=True)],
+        conns=[
+            ConnSpec("small", INPUT, ["sn"], "conv", 2, 1),
+            ConnSpec("large", INPUT, ["sn"], "conv", 2, 1),
+            ConnSpec("fc", "sn", ["readout"], "pool_dense", 1, 2, batchnorm=False),
+        ],
+    )
+    record = DeployRecord(
+        spec=spec,
+        neuron=NeuronParams(vth_mant=1024, current_decay=4096, voltage_decay=2048),
+        weights={
+            "small": np.array([1, 0]).reshape(1, 2, 1, 1),
+            "large": np.array([0, 8]).reshape(1, 2, 1, 1),  # 8 << 7 = 1024
+            "fc": np.array([[1], [-1]]),
+        },
+        exponents={"small": 0, "large": 7, "fc": 0},
+        biases={"sn": np.zeros(1, int), "readout": np.zeros(2, int)},
+    )
+    desc = from_deploy(record)
+    events = np.zeros((1, 8, 2, 1, 1), dtype=bool)
+    events[0, 0, 0] = True  # the 1, arriving at step 1
+    events[0, 7, 1] = True  # the 1024, arriving at step 8
+    return desc, Samples(events, np.array([-1]), ["tie"], events=True)
+
+
+def test_threshold_nudge_matches_loihi_after_decay_truncation():
+    desc, samples = tie_network()
+    ref = run_lava_dl(desc, samples, record=1)
+    assert ref.trains["sn"].sum() == 0  # Loihi: truncated to exactly vth << 6, no spike
+    events = sample_events(desc, samples, 0, 1).numpy()
+    _, plain, _ = run_norse(to_nir(desc, threshold_nudge=0.0), events, desc.steps)
+    assert plain["sn"].sum() == 1  # float v = 1024 + 2**-7 > 1024
+    _, nudged, trains = run_norse(to_nir(desc), events, desc.steps, record=1)
+    assert nudged["sn"].sum() == 0 and np.array_equal(trains["sn"], ref.trains["sn"])
