@@ -229,7 +229,7 @@ def test_off_grid_parameters_are_refused_by_name(tiny):
 @pytest.mark.slow
 def test_trained_digits_model_in_norse_agrees_with_lava(tmp_path_factory, capsys):
     from export.runner import simulate
-    from i2e_neuro.train.trainer import resolve_config, train
+    from i2e_neuro.train import resolve_config, train
 
     out = tmp_path_factory.mktemp("run")
     cfg = resolve_config(epochs=2, qat_epochs=1, limit_train=256, limit_test=16)
@@ -299,3 +299,30 @@ def test_threshold_nudge_matches_loihi_after_decay_truncation():
     assert plain["sn"].sum() == 1  # float v = 1024 + 2**-7 > 1024
     _, nudged, trains = run_norse(to_nir(desc), events, desc.steps, record=1)
     assert nudged["sn"].sum() == 0 and np.array_equal(trains["sn"], ref.trains["sn"])
+
+
+@pytest.mark.slow  # runs Lava processes
+def test_check_nir_script_quick():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    p = subprocess.run(
+        [sys.executable, str(root / "scripts" / "check_nir.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        cwd=root,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads(p.stdout.strip().splitlines()[-1])
+    assert report["consumer"].startswith("norse 1.1.0") and report["samples"] == 32
+    assert report["agreement"] == 1.0 and report["samples_with_any_spike_difference"] == 0
+    assert report["lava"] == {
+        "samples": 2,
+        "predictions_equal_lava_dl": True,
+        "spikes_equal_lava_dl": True,
+    }
