@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train",
         "train a QAT MS-ResNet (lava-dl) or the SpikingJelly reference on I2E events",
     ),
-    "export": ("export", "export a trained checkpoint to the network description (HDF5)"),
+    "export": ("export", "export a trained checkpoint to the network description (HDF5 or NIR)"),
     "deploy-check": (
         "deploy_check",
         "check an exported network against Loihi 2's register formats; print the core mapping",
