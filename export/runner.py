@@ -7,7 +7,6 @@ a process model raises).
 
 from __future__ import annotations
 
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -85,7 +84,7 @@ def simulate(
     dataset of samples.
     """
     from export.processes import I2ESource, Readout, SpikeMonitor, as_sample_array, monitor_arrays
-    from export.supervision import run_checked
+    from export.supervision import private_folder, run_checked
 
     samples = as_sample_array(samples)
     check_samples(desc, samples, events)
@@ -101,7 +100,7 @@ def simulate(
     net.connect_input(source.s_out)
     readout = Readout(num_classes=desc.readout.shape[0], num_samples=n, steps=desc.steps)
     readout.v.connect_var(net.readout.v)
-    with tempfile.TemporaryDirectory(prefix="i2e-neuro-monitors-") as tmp:
+    with private_folder("i2e-neuro-monitors-") as tmp:
         monitors = {}
         for g in desc.spiking_groups:
             shape = net.neurons[g.name].s_out.shape
