@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from export.description import INPUT, Connection, NetworkDescription, NeuronGroup
-from i2e_neuro.atomic import atomic_path
+from i2e_neuro.atomic import hdf5_file
 
 FORMAT = "i2e-neuro network description"
 VERSION = 1
@@ -33,7 +33,7 @@ def save_hdf5(desc: NetworkDescription, path: str | Path) -> Path:
     desc.validate()
     path = Path(path)
     chain = desc.is_chain()
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with hdf5_file(path) as f:
         f.attrs.update(
             format=FORMAT,
             version=VERSION,

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from i2e_neuro.atomic import atomic_path
+from i2e_neuro.atomic import hdf5_file, savez
 
 FORMATS = ("packed", "dense", "list")
 SUFFIXES = (".npz", ".h5", ".hdf5")
@@ -117,17 +117,13 @@ def save_events(
     if labels is not None:
         arrays["labels"] = np.asarray(labels, dtype=np.int64)
     header = json.dumps({"format": fmt, **(meta or {})})
-    with atomic_path(path) as tmp:
-        if path.suffix == ".npz":
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, header=np.asarray(header), **arrays)
-        else:
-            import h5py
-
-            with h5py.File(tmp, "w") as f:
-                f.attrs["header"] = header
-                for k, v in arrays.items():
-                    f.create_dataset(k, data=v, compression="gzip" if v.size > 1024 else None)
+    if path.suffix == ".npz":
+        savez(path, header=np.asarray(header), **arrays)
+    else:
+        with hdf5_file(path) as f:
+            f.attrs["header"] = header
+            for k, v in arrays.items():
+                f.create_dataset(k, data=v, compression="gzip" if v.size > 1024 else None)
     return path
 
 
