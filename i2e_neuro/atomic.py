@@ -93,23 +93,30 @@ def savez(path: str | Path, compressed: bool = True, **arrays: Any) -> Path:
 def refuse_overwriting_inputs(
     outputs: Iterable[tuple[str, str | Path | None]],
     inputs: Iterable[tuple[str, str | Path | None]],
+    roots: Iterable[tuple[str, str | Path | None]] = (),
 ) -> None:
-    """Raise ``ValueError`` if an output resolves (symlinks followed) to an input or lies inside
-    an input folder, or an input lies inside an output folder.
+    """Raise ``ValueError`` naming both arguments if an output would overwrite an input.
 
-    ``outputs`` and ``inputs`` are ``(argument name, path)`` pairs; ``None`` paths are skipped.
+    An output may not resolve (symlinks followed) to an input or to one of ``roots``, nor lie
+    inside an input folder (its files would become inputs of the next run).  ``roots`` are
+    dataset folders read by fixed names, where outputs inside are harmless.  Arguments are
+    ``(argument name, path)`` pairs; ``None`` paths are skipped.
     """
-    ins = [(name, Path(p).expanduser().resolve()) for name, p in inputs if p is not None]
+    resolved = lambda pairs: [  # noqa: E731
+        (name, Path(p).expanduser().resolve()) for name, p in pairs if p is not None
+    ]
+    ins, root_dirs = resolved(inputs), resolved(roots)
     for out_name, out in outputs:
         if out is None:
             continue
         o = Path(out).expanduser().resolve()
-        for in_name, i in ins:
+        for in_name, i in ins + root_dirs:
             if o == i:
                 raise ValueError(
-                    f"{out_name} {out}: is the same file as {in_name}; refusing to overwrite an "
-                    "input (choose another output path)"
+                    f"{out_name} {out}: is the same file or folder as {in_name}; refusing to "
+                    "overwrite an input (choose another output path)"
                 )
+        for in_name, i in ins:
             if i.is_dir() and i in o.parents:
                 raise ValueError(
                     f"{out_name} {out}: lies inside the input folder {in_name} {i}; choose an "

@@ -196,6 +196,18 @@ def check_args(args) -> list[str]:
         parse_shard(args.shard)
     except ValueError as e:
         problems.append(str(e))
+    from i2e_neuro.atomic import refuse_overwriting_inputs
+
+    try:
+        root = [("--root", args.root)]
+        image_folder = args.dataset == "imagefolder"  # read recursively: outputs inside count
+        refuse_overwriting_inputs(
+            [("--out", args.out)],
+            [("input", i) for i in args.inputs or []] + (root if image_folder else []),
+            [] if image_folder else root,
+        )
+    except ValueError as e:
+        problems.append(str(e))
     if args.device == "cuda":
         import torch
 

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from export.hdf5 import save_hdf5
     from export.report import layer_table
     from export.resources import DoesNotFit, format_report, resource_report
+    from i2e_neuro.atomic import refuse_overwriting_inputs
 
     try:
         desc = from_checkpoint(args.checkpoint)
@@ -43,7 +44,11 @@ def run(args: argparse.Namespace) -> int:
         return 2 if not isinstance(e, DoesNotFit) else 3
     out = args.out or args.checkpoint.with_name("network.h5")
     try:
+        refuse_overwriting_inputs([("--out", out)], [("checkpoint", args.checkpoint)])
         save_hdf5(desc, out)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"error: --out {out}: {e}", file=sys.stderr)
         return 2

@@ -181,6 +181,7 @@ def run(args) -> int:
     import os
     from pathlib import Path
 
+    from i2e_neuro.atomic import refuse_overwriting_inputs
     from i2e_neuro.errors import flag_wording
     from i2e_neuro.train import (
         NonFiniteLoss,
@@ -193,6 +194,17 @@ def run(args) -> int:
 
     given = {k: getattr(args, k, None) for k in _CONFIG_ARGS}
     try:
+        if args.out:
+            try:
+                root = [("--root", getattr(args, "root", None))]
+                image_folder = getattr(args, "dataset", None) == "imagefolder"
+                refuse_overwriting_inputs(
+                    [("--out", args.out), ("--out", Path(args.out) / "checkpoint.pt")],
+                    [("--init", args.init)] + (root if image_folder else []),
+                    [] if image_folder else root,
+                )
+            except ValueError as e:
+                raise TrainError(str(e)) from None
         if args.threads is not None and args.threads < 1:
             raise TrainError(f"--threads {args.threads}: must be at least 1")
         if args.stop_after is not None and args.stop_after < 0:

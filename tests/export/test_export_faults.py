@@ -95,3 +95,42 @@ def test_event_files_on_a_full_disk_fail_cleanly(tmp_path, suffix):
     assert f"ev{suffix}" in done.stderr and "File too large" in done.stderr, done.stderr
     assert "Exception ignored" not in done.stderr, done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_that_are_inputs_are_refused(tmp_path, checkpoint):
+    before = checkpoint.read_bytes()
+    done = cli("export", str(checkpoint), "--out", str(checkpoint), cwd=tmp_path)
+    assert done.returncode == 2 and "victim.pt" in done.stderr and "input" in done.stderr
+    link = tmp_path / "link.h5"
+    link.symlink_to(checkpoint)
+    done = cli("export", str(checkpoint), "--out", str(link), cwd=tmp_path)
+    assert done.returncode == 2 and "refusing to overwrite" in done.stderr, done.stderr
+    assert checkpoint.read_bytes() == before
+
+    net = tmp_path / "v.h5"
+    assert cli("export", str(checkpoint), "--out", str(net), cwd=tmp_path).returncode == 0
+    before = net.read_bytes()
+    done = cli("energy", "--model", str(net), "--chart", str(net), cwd=tmp_path)
+    assert done.returncode == 2 and "--chart" in done.stderr and "input" in done.stderr
+    assert net.read_bytes() == before
+
+
+def test_refuse_overwriting_inputs_names_both_arguments(tmp_path):
+    from i2e_neuro.atomic import refuse_overwriting_inputs
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "a.pt").write_bytes(b"x")
+    refuse_overwriting_inputs([("--out", tmp_path / "b.pt")], [("--init", tmp_path / "a.pt")])
+    with pytest.raises(ValueError, match=r"--out .*a\.pt.*same file or folder as --init"):
+        refuse_overwriting_inputs(
+            [("--out", tmp_path / "x" / ".." / "a.pt")], [("--init", tmp_path / "a.pt")]
+        )
+    with pytest.raises(ValueError, match="inside the input folder --root"):
+        refuse_overwriting_inputs(
+            [("--out", tmp_path / "images" / "events")], [("--root", tmp_path / "images")]
+        )
+    # a dataset root read by fixed names: only the folder itself is refused
+    roots = [("--root", tmp_path / "images")]
+    refuse_overwriting_inputs([("--out", tmp_path / "images" / "events")], [], roots)
+    with pytest.raises(ValueError, match="same file or folder as --root"):
+        refuse_overwriting_inputs([("--out", tmp_path / "images")], [], roots)
