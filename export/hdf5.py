@@ -23,6 +23,7 @@ import numpy as np
 
 from export.description import Connection, NetworkDescription, NeuronGroup
 from i2e_neuro.atomic import hdf5_file
+from i2e_neuro.integrity import add_hdf5_checksums, verify_hdf5
 from i2e_neuro.models.spec import INPUT, ConnSpec, GroupSpec, NetSpec
 
 FORMAT = "i2e-neuro network description"
@@ -57,6 +58,7 @@ def save_hdf5(desc: NetworkDescription, path: str | Path) -> Path:
                 )
             index[g.name] = len(layers)
             _write_group(layers.create_group(str(index[g.name])), desc, g, index, chain)
+        add_hdf5_checksums(f)
     return path
 
 
@@ -103,6 +105,7 @@ def load_hdf5(path: str | Path) -> NetworkDescription:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT:
                 raise ValueError(f"not an {FORMAT} file (no 'format' attribute)")
+            verify_hdf5(f, path)
             layers = f["layer"]
             indices = [i for i in range(1, len(layers)) if "neuron" in layers[str(i)]]
             names = {0: INPUT, **{i: _str(layers[str(i)]["name"][()]) for i in indices}}

@@ -134,3 +134,74 @@ def test_refuse_overwriting_inputs_names_both_arguments(tmp_path):
     refuse_overwriting_inputs([("--out", tmp_path / "images" / "events")], [], roots)
     with pytest.raises(ValueError, match="same file or folder as --root"):
         refuse_overwriting_inputs([("--out", tmp_path / "images")], [], roots)
+
+
+def flip_bytes_in_largest_member(path: Path, count: int = 8) -> str:
+    """Flip ``count`` bytes in the middle of the largest stored member of a zip; its name."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = max(z.infolist(), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    name_len = int.from_bytes(data[info.header_offset + 26 : info.header_offset + 28], "little")
+    extra_len = int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
+    start = info.header_offset + 30 + name_len + extra_len + info.compress_size // 2
+    for k in range(start, start + count):
+        data[k] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return info.filename
+
+
+def test_a_damaged_checkpoint_is_refused_naming_the_member(tmp_path, checkpoint):
+    member = flip_bytes_in_largest_member(checkpoint)
+    done = cli("export", str(checkpoint), "--out", str(tmp_path / "x.h5"), cwd=tmp_path)
+    assert done.returncode == 2, done.stdout  # exported wrong weights with exit 0 before
+    assert "victim.pt" in done.stderr and member in done.stderr and "CRC" in done.stderr
+    assert not (tmp_path / "x.h5").exists()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty file"),
+        (b"just some text\n", "not a PyTorch checkpoint"),
+        (b"\x89HDF\r\n\x1a\n" + bytes(64), "not a PyTorch checkpoint"),
+    ],
+    ids=["empty", "text", "hdf5"],
+)
+def test_files_that_are_not_checkpoints_are_named_plainly(tmp_path, content, message):
+    from export.description import from_checkpoint
+    from i2e_neuro.train.checkpoint import CheckpointError, load_checkpoint
+
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    for load, error in ((from_checkpoint, ValueError), (load_checkpoint, CheckpointError)):
+        with pytest.raises(error) as info:
+            load(path)
+        text = str(info.value)
+        assert "bad.pt" in text and message in text and "weights_only" not in text, text
+
+
+def test_pickles_of_other_objects_never_suggest_weights_only_false(tmp_path):
+    import argparse
+
+    from export.description import from_checkpoint
+
+    path = tmp_path / "obj.pt"
+    torch.save({"deploy": argparse.Namespace(a=1)}, path)  # an object: not a plain value
+    with pytest.raises(ValueError) as info:
+        from_checkpoint(path)
+    assert "obj.pt" in str(info.value) and "weights_only" not in str(info.value)
+
+
+def test_bit_rot_in_a_network_file_is_detected(tmp_path, deploy):
+    import h5py
+
+    path = tmp_path / "net.h5"
+    save_hdf5(from_deploy(deploy), path)
+    with h5py.File(path, "r+") as f:  # the netx copy of the first conv's weights
+        w = f["layer/1/weight"][()]
+        w.flat[0] = -w.flat[0] - 1
+        f["layer/1/weight"][...] = w
+    with pytest.raises(ValueError, match=r"net\.h5: damaged: dataset 'layer/1/weight'"):
+        load_hdf5(path)
