@@ -199,12 +199,12 @@ def check_args(args) -> list[str]:
     from i2e_neuro.atomic import refuse_overwriting_inputs
 
     try:
-        root = [("--root", args.root)]
-        image_folder = args.dataset == "imagefolder"  # read recursively: outputs inside count
+        from i2e_neuro.commands.train import image_folders
+
         refuse_overwriting_inputs(
             [("--out", args.out)],
-            [("input", i) for i in args.inputs or []] + (root if image_folder else []),
-            [] if image_folder else root,
+            [("input", i) for i in args.inputs or []] + image_folders(args.dataset, args.root),
+            [("--root", args.root)],
         )
     except ValueError as e:
         problems.append(str(e))

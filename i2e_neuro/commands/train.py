@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 PROG = "i2e-neuro train"
 
@@ -177,6 +178,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def image_folders(dataset: str | None, root: str | None) -> list[tuple[str, Path]]:
+    """The folders an ``imagefolder`` dataset reads recursively (outputs must stay out)."""
+    if dataset != "imagefolder" or root is None:
+        return []
+    return [(f"--root {root} ({sub}/)", Path(root) / sub) for sub in ("train", "val")]
+
+
 def run(args) -> int:
     import os
     from pathlib import Path
@@ -196,12 +204,11 @@ def run(args) -> int:
     try:
         if args.out:
             try:
-                root = [("--root", getattr(args, "root", None))]
-                image_folder = getattr(args, "dataset", None) == "imagefolder"
+                root = getattr(args, "root", None)
                 refuse_overwriting_inputs(
                     [("--out", args.out), ("--out", Path(args.out) / "checkpoint.pt")],
-                    [("--init", args.init)] + (root if image_folder else []),
-                    [] if image_folder else root,
+                    [("--init", args.init)] + image_folders(getattr(args, "dataset", None), root),
+                    [("--root", root)],
                 )
             except ValueError as e:
                 raise TrainError(str(e)) from None

@@ -25,9 +25,10 @@ def test_output_over_the_init_checkpoint_is_refused(tmp_path, capsys):
 
 def test_output_inside_the_dataset_root_is_refused(tmp_path, capsys):
     root = tmp_path / "images"
-    (root / "cat").mkdir(parents=True)
-    args = ("--dataset", "imagefolder", "--root", root, "--out", Path(root, "run"), "--epochs", 1)
+    (root / "train" / "cat").mkdir(parents=True)
+    out = Path(root, "train", "run")  # would become a class of its own
+    args = ("--dataset", "imagefolder", "--root", root, "--out", out, "--epochs", 1)
     assert run(*args) == 2
     err = capsys.readouterr().err
-    assert "inside the input folder --root" in err, err
-    assert sorted(p.name for p in root.iterdir()) == ["cat"]
+    assert "inside the input folder --root" in err and "train/" in err, err
+    assert sorted(p.name for p in (root / "train").iterdir()) == ["cat"]
