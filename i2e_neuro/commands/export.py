@@ -60,7 +60,7 @@ def output_format(args: argparse.Namespace) -> str:
 
 
 def output_path(args: argparse.Namespace, fmt: str) -> Path:
-    """``--out``, or a default beside the input; never the input itself."""
+    """``--out``, or a default beside the input."""
     from export import CHECKPOINT_SUFFIXES
 
     src = args.checkpoint
@@ -70,8 +70,6 @@ def output_path(args: argparse.Namespace, fmt: str) -> Path:
         out = src.with_name("network.nir" if fmt == "nir" else "network.h5")
     else:
         out = src.with_suffix(".nir" if fmt == "nir" else ".h5")
-    if out.exists() and src.exists() and out.resolve() == src.resolve():
-        raise ValueError(f"--out {out}: is the input file; give another --out")
     return out
 
 
@@ -81,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from export.legality import IllegalGraph
     from export.report import layer_table
     from export.resources import DoesNotFit, format_report, resource_report
+    from i2e_neuro.atomic import refuse_overwriting_inputs
 
     fmt = output_format(args)
     try:
@@ -88,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         rows = resource_report(desc, args.hardware, args.chips)
         legality = check_legal(desc, args.chips) if args.hardware == "loihi2" else None
         out = output_path(args, fmt)
+        refuse_overwriting_inputs([("--out", out)], [("checkpoint", args.checkpoint)])
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 3 if isinstance(e, (DoesNotFit, IllegalGraph)) else 2

@@ -17,6 +17,7 @@ import torch
 
 from i2e_neuro.atomic import atomic_path
 from i2e_neuro.datasets.train_data import DataInfo
+from i2e_neuro.integrity import DamagedFile, check_torch_file, torch_error_text
 from i2e_neuro.train.config import TrainError
 
 CHECKPOINT = "checkpoint.pt"
@@ -45,10 +46,14 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", param: bool = Fa
     if not path.is_file():
         raise CheckpointError(f"{what} {path}: no such file", *params)
     try:
+        check_torch_file(path)
+    except DamagedFile as e:
+        raise CheckpointError(f"{what} {e}", *params) from None
+    try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{what} {path}: unreadable or corrupt ({msg[:200]})", *params) from e
+        msg = torch_error_text(e)
+        raise CheckpointError(f"{what} {path}: unreadable or corrupt ({msg})", *params) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{what} {path}: not an i2e-neuro training checkpoint", *params)
     if int(ckpt.get("version", 0)) > CHECKPOINT_VERSION:
