@@ -19,7 +19,7 @@ DIGITS_RUN = dict(epochs=3, qat_epochs=1, limit_train=384, limit_test=64, batch_
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory) -> tuple[Path, dict]:
     """``(run folder, train() result)`` of the session's tiny digits model (seed 0)."""
-    from i2e_neuro.train.trainer import resolve_config, train
+    from i2e_neuro.train import resolve_config, train
 
     out = tmp_path_factory.mktemp("digits-run")
     result = train(resolve_config(**DIGITS_RUN), out, progress=False)

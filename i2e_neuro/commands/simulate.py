@@ -51,15 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
-def load_description(path: Path):
-    from export.description import from_checkpoint
-    from export.hdf5 import load_hdf5
-
-    return from_checkpoint(path) if path.suffix in (".pt", ".pth", ".ckpt") else load_hdf5(path)
-
-
 def run(args: argparse.Namespace) -> int:
 
+    import export
     from export.lava_dl_run import run_lava_dl
     from export.runner import BackendUnavailable, simulate
     from i2e_neuro.datasets.eval_data import load_samples
@@ -72,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             )
             return 2
     try:
-        desc = load_description(args.model)
+        desc = export.load(args.model)
         samples = load_samples(args.data, desc.input_shape[1:], args.root, args.split, args.limit)
         start = time.perf_counter()
         result = simulate(

@@ -7,7 +7,7 @@ from export.description import from_deploy
 from i2e_neuro import i2e
 from i2e_neuro.models.qat import SpikingGraph
 from i2e_neuro.models.spec import build_spec
-from i2e_neuro.train.trainer import compute_loss
+from i2e_neuro.train.loop import compute_loss
 
 
 def bar_images(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
