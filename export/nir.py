@@ -613,12 +613,17 @@ def run_norse(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch: i
 
     Each sample starts from a fresh state and runs ``steps`` steps (frames, then zeros).
     Returns ``(readout [N, K], counts {group: spikes per neuron [C, H, W] over all samples},
-    trains {group: [min(record, N), steps, C, H, W] bool})``.
+    trains {group: [min(record, N), steps, C, H, W] bool})``; the readout is the integrator's
+    final ``v``, or for a spiking readout group (``CubaLIF``) its spike counts.
     """
     import torch
 
     module = norse_module(graph).double().eval()
-    groups = [n for n, node in graph.nodes.items() if isinstance(node, nir.CubaLIF)]
+    (readout,) = [a for a, b in graph.edges if isinstance(graph.nodes[b], nir.Output)]
+    spiking_readout = isinstance(graph.nodes[readout], nir.CubaLIF)
+    groups = [
+        n for n, node in graph.nodes.items() if isinstance(node, nir.CubaLIF) and n != readout
+    ]
     seen: dict[str, list] = {}
     for name in groups:
         sub = getattr(module, name.replace(".", "_"))
@@ -631,11 +636,13 @@ def run_norse(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch: i
             x = torch.as_tensor(events[:, start : start + batch]).double()
             for g in groups:
                 seen[g] = []
-            state, out = None, None
+            state, out, total = None, None, 0
             for t in range(steps):
                 frame = x[t] if t < x.shape[0] else torch.zeros_like(x[0])
                 out, state = module(frame, state)
-            readouts.append(out.reshape(out.shape[0], -1).numpy())
+                total = total + out
+            value = total if spiking_readout else out
+            readouts.append(value.reshape(value.shape[0], -1).numpy())
             for g in groups:
                 spikes = torch.stack(seen[g], 1)  # [B, steps, ...]
                 counts[g] = counts[g] + spikes.sum((0, 1)).numpy().astype(np.int64)

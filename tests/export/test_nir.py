@@ -326,3 +326,21 @@ def test_check_nir_script_quick():
         "predictions_equal_lava_dl": True,
         "spikes_equal_lava_dl": True,
     }
+
+
+def test_a_spiking_readout_group_maps_to_cubalif_and_back(tiny):
+    import copy
+
+    desc = copy.deepcopy(tiny)
+    desc.readout.dv, desc.readout.vth = 2048, 64  # a spiking output group counted on the host
+    graph = to_nir(desc)
+    assert isinstance(graph.nodes["readout"], nir.CubaLIF)
+    assert graph.nodes["readout"].v_threshold.shape == (5, 1, 1)
+    back = from_nir(graph)
+    assert (back.readout.readout, back.readout.shape, back.readout.dv, back.readout.vth) == (
+        True,
+        (5,),
+        2048,
+        64,
+    )
+    assert np.array_equal(back.readout.bias, desc.readout.bias)
