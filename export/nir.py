@@ -206,9 +206,7 @@ def _conv_node(desc: NetworkDescription, c: Connection, bias: np.ndarray) -> nir
     _, h, w = desc.source_shape(c.source)
     weight = c.effective_weight.astype(np.float32)
     if c.kind == "pool_dense":  # global sum-pool + dense == one conv with the weight everywhere
-        weight = np.ascontiguousarray(
-            np.broadcast_to(weight[:, :, None, None], (*weight.shape, h, w))
-        )
+        weight = np.broadcast_to(weight[:, :, None, None], (*weight.shape, h, w)).copy()
         stride, padding = (h, w), (0, 0)
     else:
         stride, padding = (c.stride, c.stride), (c.padding, c.padding)
