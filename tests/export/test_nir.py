@@ -344,3 +344,14 @@ def test_a_spiking_readout_group_maps_to_cubalif_and_back(tiny):
         64,
     )
     assert np.array_equal(back.readout.bias, desc.readout.bias)
+
+
+def test_a_nir_file_goes_back_to_hdf5_and_the_loihi_checks(tiny, tmp_path, capsys):
+    import export
+
+    path = save_nir(tiny, tmp_path / "net.nir")
+    assert_same_description(tiny, export.load(path))
+    assert main(["export", str(path)]) == 0  # -> net.h5, with the layer and resource tables
+    assert "loihi2" in capsys.readouterr().out.lower()
+    assert_same_description(tiny, export.load(tmp_path / "net.h5"))
+    assert main(["export", str(path), "--format", "nir"]) == 2  # would overwrite its input
