@@ -1,5 +1,7 @@
 """``i2e-neuro export``: trained checkpoint (or exported HDF5) -> network description in HDF5 or
-NIR + layer and resource tables."""
+NIR + layer and resource tables; the Lava graph Loihi 2 would run is built and checked against the
+chip's register formats (``export.legality``) first, and an illegal one is refused naming process,
+parameter, value and limit (exit 3)."""
 
 from __future__ import annotations
 
@@ -39,6 +41,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def check_legal(desc, chips: int):
+    """Build the deployable Lava graph and refuse it (IllegalGraph) if Loihi 2 cannot hold it."""
+    from export.legality import IllegalGraph, deployable_report
+
+    report = deployable_report(desc, "loihi2", chips)
+    if not report.ok:
+        raise IllegalGraph("not legal on loihi2: " + "; ".join(c.text() for c in report.violations))
+    return report
+
+
 FORMATS = ("hdf5", "nir")
 
 
@@ -49,7 +61,7 @@ def output_format(args: argparse.Namespace) -> str:
 
 
 def output_path(args: argparse.Namespace, fmt: str) -> Path:
-    """``--out``, or a default beside the input; never the input itself."""
+    """``--out``, or a default beside the input."""
     from export import CHECKPOINT_SUFFIXES
 
     src = args.checkpoint
@@ -59,25 +71,27 @@ def output_path(args: argparse.Namespace, fmt: str) -> Path:
         out = src.with_name("network.nir" if fmt == "nir" else "network.h5")
     else:
         out = src.with_suffix(".nir" if fmt == "nir" else ".h5")
-    if out.exists() and src.exists() and out.resolve() == src.resolve():
-        raise ValueError(f"--out {out}: is the input file; give another --out")
     return out
 
 
 def run(args: argparse.Namespace) -> int:
     from export import load
     from export.hdf5 import save_hdf5
+    from export.legality import IllegalGraph
     from export.report import layer_table
     from export.resources import DoesNotFit, format_report, resource_report
+    from i2e_neuro.atomic import refuse_overwriting_inputs
 
     fmt = output_format(args)
     try:
         desc = load(args.checkpoint)
         rows = resource_report(desc, args.hardware, args.chips)
+        legality = check_legal(desc, args.chips) if args.hardware == "loihi2" else None
         out = output_path(args, fmt)
+        refuse_overwriting_inputs([("--out", out)], [("checkpoint", args.checkpoint)])
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2 if not isinstance(e, DoesNotFit) else 3
+        return 3 if isinstance(e, (DoesNotFit, IllegalGraph)) else 2
     try:
         if fmt == "nir":
             from export.nir import save_nir
@@ -94,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
     print(layer_table(desc))
     print()
     print(format_report(rows, args.hardware))
+    if legality is not None:
+        print(
+            f"\nLoihi 2 legality: LEGAL ({len(legality.checks)} checks, "
+            f"{len(legality.warnings)} risks; `i2e-neuro deploy-check {out}` prints them)"
+        )
     print(
         f"\n{desc.name}: {len(desc.groups)} neuron groups, {len(desc.connections)} connections, "
         f"{desc.timesteps} frames + {desc.steps - desc.timesteps} latency steps per sample -> {out}"
