@@ -295,7 +295,7 @@ def from_nir(graph: nir.NIRGraph, timesteps: int | None = None) -> NetworkDescri
 
     Exact for graphs in the form :func:`to_nir` writes (ours, or a CUBA conv net from another
     tool written the same way): ``Input`` -> ``Delay(1)`` -> ``Conv2d`` -> ``CubaLIF`` ...
-    -> ``I`` -> ``Output``, with integer weights ``m * 2**e``, ``tau = 4096 / d`` for integer
+    -> ``CubaLIF`` (the readout) -> ``Output``, with integer weights ``m * 2**e``, ``tau = 4096 / d`` for integer
     decays, ``w_in = tau_syn``, ``r = tau_mem``, ``v_reset = 0``, integer biases and a
     threshold in ``[vth, vth + 1/64)``. Anything else is refused with the node and parameter
     named: rounding a float network onto Loihi's grid would not be the same network (train it
