@@ -27,7 +27,9 @@ from i2e_neuro.integrity import add_hdf5_checksums, verify_hdf5
 from i2e_neuro.models.spec import INPUT, ConnSpec, GroupSpec, NetSpec
 
 FORMAT = "i2e-neuro network description"
-VERSION = 1
+#: 2: the readout group spikes (its spikes are counted on the host); version 1 files had a
+#: non-spiking integrator readout and are refused.
+VERSION = 2
 
 
 def save_hdf5(desc: NetworkDescription, path: str | Path) -> Path:
@@ -106,6 +108,11 @@ def load_hdf5(path: str | Path) -> NetworkDescription:
             if f.attrs.get("format") != FORMAT:
                 raise ValueError(f"not an {FORMAT} file (no 'format' attribute)")
             verify_hdf5(f, path)
+            if int(f.attrs.get("version", 0)) != VERSION:
+                raise ValueError(
+                    f"format version {f.attrs.get('version')} (this program reads {VERSION}; "
+                    "version 1 had an integrator readout: retrain and export again)"
+                )
             layers = f["layer"]
             indices = [i for i in range(1, len(layers)) if "neuron" in layers[str(i)]]
             names = {0: INPUT, **{i: _str(layers[str(i)]["name"][()]) for i in indices}}

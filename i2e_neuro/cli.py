@@ -21,7 +21,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train",
         "train a QAT MS-ResNet (lava-dl) or the SpikingJelly reference on I2E events",
     ),
-    "export": ("export", "export a trained checkpoint to the network description (HDF5)"),
+    "export": ("export", "export a trained checkpoint to the network description (HDF5 or NIR)"),
+    "deploy-check": (
+        "deploy_check",
+        "check an exported network against Loihi 2's register formats; print the core mapping",
+    ),
     "simulate": ("simulate", "run an exported network in the Lava CPU simulator or on Loihi 2"),
     "energy": ("energy", "synaptic-operation energy report against the ANN"),
     "demo": ("demo", "the whole pipeline on the embedded data, end to end"),
