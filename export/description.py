@@ -303,10 +303,13 @@ def from_checkpoint(path: str | Path) -> NetworkDescription:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
+    from i2e_neuro.integrity import check_torch_file, torch_error_text
+
+    check_torch_file(path)  # torch.load does not check the CRCs: flipped bytes load silently
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for foreign/corrupt files
-        raise ValueError(f"{path}: not a readable checkpoint ({e})") from e
+        raise ValueError(f"{path}: not a readable checkpoint ({torch_error_text(e)})") from e
     if not isinstance(ckpt, dict) or "deploy" not in ckpt or ckpt["deploy"] is None:
         raise ValueError(
             f"{path}: has no 'deploy' entry; only a quantized (folded) lava-dl model can be exported "

@@ -7,7 +7,6 @@ a process model raises).
 
 from __future__ import annotations
 
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -70,7 +69,7 @@ def simulate(
         as_sample_array,
         monitor_arrays,
     )
-    from export.supervision import run_checked
+    from export.supervision import private_folder, run_checked
 
     samples = as_sample_array(samples)
     check_samples(desc, samples, events)
@@ -88,7 +87,7 @@ def simulate(
     net.output.connect(counter.s_in)
     # The deployable graph (network, adapters, host source and counter) must be legal on Loihi 2.
     require_legal(net, extra=(source, counter))
-    with tempfile.TemporaryDirectory(prefix="i2e-neuro-monitors-") as tmp:
+    with private_folder("i2e-neuro-monitors-") as tmp:
         monitors = {}
         # Diagnostics only on the CPU: a host monitor on a chip group's spikes has no adapter.
         for g in desc.groups if backend == "cpu" else ():

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from lava.lib.dl import slayer
 
 from i2e_neuro.layouts import i2e_to_slayer
 from i2e_neuro.models.deploy import DeployRecord, NeuronParams, as_record
 from i2e_neuro.models.readout import spike_scores
 from i2e_neuro.models.spec import INPUT, NetSpec
+from i2e_neuro.quiet import import_lava_dl
+
+slayer = import_lava_dl().slayer
 
 WEIGHT_SCALE = 64  # slayer's neuron scale: float weight 1.0 == integer 64
 CURRENT_DECAY = 4096  # u[t] = input[t]

@@ -246,7 +246,8 @@ def test_loihi2_backend_without_the_extension_says_what_is_missing(residual):
 
 
 def _children() -> set[int]:
-    """Child processes of this one, except multiprocessing's resource tracker (one per interpreter)."""
+    """Child processes of this one, except multiprocessing's resource tracker (one per interpreter)
+    and the watcher that removes multiprocessing's temporary folder (``supervision``)."""
     me = str(os.getpid())
     kids = set()
     for pid in os.listdir("/proc"):
@@ -255,7 +256,8 @@ def _children() -> set[int]:
                 if f.read().split(")")[-1].split()[1] != me:
                     continue
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"resource_tracker" not in f.read():
+                cmdline = f.read()
+                if b"resource_tracker" not in cmdline and b"i2e-neuro-cleanup" not in cmdline:
                     kids.add(int(pid))
         except (OSError, IndexError):
             pass
