@@ -14,13 +14,18 @@ integrates the classifier's input over a sample, and the prediction is its argma
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from i2e_neuro.models.spec import INPUT  # plain constant, no model code
+from i2e_neuro.models.deploy import DeployRecord, NeuronParams, as_record
+from i2e_neuro.models.spec import (  # plain data, no model code
+    INPUT,  # noqa: F401  (re-exported for the consumers of the description)
+    ConnSpec,
+    GroupSpec,
+    NetSpec,
+)
 
 BIAS_EXP = 6
 #: Lava's LIF 'du' register is 12 bits (0..4095); Lava adds 1 internally (ds_offset), so a
@@ -28,17 +33,28 @@ BIAS_EXP = 6
 LAVA_DU_OFFSET = 1
 READOUT_VTH = (1 << 17) - 1
 
+_GROUP_FIELDS = frozenset(f.name for f in fields(GroupSpec))
+_CONN_FIELDS = frozenset(f.name for f in fields(ConnSpec))
+
 
 @dataclass
 class NeuronGroup:
-    name: str
-    shape: tuple[int, ...]  # (C, H, W) or (K,)
+    """A group of the topology (``spec``: name, shape, readout) with its Loihi parameters.
+
+    The topology's fields read through: ``g.name``, ``g.shape``, ``g.readout``.
+    """
+
+    spec: GroupSpec
     du: int  # current decay on the 4096 scale (4096: no current memory)
     dv: int  # voltage decay on the 4096 scale
     vth: int  # threshold mantissa (compared as vth << 6)
     bias: np.ndarray  # bias mantissa per channel (int), scaled by 2**bias_exp
     bias_exp: int = BIAS_EXP
-    readout: bool = False
+
+    def __getattr__(self, attr: str):
+        if attr in _GROUP_FIELDS:
+            return getattr(self.__dict__["spec"], attr)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
 
     @property
     def size(self) -> int:
@@ -47,35 +63,63 @@ class NeuronGroup:
 
 @dataclass
 class Connection:
-    name: str
-    kind: str  # "conv" or "pool_dense"
-    source: str  # group name or "input"
-    targets: list[str]
+    """A connection of the topology (``spec``: source, targets, kind, geometry) with its integers.
+
+    The topology's fields read through: ``c.name``, ``c.kind``, ``c.source``, ``c.targets``,
+    ``c.kernel``, ``c.stride``, ``c.padding``, ...
+    """
+
+    spec: ConnSpec
     weight: np.ndarray  # int mantissas in [-128, 127]: conv (out, in, kh, kw); pool_dense (out, in)
     exponent: int
-    stride: int = 1
-    padding: int = 0
     delay: int = 1  # Loihi's synaptic hop
 
-    @property
-    def kernel(self) -> int:
-        return int(self.weight.shape[-1]) if self.kind == "conv" else 1
+    def __getattr__(self, attr: str):
+        if attr in _CONN_FIELDS:
+            return getattr(self.__dict__["spec"], attr)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
 
     @property
     def effective_weight(self) -> np.ndarray:
         return self.weight.astype(np.int64) << self.exponent
 
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        """The weight shape the topology asks for."""
+        c = self.spec
+        k = (c.kernel, c.kernel) if c.kind == "conv" else ()
+        return (c.out_channels, c.in_channels, *k)
+
 
 @dataclass
 class NetworkDescription:
-    name: str
-    input_shape: tuple[int, int, int]  # (C, H, W) of the event frames
-    timesteps: int  # event frames per sample
+    """The topology (a :class:`NetSpec`) with Loihi parameters per group and integers per
+    connection, the simulation window, the I2E input parameters and the class names.
+
+    Graph questions (incoming connections, shapes, depths, chain test) are answered by the
+    topology; ``groups`` and ``connections`` follow its order.
+    """
+
+    topology: NetSpec
     steps: int  # simulation steps per sample (frames + latency)
     i2e: dict  # ratio, timesteps, order
     groups: list[NeuronGroup]
     connections: list[Connection]
     classes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.topology.name
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the event frames."""
+        return tuple(self.topology.input_shape)
+
+    @property
+    def timesteps(self) -> int:
+        """Event frames per sample."""
+        return self.topology.timesteps
 
     def group(self, name: str) -> NeuronGroup:
         for g in self.groups:
@@ -83,11 +127,20 @@ class NetworkDescription:
                 return g
         raise KeyError(f"no neuron group named {name!r}")
 
+    def connection(self, name: str) -> Connection:
+        for c in self.connections:
+            if c.name == name:
+                return c
+        raise KeyError(f"no connection named {name!r}")
+
     def incoming(self, name: str) -> list[Connection]:
-        return [c for c in self.connections if name in c.targets]
+        return [self.connection(c.name) for c in self.topology.incoming(name)]
 
     def source_shape(self, source: str) -> tuple[int, ...]:
-        return tuple(self.input_shape) if source == INPUT else self.group(source).shape
+        return self.topology.source_shape(source)
+
+    def output_shape(self, c: Connection) -> tuple[int, ...]:
+        return self.topology.output_shape(c.spec)
 
     @property
     def readout(self) -> NeuronGroup:
@@ -98,20 +151,11 @@ class NetworkDescription:
         return [g for g in self.groups if not g.readout]
 
     def depths(self) -> dict[str, int]:
-        depth = {INPUT: 0}
-        for g in self.groups:
-            depth[g.name] = max(depth[c.source] + c.delay for c in self.incoming(g.name))
-        return depth
+        return self.topology.depths()
 
     def is_chain(self) -> bool:
         """True when every group has one input, from the group before it (what netx can load)."""
-        previous = INPUT
-        for g in self.groups:
-            inc = self.incoming(g.name)
-            if len(inc) != 1 or inc[0].source != previous or len(inc[0].targets) != 1:
-                return False
-            previous = g.name
-        return True
+        return self.topology.is_chain()
 
     def validate(self) -> None:
         """Check that the description is complete, its shapes chain and its window is long enough."""
@@ -132,15 +176,13 @@ class NetworkDescription:
         return {k: v for k, v in self.i2e.items() if k in ("ratio", "order", "padding")}
 
     def validate_structure(self) -> None:
-        """Check that the description is complete and its shapes chain; errors name the part."""
-        if not self.groups:
-            raise ValueError(f"{self.name}: no neuron groups")
-        if not self.readout.readout or any(g.readout for g in self.groups[:-1]):
-            raise ValueError(f"{self.name}: the last group, and only it, must be the readout")
-        names = {g.name for g in self.groups}
+        """Check the topology and every parameter against Loihi's ranges; errors name the part."""
+        self.topology.validate()
+        if [g.spec for g in self.groups] != self.topology.groups or [
+            c.spec for c in self.connections
+        ] != self.topology.conns:
+            raise ValueError(f"{self.name}: groups and connections do not follow the topology")
         for g in self.groups:
-            if not self.incoming(g.name):
-                raise ValueError(f"group {g.name!r}: has no incoming connection")
             if g.bias.shape != (g.shape[0],):
                 raise ValueError(f"group {g.name!r}: bias shape {g.bias.shape} != ({g.shape[0]},)")
             if not (0 <= g.du <= 4096 and 0 <= g.dv <= 4096 and 0 <= g.vth < 1 << 17):
@@ -149,21 +191,12 @@ class NetworkDescription:
                 )
             if np.any(g.bias < -4096) or np.any(g.bias > 4095):
                 raise ValueError(f"group {g.name!r}: bias mantissa outside the 13-bit range")
-        order = {g.name: i for i, g in enumerate(self.groups)}
-        order[INPUT] = -1
         for c in self.connections:
-            if c.source not in order:
-                raise ValueError(f"connection {c.name!r}: unknown source {c.source!r}")
-            for t in c.targets:
-                if t not in names:
-                    raise ValueError(f"connection {c.name!r}: unknown target {t!r}")
-                if order[t] <= order[c.source]:
-                    raise ValueError(f"connection {c.name!r}: target {t!r} comes before its source")
-                expected = self.output_shape(c)
-                if tuple(self.group(t).shape) != expected:
-                    raise ValueError(
-                        f"connection {c.name!r}: output shape {expected} does not match group {t!r} {self.group(t).shape}"
-                    )
+            if tuple(c.weight.shape) != c.weight_shape:
+                raise ValueError(
+                    f"connection {c.name!r}: weight {tuple(c.weight.shape)} does not fit its "
+                    f"topology {c.weight_shape} (source {c.source!r})"
+                )
             if (
                 c.weight.dtype.kind not in "iu"
                 or c.weight.min(initial=0) < -128
@@ -179,72 +212,67 @@ class NetworkDescription:
                     f"connection {c.name!r}: delay {c.delay} unsupported (every hop delays by exactly 1 step)"
                 )
 
-    def output_shape(self, c: Connection) -> tuple[int, ...]:
-        in_shape = self.source_shape(c.source)
-        if len(in_shape) != 3 or c.weight.shape[1] != in_shape[0]:
-            raise ValueError(
-                f"connection {c.name!r}: weight {c.weight.shape} does not fit its source {c.source!r} of shape {in_shape}"
-            )
-        if c.kind == "pool_dense":
-            return (c.weight.shape[0],)
-        if c.kind != "conv":
-            raise ValueError(f"connection {c.name!r}: unknown kind {c.kind!r}")
-        size = lambda n: (n + 2 * c.padding - c.kernel) // c.stride + 1  # noqa: E731
-        return (c.weight.shape[0], size(in_shape[1]), size(in_shape[2]))
-
-
-def from_deploy(deploy: dict[str, Any]) -> NetworkDescription:
-    """Build the description from a checkpoint's ``deploy`` entry (plain data written by training)."""
-    try:
-        spec, neuron = deploy["spec"], deploy["neuron"]
-        groups = []
-        for g in spec["groups"]:
-            readout = bool(g["readout"])
-            bias = np.asarray(deploy["groups"][g["name"]]["bias"], dtype=np.int64)
-            groups.append(
-                NeuronGroup(
-                    name=g["name"],
-                    shape=tuple(int(s) for s in g["shape"]),
-                    du=int(neuron["current_decay"]),
-                    dv=0 if readout else int(neuron["voltage_decay"]),
-                    vth=READOUT_VTH if readout else int(neuron["vth_mant"]),
-                    bias=bias,
-                    readout=readout,
-                )
-            )
-        conns = []
-        for c in spec["conns"]:
-            params = deploy["conns"][c["name"]]
-            conns.append(
-                Connection(
-                    name=c["name"],
-                    kind=c["kind"],
-                    source=c["source"],
-                    targets=list(c["targets"]),
-                    weight=np.asarray(params["weight"], dtype=np.int64),
-                    exponent=int(params["exponent"]),
-                    stride=int(c["stride"]),
-                    padding=int(c["padding"]),
-                )
-            )
-        i2e = dict(deploy.get("i2e", {}))
-        desc = NetworkDescription(
-            name=spec["name"],
-            input_shape=tuple(int(s) for s in spec["input_shape"]),
-            timesteps=int(spec["timesteps"]),
-            steps=int(deploy.get("steps", 0)),
-            i2e=i2e,
-            groups=groups,
-            connections=conns,
-            classes=[str(c) for c in deploy.get("classes", [])],
+    def deploy_record(self) -> DeployRecord:
+        """The description as a deploy record (the inverse of :func:`from_deploy`), e.g. to
+        rebuild the lava-dl model of an exported file for spike-by-spike checks."""
+        spiking = self.spiking_groups[0]
+        return DeployRecord(
+            spec=self.topology,
+            neuron=NeuronParams(
+                vth_mant=spiking.vth, current_decay=spiking.du, voltage_decay=spiking.dv
+            ),
+            weights={c.name: c.weight for c in self.connections},
+            exponents={c.name: c.exponent for c in self.connections},
+            biases={g.name: g.bias for g in self.groups},
+            steps=self.steps,
+            i2e=dict(self.i2e),
+            classes=list(self.classes),
         )
+
+
+def from_deploy(deploy: DeployRecord | dict) -> NetworkDescription:
+    """Build the description from a deploy record or a checkpoint's ``deploy`` entry."""
+    record = as_record(deploy)
+    spec, neuron = record.spec, record.neuron
+    try:
+        groups = [
+            NeuronGroup(
+                spec=g,
+                du=neuron.current_decay,
+                dv=0 if g.readout else neuron.voltage_decay,
+                vth=READOUT_VTH if g.readout else neuron.vth_mant,
+                bias=np.asarray(record.biases[g.name], dtype=np.int64),
+            )
+            for g in spec.groups
+        ]
+        conns = [
+            Connection(
+                spec=c,
+                weight=np.asarray(record.weights[c.name], dtype=np.int64),
+                exponent=int(record.exponents[c.name]),
+            )
+            for c in spec.conns
+        ]
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"deploy entry is incomplete or malformed: missing/invalid {e}") from e
+    desc = NetworkDescription(
+        topology=spec,
+        steps=record.steps,
+        i2e=dict(record.i2e),
+        groups=groups,
+        connections=conns,
+        classes=list(record.classes),
+    )
     desc.validate_structure()
     if desc.steps == 0:
         desc.steps = desc.timesteps + desc.depths()[desc.readout.name]
     desc.validate()
     return desc
+
+
+def to_deploy(desc: NetworkDescription) -> dict:
+    """The description as a ``deploy`` dict (``desc.deploy_record().to_dict()``)."""
+    return desc.deploy_record().to_dict()
 
 
 def from_checkpoint(path: str | Path) -> NetworkDescription:
@@ -267,44 +295,3 @@ def from_checkpoint(path: str | Path) -> NetworkDescription:
         return from_deploy(ckpt["deploy"])
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
-
-
-def to_deploy(desc: NetworkDescription) -> dict:
-    """The description as a ``deploy`` dict (the inverse of :func:`from_deploy`), e.g. to rebuild
-    the lava-dl model of an exported file for spike-by-spike checks."""
-    spiking = desc.spiking_groups[0]
-    return {
-        "spec": {
-            "name": desc.name,
-            "input_shape": list(desc.input_shape),
-            "timesteps": desc.timesteps,
-            "groups": [
-                {"name": g.name, "shape": list(g.shape), "readout": g.readout} for g in desc.groups
-            ],
-            "conns": [
-                {
-                    "name": c.name,
-                    "source": c.source,
-                    "targets": list(c.targets),
-                    "kind": c.kind,
-                    "in_channels": int(c.weight.shape[1]),
-                    "out_channels": int(c.weight.shape[0]),
-                    "kernel": c.kernel,
-                    "stride": c.stride,
-                    "padding": c.padding,
-                    "batchnorm": False,
-                }
-                for c in desc.connections
-            ],
-        },
-        "neuron": {
-            "vth_mant": spiking.vth,
-            "current_decay": spiking.du,
-            "voltage_decay": spiking.dv,
-        },
-        "steps": desc.steps,
-        "i2e": dict(desc.i2e),
-        "conns": {c.name: {"weight": c.weight, "exponent": c.exponent} for c in desc.connections},
-        "groups": {g.name: {"bias": g.bias} for g in desc.groups},
-        "classes": list(desc.classes),
-    }

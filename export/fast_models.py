@@ -570,13 +570,16 @@ def fast_run_config(
     select_tag: str = "fixed_pt", exception_proc_model_map: ty.Optional[dict] = None, **kwargs
 ) -> Loihi2SimCfg:
     """``Loihi2SimCfg`` that runs stock ``Conv``, ``LIF`` and ``LIFReset`` processes with the
-    fast models of this module (``fast_exception_map``), everything else as usual.
+    fast models of this module (``fast_exception_map``), everything else as usual: the CPU
+    case of :func:`export.run_config.run_config`.
 
     ``exception_proc_model_map`` entries given here are added on top of (and win over) the
     fast ones; other keyword arguments go to ``Loihi2SimCfg``.  The fast models are
     fixed-point models, so ``select_tag`` should stay ``"fixed_pt"`` (or another tag that
     picks the fixed-point models of the other processes).
     """
-    mapping = fast_exception_map()
-    mapping.update(exception_proc_model_map or {})
-    return Loihi2SimCfg(select_tag=select_tag, exception_proc_model_map=mapping, **kwargs)
+    from export.run_config import run_config
+
+    return run_config(
+        "cpu", True, select_tag, exception_proc_model_map=exception_proc_model_map, **kwargs
+    )

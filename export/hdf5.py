@@ -21,8 +21,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from export.description import INPUT, Connection, NetworkDescription, NeuronGroup
+from export.description import Connection, NetworkDescription, NeuronGroup
 from i2e_neuro.atomic import atomic_path
+from i2e_neuro.models.spec import INPUT, ConnSpec, GroupSpec, NetSpec
 
 FORMAT = "i2e-neuro network description"
 VERSION = 1
@@ -109,16 +110,15 @@ def load_hdf5(path: str | Path) -> NetworkDescription:
             for i in indices:
                 h = layers[str(i)]
                 neuron = h["neuron"]
+                shape = tuple(int(s) for s in h["shape"][()])
                 groups.append(
                     NeuronGroup(
-                        name=names[i],
-                        shape=tuple(int(s) for s in h["shape"][()]),
+                        spec=GroupSpec(names[i], shape, bool(neuron["readout"][()])),
                         du=int(neuron["iDecay"][()]),
                         dv=int(neuron["vDecay"][()]),
                         vth=int(neuron["vThMant"][()]),
                         bias=h["bias"][()].astype(np.int64),
                         bias_exp=int(h["biasExp"][()]),
-                        readout=bool(neuron["readout"][()]),
                     )
                 )
                 for j in range(len(h["inputs"])):
@@ -127,21 +127,35 @@ def load_hdf5(path: str | Path) -> NetworkDescription:
                     if name in conns:
                         conns[name].targets.append(names[i])
                         continue
-                    conns[name] = Connection(
+                    kind = _str(ch["kind"][()])
+                    weight = ch["weight"][()].astype(np.int64)
+                    spec = ConnSpec(
                         name=name,
-                        kind=_str(ch["kind"][()]),
                         source=names[int(ch["source"][()])],
                         targets=[names[i]],
-                        weight=ch["weight"][()].astype(np.int64),
-                        exponent=int(ch["exponent"][()]),
+                        kind=kind,
+                        in_channels=int(weight.shape[1]),
+                        out_channels=int(weight.shape[0]),
+                        kernel=int(weight.shape[-1]) if kind == "conv" else 1,
                         stride=int(ch["stride"][()]),
                         padding=int(ch["padding"][()]),
+                        batchnorm=False,
+                    )
+                    conns[name] = Connection(
+                        spec=spec,
+                        weight=weight,
+                        exponent=int(ch["exponent"][()]),
                         delay=int(ch["delay"][()]),
                     )
-            desc = NetworkDescription(
+            topology = NetSpec(
                 name=str(f.attrs["name"]),
                 input_shape=tuple(int(s) for s in layers["0"]["shape"][()]),
                 timesteps=int(f.attrs["timesteps"]),
+                groups=[g.spec for g in groups],
+                conns=[c.spec for c in conns.values()],
+            )
+            desc = NetworkDescription(
+                topology=topology,
                 steps=int(f.attrs["steps"]),
                 i2e=json.loads(f.attrs["i2e"]),
                 groups=groups,

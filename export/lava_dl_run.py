@@ -33,10 +33,9 @@ def sample_events(desc, samples: Samples, start: int, stop: int) -> torch.Tensor
 
 
 def run_lava_dl(desc, samples: Samples, record: int = 0, batch: int = 64) -> LavaDlRun:
-    from export.description import to_deploy
     from i2e_neuro.models.qat import SpikingGraph
 
-    model = SpikingGraph.from_deploy(to_deploy(desc)).eval()
+    model = SpikingGraph.from_deploy(desc.deploy_record()).eval()
     preds, trains = [], {}
     counts = {g.name: np.zeros(g.shape, dtype=np.int64) for g in desc.spiking_groups}
     input_counts = np.zeros(desc.input_shape, dtype=np.int64)

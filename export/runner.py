@@ -17,13 +17,8 @@ import numpy as np
 
 from export.description import NetworkDescription
 from export.lava_graph import build, refuse_cpu_only
+from export.run_config import BACKENDS, BackendUnavailable, run_config  # noqa: F401  (re-exported)
 from i2e_neuro.layouts import lava_to_chw
-
-BACKENDS = ("cpu", "loihi2")
-
-
-class BackendUnavailable(RuntimeError):
-    """The requested back end cannot run here (e.g. Loihi 2 without the Loihi extension)."""
 
 
 @dataclass
@@ -41,33 +36,6 @@ class SimulationResult:
     @property
     def predictions(self) -> np.ndarray:
         return self.logits.argmax(axis=1)
-
-
-def run_config(backend: str = "cpu", fast: bool = True):
-    """Lava run configuration: CPU Loihi-2 fixed-point simulation (with our fast Conv model) or hardware."""
-    if backend == "cpu":
-        from lava.magma.core.run_configs import Loihi2SimCfg
-
-        if not fast:
-            return Loihi2SimCfg(select_tag="fixed_pt")
-        from export.fast_models import fast_exception_map
-
-        return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=fast_exception_map())
-    if backend == "loihi2":
-        from lava.utils import loihi
-
-        if not loihi.is_installed():
-            raise BackendUnavailable(
-                "--backend loihi2 needs Intel's Loihi extension for Lava (lava-loihi), which is not installed. "
-                "It is distributed to members of the Intel Neuromorphic Research Community (INRC): join at "
-                "https://intel-ncl.atlassian.net/wiki/spaces/INRC, install lava-loihi in this environment and "
-                "run on an INRC Loihi 2 system (loihi.use_slurm_host()). Use --backend cpu to simulate here."
-            )
-        from lava.magma.core.run_configs import Loihi2HwCfg
-
-        loihi.use_slurm_host()
-        return Loihi2HwCfg()
-    raise ValueError(f"backend={backend!r}: must be one of {BACKENDS}")
 
 
 def simulate(

@@ -115,8 +115,8 @@ def train_stage(out: Path, args) -> dict:
 def export_stage(out: Path, checkpoint: str):
     from export.description import from_checkpoint
     from export.hdf5 import save_hdf5
+    from export.report import layer_table
     from export.resources import format_report, resource_report
-    from i2e_neuro.commands.export import layer_table
 
     desc = from_checkpoint(checkpoint)
     save_hdf5(desc, out / "network.h5")
@@ -155,6 +155,7 @@ def simulate_stage(desc, args) -> dict:
 
 
 def energy_stage(out: Path, desc, sim: dict) -> dict:
+    from export.report import format_energy_report
     from export.synops import energy_report
     from i2e_neuro.energy.model import plot_energy
 
@@ -164,9 +165,7 @@ def energy_stage(out: Path, desc, sim: dict) -> dict:
         out / "energy.png",
         title=f"{desc.name} on digits: energy per sample",
     )
-    from i2e_neuro.commands.energy import _model_table
-
-    print(_model_table({**report, "samples": sim["samples"], "engine": "lava"}))
+    print(format_energy_report({**report, "samples": sim["samples"], "engine": "lava"}))
     return report
 
 

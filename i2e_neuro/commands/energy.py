@@ -246,10 +246,11 @@ def run_model(args: argparse.Namespace) -> int:
     """Per-layer energy of an exported network (or checkpoint) from spikes counted in simulation."""
     import numpy as np
 
+    import export
     from export.lava_dl_run import run_lava_dl
+    from export.report import format_energy_report
     from export.runner import simulate
     from export.synops import energy_report
-    from i2e_neuro.commands.simulate import load_description
     from i2e_neuro.datasets.eval_data import load_samples
     from i2e_neuro.energy.model import plot_energy
 
@@ -260,7 +261,7 @@ def run_model(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         return _fail(f"--limit: must be >= 1, got {args.limit}")
     try:
-        desc = load_description(Path(args.model))
+        desc = export.load(Path(args.model))
         samples = load_samples(
             args.data or "digits", desc.input_shape[1:], args.root, args.split, args.limit
         )
@@ -284,7 +285,7 @@ def run_model(args: argparse.Namespace) -> int:
         except OSError as exc:
             return _fail(f"--chart {args.chart}: {exc}")
         report["chart"] = str(args.chart)
-    print(_model_table(report))
+    print(format_energy_report(report))
     if args.json:
         print(
             json.dumps(
@@ -294,22 +295,3 @@ def run_model(args: argparse.Namespace) -> int:
             )
         )
     return 0
-
-
-def _model_table(report: dict) -> str:
-    fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
-    lines = [
-        f"{'population':<14}{'spikes':>10}{'rate':>8}{'SynOps':>12}{'ANN MACs':>12}{'SNN uJ':>10}{'ANN uJ':>10}{'Loihi uJ':>10}"
-    ]
-    for r in report["layers"] + [report["total"]]:
-        lines.append(
-            f"{r['name']:<14}{fmt(r.get('spikes')):>10}{fmt(r.get('event_rate')):>8}{fmt(r['synops']):>12}"
-            f"{fmt(r['macs_ann']):>12}{fmt(r['snn_uj']):>10}{fmt(r['ann_uj']):>10}{fmt(r.get('loihi_uj')):>10}"
-        )
-    f = report["first_layer"]
-    lines.append(
-        f"\nper sample, {report['samples']} samples ({report['engine']} spikes); whole network: ANN / SNN = {fmt(report['network_ratio'])}x"
-        f"\nfirst layer: ANN {fmt(f['ann_uj'])} uJ vs SNN {fmt(f['snn_measured_uj'])} uJ measured "
-        f"(+ I2E encoding {fmt(f['i2e_uj'])} uJ) at input event rate {report['input_event_rate']:.4f}"
-    )
-    return "\n".join(lines)

@@ -29,22 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def layer_table(desc) -> str:
-    lines = [
-        f"{'group':<14} {'shape':<14} {'inputs (kind, exponent, source)':<58} {'bias mant.':>13}"
-    ]
-    for g in desc.groups:
-        inputs = ", ".join(
-            f"{c.name}[{c.kind} e{c.exponent} <- {c.source}]" for c in desc.incoming(g.name)
-        )
-        bias = f"{int(g.bias.min())}..{int(g.bias.max())}"
-        lines.append(f"{g.name:<14} {'x'.join(map(str, g.shape)):<14} {inputs:<58} {bias:>13}")
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
     from export.description import from_checkpoint
     from export.hdf5 import save_hdf5
+    from export.report import layer_table
     from export.resources import DoesNotFit, format_report, resource_report
 
     try:

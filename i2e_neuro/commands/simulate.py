@@ -98,13 +98,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
-def load_description(path: Path):
-    from export.description import from_checkpoint
-    from export.hdf5 import load_hdf5
-
-    return from_checkpoint(path) if path.suffix in (".pt", ".pth", ".ckpt") else load_hdf5(path)
-
-
 def parse_shard(spec: str | None, environ=os.environ) -> tuple[int, int] | None:
     """``"I/N"`` -> (I, N); None -> RANK/WORLD_SIZE when both are set, else None (no sharding)."""
     if spec is None:
@@ -141,12 +134,13 @@ def run_counts(args: argparse.Namespace, shard: int = 0, shards: int = 1) -> dic
     """Simulate shard ``shard`` of ``shards`` of the samples; integer counts as a JSON-able dict."""
     import numpy as np
 
+    import export
     from export.lava_dl_run import run_lava_dl
     from export.runner import simulate
     from export.synops import fanout_map
     from i2e_neuro.datasets.eval_data import Samples, load_samples
 
-    desc = load_description(args.model)
+    desc = export.load(args.model)
     every = load_samples(args.data, desc.input_shape[1:], args.root, args.split, args.limit)
     total = len(every.labels)
     start, stop = shard_bounds(total, shard, shards)

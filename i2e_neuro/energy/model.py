@@ -26,6 +26,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from i2e_neuro.atomic import atomic_path
+from i2e_neuro.models.spec import conv_output_size as topology_output_size
 
 UJ = 1e6  # joules -> microjoules
 
@@ -97,7 +98,7 @@ def _op_energies(e_mac: float | None, e_ac: float | None) -> tuple[float, float]
 
 
 def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
-    """Output length of a convolution along one axis: ``(size + 2*padding - kernel) // stride + 1``."""
+    """:func:`i2e_neuro.models.spec.conv_output_size` with its arguments checked (errors name them)."""
     size = _int("input_size", size, 1)
     kernel = _int("kernel", kernel, 1)
     stride = _int("stride", stride, 1)
@@ -107,7 +108,7 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) 
         raise EnergyArgumentError(
             "kernel", f"{kernel} is larger than the padded input ({size} + 2*{padding} = {padded})"
         )
-    return (padded - kernel) // stride + 1
+    return topology_output_size(size, kernel, stride, padding)
 
 
 def conv_macs(in_ch: int, out_ch: int, kernel, stride, padding, in_h: int, in_w: int) -> int:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from lava.lib.dl import slayer
 
 from i2e_neuro.layouts import i2e_to_slayer
+from i2e_neuro.models.deploy import DeployRecord, NeuronParams, as_record
 from i2e_neuro.models.spec import INPUT, NetSpec
 
 WEIGHT_SCALE = 64  # slayer's neuron scale: float weight 1.0 == integer 64
@@ -294,57 +295,59 @@ class SpikingGraph(torch.nn.Module):
             groups[g.name] = {"bias": b.round().to(torch.int64)}
         return {"conns": conns, "groups": groups}
 
-    def deploy(self, i2e: dict | None = None, classes: list[str] | None = None) -> dict:
-        """Plain data for the exporter (the checkpoint's ``deploy`` entry): spec, neuron, integers."""
+    def deploy_record(
+        self, i2e: dict | None = None, classes: list[str] | None = None
+    ) -> DeployRecord:
+        """The deploy record of the folded model (int64 CPU tensors for the integers)."""
         ints = self.integer_parameters()
         cfg = self.neuron_config
-        return {
-            "spec": self.spec.to_dict(),
-            "neuron": {
-                "threshold": cfg.threshold,
-                "vth_mant": cfg.vth_mant,
-                "current_decay": CURRENT_DECAY,
-                "voltage_decay": VOLTAGE_DECAY,
-                "tau_grad": cfg.tau_grad,
-                "scale_grad": cfg.scale_grad,
-            },
-            "steps": self.spec.steps,
-            "i2e": dict(i2e or {}),
-            "conns": ints["conns"],
-            "groups": ints["groups"],
-            "classes": list(classes or []),
-        }
+        return DeployRecord(
+            spec=self.spec,
+            neuron=NeuronParams(
+                vth_mant=cfg.vth_mant,
+                current_decay=CURRENT_DECAY,
+                voltage_decay=VOLTAGE_DECAY,
+                threshold=float(cfg.threshold),
+                tau_grad=float(cfg.tau_grad),
+                scale_grad=float(cfg.scale_grad),
+            ),
+            weights={n: c["weight"].detach().cpu().clone() for n, c in ints["conns"].items()},
+            exponents={n: int(c["exponent"]) for n, c in ints["conns"].items()},
+            biases={n: g["bias"].detach().cpu().clone() for n, g in ints["groups"].items()},
+            steps=self.spec.steps,
+            i2e=dict(i2e or {}),
+            classes=list(classes or []),
+        )
+
+    def deploy(self, i2e: dict | None = None, classes: list[str] | None = None) -> dict:
+        """The checkpoint's ``deploy`` entry: ``self.deploy_record(...).to_dict()``."""
+        return self.deploy_record(i2e=i2e, classes=classes).to_dict()
 
     @classmethod
-    def from_deploy(cls, deploy: dict) -> "SpikingGraph":
+    def from_deploy(cls, deploy: DeployRecord | dict) -> "SpikingGraph":
         """Rebuild the quantized model from deployable integers (exactly: quantization is idempotent)."""
-        n = deploy["neuron"]
+        record = as_record(deploy)
+        n = record.neuron
         model = cls(
-            NetSpec.from_dict(deploy["spec"]),
+            NetSpec.from_dict(record.spec.to_dict()),  # a copy: the model owns its spec
             NeuronConfig(
-                threshold=n["vth_mant"] / WEIGHT_SCALE,
-                tau_grad=n.get("tau_grad", 0.01),
-                scale_grad=n.get("scale_grad", 20.0),
+                threshold=n.vth_mant / WEIGHT_SCALE, tau_grad=n.tau_grad, scale_grad=n.scale_grad
             ),
         )
         model.fold()
         with torch.no_grad():
             for i, c in enumerate(model.spec.conns):
-                params = deploy["conns"][c.name]
-                e = int(params["exponent"])
+                e = int(record.exponents[c.name])
                 model.exponents[i] = e
                 syn = model.synapses[_key(c.name)]
                 w = (
-                    torch.as_tensor(params["weight"], dtype=syn.weight.dtype)
+                    torch.as_tensor(record.weights[c.name], dtype=syn.weight.dtype)
                     * 2.0**e
                     / WEIGHT_SCALE
                 )
                 syn.weight.copy_(w.reshape(syn.weight.shape))
             for g in model.spec.groups:
-                b = (
-                    torch.as_tensor(deploy["groups"][g.name]["bias"], dtype=torch.float32)
-                    * BIAS_STEP
-                )
+                b = torch.as_tensor(record.biases[g.name], dtype=torch.float32) * BIAS_STEP
                 model.biases[_key(g.name)].copy_(b)
         return model
 

@@ -46,6 +46,12 @@ class GroupSpec:
 
 @dataclass
 class NetSpec:
+    """The network topology: input, neuron groups in feed-forward order, connections.
+
+    The one place where the graph is walked (incoming connections, hop depths, shapes, chain
+    test) and checked; the QAT model and the exported network description both use it.
+    """
+
     name: str
     input_shape: tuple[int, int, int]
     timesteps: int
@@ -64,12 +70,26 @@ class NetSpec:
     def source_shape(self, source: str) -> tuple[int, ...]:
         return tuple(self.input_shape) if source == INPUT else self.group(source).shape
 
+    def output_shape(self, c: ConnSpec) -> tuple[int, ...]:
+        """Shape of the synaptic input that connection ``c`` delivers to its targets."""
+        return conn_output_shape(c, self.source_shape(c.source))
+
     def depths(self) -> dict[str, int]:
-        """Longest path in hops from the input to each group."""
+        """Longest path in hops from the input to each group (every connection is one hop)."""
         depth = {INPUT: 0}
         for g in self.groups:
             depth[g.name] = 1 + max(depth[c.source] for c in self.incoming(g.name))
         return depth
+
+    def is_chain(self) -> bool:
+        """True when every group has one input, from the group before it (what netx can load)."""
+        previous = INPUT
+        for g in self.groups:
+            inc = self.incoming(g.name)
+            if len(inc) != 1 or inc[0].source != previous or len(inc[0].targets) != 1:
+                return False
+            previous = g.name
+        return True
 
     @property
     def readout(self) -> GroupSpec:
@@ -91,48 +111,52 @@ class NetSpec:
     def from_dict(cls, d: dict) -> "NetSpec":
         return cls(
             name=d["name"],
-            input_shape=tuple(d["input_shape"]),
+            input_shape=tuple(int(s) for s in d["input_shape"]),
             timesteps=int(d["timesteps"]),
             groups=[
-                GroupSpec(g["name"], tuple(g["shape"]), bool(g["readout"])) for g in d["groups"]
+                GroupSpec(g["name"], tuple(int(s) for s in g["shape"]), bool(g["readout"]))
+                for g in d["groups"]
             ],
             conns=[ConnSpec(**{**c, "targets": list(c["targets"])}) for c in d["conns"]],
         )
 
     def validate(self) -> None:
         """Check that the graph is well formed and that shapes chain; errors name the part."""
-        seen = {INPUT}
-        if (
-            not self.groups
-            or not self.groups[-1].readout
-            or any(g.readout for g in self.groups[:-1])
-        ):
+        if not self.groups:
+            raise ValueError(f"{self.name}: no neuron groups")
+        if not self.groups[-1].readout or any(g.readout for g in self.groups[:-1]):
             raise ValueError(f"{self.name}: the last group, and only it, must be the readout")
+        order = {g.name: i for i, g in enumerate(self.groups)}
+        order[INPUT] = -1
         for g in self.groups:
             if not self.incoming(g.name):
                 raise ValueError(f"group {g.name!r}: has no incoming connection")
-            seen.add(g.name)
         for c in self.conns:
-            if c.source not in seen:
+            if c.source not in order:
                 raise ValueError(f"connection {c.name!r}: unknown source {c.source!r}")
             for t in c.targets:
-                if t not in seen:
+                if t not in order or t == INPUT:
                     raise ValueError(f"connection {c.name!r}: unknown target {t!r}")
-                expected = conn_output_shape(c, self.source_shape(c.source))
+                if order[t] <= order[c.source]:
+                    raise ValueError(
+                        f"connection {c.name!r}: target {t!r} comes before its source "
+                        "(groups must be listed in feed-forward order)"
+                    )
+                expected = self.output_shape(c)
                 if tuple(self.group(t).shape) != expected:
                     raise ValueError(
                         f"connection {c.name!r}: output shape {expected} does not match group {t!r} {self.group(t).shape}"
                     )
-        order = {g.name: i for i, g in enumerate(self.groups)}
-        order[INPUT] = -1
-        for c in self.conns:
-            if any(order[t] <= order[c.source] for t in c.targets):
-                raise ValueError(
-                    f"connection {c.name!r}: groups must be listed in feed-forward order"
-                )
+
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
+    """Output length of a convolution along one axis: ``(size + 2*padding - kernel) // stride + 1``
+    (may be < 1 when the kernel is larger than the padded input; callers check)."""
+    return (size + 2 * padding - kernel) // stride + 1
 
 
 def conn_output_shape(c: ConnSpec, in_shape: Sequence[int]) -> tuple[int, ...]:
+    """Shape a connection delivers from a source of shape ``(C, H, W)``; errors name ``c``."""
     if len(in_shape) != 3 or in_shape[0] != c.in_channels:
         raise ValueError(
             f"connection {c.name!r}: expects {c.in_channels} input channels, source has shape {tuple(in_shape)}"
@@ -142,12 +166,12 @@ def conn_output_shape(c: ConnSpec, in_shape: Sequence[int]) -> tuple[int, ...]:
     if c.kind != "conv":
         raise ValueError(f"connection {c.name!r}: unknown kind {c.kind!r}")
     _, h, w = in_shape
-    size = lambda n: (n + 2 * c.padding - c.kernel) // c.stride + 1  # noqa: E731
-    if size(h) < 1 or size(w) < 1:
+    out_h, out_w = (conv_output_size(n, c.kernel, c.stride, c.padding) for n in (h, w))
+    if out_h < 1 or out_w < 1:
         raise ValueError(
             f"connection {c.name!r}: kernel {c.kernel} larger than its padded input {tuple(in_shape)}"
         )
-    return (c.out_channels, size(h), size(w))
+    return (c.out_channels, out_h, out_w)
 
 
 def msresnet_spec(

@@ -352,26 +352,14 @@ def load_init(model, ckpt: dict, path: str, backend: str) -> list[str]:
 
 
 def deploy_entry(model, info: DataInfo) -> dict:
-    """Plain data for the exporter (``SpikingGraph.deploy``): spec, neuron parameters, steps, I2E
-    input, integer weights (int64 mantissas + exponent per connection), biases, classes."""
+    """The checkpoint's ``deploy`` entry (:class:`~i2e_neuro.models.deploy.DeployRecord`)."""
     i2e = {
         "ratio": info.ratio,
         "timesteps": int(info.timesteps),
         "order": info.order,
         "source": info.source,
     }
-    d = model.deploy(i2e=i2e, classes=list(info.classes))
-    d["conns"] = {
-        n: {"weight": c["weight"].detach().cpu().clone(), "exponent": int(c["exponent"])}
-        for n, c in d["conns"].items()
-    }
-    d["groups"] = {n: {"bias": g["bias"].detach().cpu().clone()} for n, g in d["groups"].items()}
-    d["neuron"] = {
-        k: (float(v) if k in ("threshold", "tau_grad", "scale_grad") else int(v))
-        for k, v in d["neuron"].items()
-    }
-    d["steps"] = int(d["steps"])
-    return d
+    return model.deploy_record(i2e=i2e, classes=list(info.classes)).to_dict()
 
 
 def compute_loss(
