@@ -494,3 +494,28 @@ def test_fast_lif_arithmetic_direct():
             results.append((m.u.copy(), m.v.copy(), s))
         for a, b, name in zip(results[0], results[1], "uvs"):
             assert a.dtype == b.dtype and np.array_equal(a, b), (trial, name)
+
+
+def test_pinned_models_are_the_ones_lava_selects():
+    """``runner.pin_models`` pins, per process instance, exactly the model Lava's own search and
+    the run configuration select (stock and fast configurations; our host processes too)."""
+    from export.processes import Readout, SpikeMonitor
+    from export.runner import pin_models, run_config
+
+    procs = [
+        Conv(weight=np.ones((2, 3, 3, 2), np.int32), input_shape=(5, 5, 2)),
+        LIFReset(shape=(3,), reset_interval=4),
+        LIF(shape=(3,)),
+        SourceBuffer(data=np.zeros((3, 4), np.int32)),
+        Readout(num_classes=3, num_samples=1, steps=4),
+        SpikeMonitor(shape=(3,), num_samples=1, steps=4, folder="unused"),
+    ]
+    for fast in (False, True):
+        cfg = run_config("cpu", fast)
+        pin_models(cfg, procs)
+        for proc in procs:
+            expected = run_config("cpu", fast).select(
+                proc, ProcGroupDiGraphs._find_proc_models(proc)
+            )
+            assert cfg.exception_proc_model_map[proc] is expected, type(proc).__name__
+        assert (cfg.exception_proc_model_map[procs[0]] is FastConvModelFixed) == fast
