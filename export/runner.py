@@ -52,7 +52,13 @@ def simulate(
     ``events=True``, event frames ``[N, T, 2, H, W]``: an array, tensor, or iterable / torch
     dataset of samples.
     """
-    from export.processes import I2ESource, Readout, SpikeMonitor, as_sample_array, monitor_arrays
+    from export.processes import (
+        I2ESource,
+        Readout,
+        as_sample_array,
+        monitor_arrays,
+        spike_monitors,
+    )
     from export.supervision import run_checked
 
     samples = as_sample_array(samples)
@@ -70,18 +76,23 @@ def simulate(
     readout = Readout(num_classes=desc.readout.shape[0], num_samples=n, steps=desc.steps)
     readout.v.connect_var(net.readout.v)
     with tempfile.TemporaryDirectory(prefix="i2e-neuro-monitors-") as tmp:
-        monitors, mon_procs = {}, []
+        monitors = {}
         for g in desc.spiking_groups:
             shape = net.neurons[g.name].s_out.shape
             folder = f"{tmp}/{len(monitors)}"
             Path(folder).mkdir()
             monitor_arrays(folder, shape, n, desc.steps, record, "w+")
-            mon = SpikeMonitor(
-                shape=shape, num_samples=n, steps=desc.steps, folder=folder, record_samples=record
-            )
-            net.neurons[g.name].s_out.connect(mon.s_in)
-            mon_procs.append(mon)
             monitors[g.name] = (folder, shape)
+        # One monitor process for all groups (every Lava process is an OS process).
+        mon = spike_monitors(
+            [shape for _, shape in monitors.values()],
+            num_samples=n,
+            steps=desc.steps,
+            folders=[folder for folder, _ in monitors.values()],
+            record_samples=record,
+        )
+        for i, name in enumerate(monitors):
+            net.neurons[name].s_out.connect(getattr(mon, f"s_in{i}"))
         start = time.perf_counter()
         try:
             with (
@@ -91,7 +102,7 @@ def simulate(
                     "ignore", message="Cannot import module", category=UserWarning
                 )
                 if backend == "cpu":
-                    pin_models(cfg, [source, readout, *net.processes(), *mon_procs])
+                    pin_models(cfg, [source, readout, *net.processes(), mon])
                 run_checked(source, n * desc.steps, cfg)
             logits = np.asarray(readout.logits.get(), dtype=np.int64)[:n]
         finally:
