@@ -2,8 +2,10 @@
 
 Integers only: neuron groups with Loihi fixed-point CUBA-LIF parameters, connections with 8-bit
 weight mantissas and a per-connection exponent, the input (I2E parameters) and the readout.
-Built from the ``deploy`` entry that training writes into a checkpoint, so nothing here
-imports the training model.
+Built from the deploy record that training writes into a checkpoint
+(:class:`i2e_neuro.models.deploy.DeployRecord`) and composed of its topology
+(:class:`i2e_neuro.models.spec.NetSpec`), so nothing here imports the training model
+(docs/ARCHITECTURE.md).
 
 Units are Loihi's (as in Lava's bit-accurate models): a connection adds
 ``sum(m * 2**e * spike) << 6`` to the 24-bit current ``u``; ``u[t] = u[t-1] * (4096 - du) / 4096

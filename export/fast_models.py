@@ -2,7 +2,7 @@
 
 Lava's stock fixed-point Conv model (``lava.proc.conv.models.PyConvModelFixed``) convolves
 with ``scipy.signal.convolve2d`` one (output channel, input channel) pair at a time, which makes
-a 16-channel 128x128 layer cost about a quarter of a second per time step.
+it the simulator's bottleneck (BENCHMARKS.md, ``scripts/bench_lava.py``).
 ``FastConvModelFixed`` implements the *same* stock ``lava.proc.conv.process.Conv`` process
 with one torch ``conv2d`` per step (numpy/BLAS where torch is not safe to call) and gives
 bit-for-bit the same results as the stock model.  ``FastLifModelBitAcc`` and
@@ -114,8 +114,7 @@ def _prepare_worker() -> None:
     Two reasons:
 
     * All workers compute each time step concurrently, so threads inside them only compete
-      for the same cores (the numpy conv below: 4.3 ms with one OpenBLAS thread, 8.9 ms with
-      two, on this 2-core machine).
+      for the same cores.
     * torch after fork: when the main process has already run a multi-threaded torch op
       (GNU OpenMP thread pool started), a multi-threaded torch op in the forked child hangs
       (reproduced here with torch 2.3.1: the worker's conv2d never returns; see
@@ -251,18 +250,9 @@ def _conv_exact(
     output on the padded-width grid, the wrapped-around columns are dropped and the stride is
     applied by slicing.  An all-zero input gives all-zero output without computing.
 
-    Exactness.  Let ``L = max over output channels of sum |w|`` and ``m = max |input|``.  Every
-    partial sum of the products feeding one output is an integer of magnitude <= ``L * m``:
-
-    * ``L * m < 2**24``: computed in float32.  Every integer of magnitude below 2**24 is a
-      float32, so each product, addition and fused multiply-add is exact whatever order the
-      kernel sums in (direct convolution or GEMM: products and sums only, no Winograd/FFT
-      transforms).
-    * ``L * m < 2**53``: the same argument in float64.  The result equals the stock float64
-      sum exactly, so the final ``astype`` (and its wrap-around on int32 overflow) is the same
-      operation on the same numbers.
-    * otherwise, or for non-integer input or weights: falls back to ``utils.conv`` itself
-      (stock code, stock speed), so the result is still identical.
+    Exactness (docs/EXACTNESS.md, section 4): with ``L = max over output channels of sum |w|``
+    and ``m = max |input|``, float32 when ``L * m < 2**24``, float64 when ``L * m < 2**53``,
+    otherwise (or for non-integer data) ``utils.conv`` itself.
 
     Returns ``(output, bound)``: ``bound`` is ``L * m`` (every output has magnitude <= it), or
     None when the stock routine computed the output.
@@ -382,9 +372,8 @@ class FastConvModelFixed(AbstractPyConvModel):
     The convolution itself is ``_conv_exact`` (torch conv2d or numpy gemms, in float32 or
     float64 when that is provably exact, else the stock scipy routine); see its docstring
     for the argument.  When the bound shows ``|a_out| < 2**23`` the 24-bit wrap is skipped
-    (it is the identity there).  The dense method is used for binary spikes too: at
-    128x128x16 and 5 % input spikes a numpy scatter of the active spikes (``np.add.at``) took
-    53 ms, the dense conv 1-4 ms.
+    (it is the identity there).  The dense method is used for binary spikes too (a scatter of
+    the active spikes, ``np.add.at``, was slower at the event rates of I2E input).
 
     Only selected when asked for: ``exception_proc_model_map={Conv: FastConvModelFixed}``
     (see ``fast_run_config``).  Its constructor (run inside the Lava worker process) sets
@@ -461,11 +450,8 @@ def _decay_into(state: np.ndarray, factor: int, scratch: np.ndarray) -> None:
     """In place: ``state = sign(p) * (|p| >> 12)`` with ``p = int64(state) * factor``, for
     int32 ``state`` and ``0 <= factor <= 4096``; ``scratch`` is a float64 array of its shape.
 
-    Computed as ``state * (factor / 4096)`` in float64, cast back to int32: ``factor / 4096``
-    is exact (a power-of-two denominator); the product's exact value ``p / 4096`` needs at
-    most 43 significant bits (``|p| < 2**31 * 2**12``), so the multiplication is exact; the
-    float -> int cast truncates toward zero, like the stock sign/abs/shift sequence; and the
-    result's magnitude is at most ``|state|``, so it fits int32.
+    Computed as ``state * (factor / 4096)`` in float64, cast back to int32, which is exact
+    (docs/EXACTNESS.md, section 5).
     """
     np.multiply(state, factor / 4096.0, out=scratch)
     np.copyto(state, scratch, casting="unsafe")
@@ -547,8 +533,7 @@ class FastLifModelBitAcc(_FastLifFixedMixin, PyLifModelBitAcc):
     A subclass of the stock model (same ports, Vars, types, step order, threshold and bias
     scaling, 24-bit wrap of u and clip of v, reset to 0); only the arithmetic of the
     sub-threshold update is rearranged and done in place in u and v (see ``_decay_into`` for
-    why it is exact), and the all-zero bias array is not rebuilt each step.  128x128x16
-    neurons: about 1-2 ms per step instead of 13-19 ms (this machine, one process).  Tags:
+    why it is exact), and the all-zero bias array is not rebuilt each step.  Tags:
     those of the stock model plus ``"fast"``; selected only through
     ``exception_proc_model_map`` (``fast_run_config``).
     """

@@ -128,9 +128,8 @@ def pin_models(cfg, processes) -> None:
 
     Lava's compiler looks up ``exception_proc_model_map`` by process *instance*; for every other
     process it searches for models by executing every module beside the process's file (and its
-    namespace package) again, once per process: about 0.1-0.25 s per process on a 2-core
-    machine, 60 processes for MS-ResNet-18.  Here the search runs once per class (cached for the
-    life of this Python process) and ``cfg.select`` (the run configuration's own rule: its
+    namespace package) again, once per process (about 45 processes for MS-ResNet-18).  Here the
+    search runs once per class (cached for the life of this Python process) and ``cfg.select`` (the run configuration's own rule: its
     class-keyed exceptions, then tags) picks the model, so the choice is the configuration's.
     """
     from lava.magma.compiler.compiler_graphs import ProcGroupDiGraphs

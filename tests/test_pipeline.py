@@ -11,7 +11,7 @@ from export.runner import simulate
 from export.synops import energy_report, fanout_map
 from i2e_neuro.cli import main
 from i2e_neuro.datasets.eval_data import load_samples
-from i2e_neuro.train.trainer import resolve_config, train
+from i2e_neuro.train import resolve_config, train
 
 # Runs Lava process graphs (OS processes per process model): left out of `make test-fast`.
 pytestmark = pytest.mark.slow

@@ -95,7 +95,7 @@ def convert_stage(out: Path) -> dict:
 
 
 def train_stage(out: Path, args) -> dict:
-    from i2e_neuro.train.trainer import resolve_config, train
+    from i2e_neuro.train import resolve_config, train
 
     overrides = {
         k: v for k, v in (("epochs", args.epochs), ("qat_epochs", args.qat_epochs)) if v is not None

@@ -19,7 +19,7 @@ import sys
 
 PROG = "i2e-neuro train"
 
-EXAMPLES = """\
+_EXAMPLES = """\
 examples:
   i2e-neuro train                                   embedded digits, msresnet_tiny, QAT (a few
   minutes on a CPU)
@@ -34,17 +34,10 @@ examples:
   torchrun --nproc-per-node 4 -m i2e_neuro.cli train --dataset cifar10 --root data --out runs/c10
 
 datasets (nothing is downloaded; --root DIR):
-  digits         embedded scikit-learn digits (1437 train / 360 test), 32x32; no --root
-  cifar10/100    ROOT/cifar-10-batches-py/ or ROOT/cifar-100-python/ (upsampled to 128x128)
-  mnist          ROOT/MNIST/raw/; fashion-mnist ROOT/FashionMNIST/raw/ (32x32)
-  imagefolder    ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg (224x224)
-  events         ROOT/train/ and ROOT/test/ written by 'i2e-neuro convert --dataset ... --split ...'
-  cifar10-dvs    ROOT/<class>/*.aedat (the unzipped CIFAR10-DVS release)
+{layouts}
 
-defaults per dataset (override any): digits msresnet_tiny, 14 float + 3 QAT epochs, batch 64,
-lr 0.1 (QAT 0.02), weight decay 1e-4, no augmentation, ratio 0.10; cifar10/100 msresnet18,
-256 + 16 epochs, batch 128, lr 0.1 (QAT 0.01), wd 2e-4, baseline2, ratio 0.07; imagefolder
-128 + 8 epochs, wd 1e-5, ratio 0.12. All: SGD momentum 0.9, cosine to 5e-5, label smoothing 0.1.
+defaults per dataset (override any; all: SGD momentum 0.9, cosine to 5e-5, label smoothing 0.1):
+{recipes}
 
 exit status: 0 done; 1 the loss became NaN/inf (the last good checkpoint is kept); 2 bad
 arguments, data or checkpoint; 130 interrupted (OUT/interrupted.pt saved; --resume continues).
@@ -78,13 +71,17 @@ _CONFIG_ARGS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from i2e_neuro.datasets import registry
+
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = EXAMPLES
+    parser.epilog = _EXAMPLES.format(
+        layouts=registry.layouts_text(), recipes=registry.recipes_text()
+    )
     d = parser.add_argument_group("data")
     d.add_argument(
         "--dataset",
         metavar="NAME",
-        help="digits (default), cifar10, cifar100, mnist, fashion-mnist, imagefolder, events, cifar10-dvs",
+        help=f"{', '.join(registry.REGISTRY)} (default digits)",
     )
     d.add_argument("--root", metavar="DIR", help="folder holding the dataset (all but digits)")
     d.add_argument(
@@ -184,41 +181,46 @@ def run(args) -> int:
     import os
     from pathlib import Path
 
-    from i2e_neuro.train import trainer as training
+    from i2e_neuro.errors import flag_wording
+    from i2e_neuro.train import (
+        NonFiniteLoss,
+        TrainError,
+        default_out,
+        load_checkpoint,
+        resolve_config,
+        train,
+    )
 
     given = {k: getattr(args, k, None) for k in _CONFIG_ARGS}
     try:
         if args.threads is not None and args.threads < 1:
-            raise training.TrainError(f"--threads {args.threads}: must be at least 1")
+            raise TrainError(f"--threads {args.threads}: must be at least 1")
         if args.stop_after is not None and args.stop_after < 0:
-            raise training.TrainError(f"--stop-after {args.stop_after}: must be >= 0")
+            raise TrainError(f"--stop-after {args.stop_after}: must be >= 0")
         if args.resume:
             if not args.out:
-                raise training.TrainError(
-                    "--resume needs --out DIR, the folder of the run to continue"
-                )
+                raise TrainError("--resume needs --out DIR, the folder of the run to continue")
             ignored = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
             if ignored:
                 print(
-                    f"{PROG}: note: --resume continues with the run's stored settings; ignoring {' '.join(ignored)}",
+                    f"{PROG}: note: --resume continues with the run's stored settings; "
+                    f"ignoring {' '.join(ignored)}",
                     file=sys.stderr,
                 )
             cfg = None
         else:
             init_config = (
-                training.load_checkpoint(args.init, "--init")["config"] if args.init else None
+                load_checkpoint(args.init, "init", param=True)["config"] if args.init else None
             )
-            cfg = training.resolve_config(init_config, **given)
+            cfg = resolve_config(init_config, **given)
             cfg.amp = bool(args.amp)
         if args.out:
             out = Path(args.out)
         elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise training.TrainError(
-                "--out DIR is required when running several processes (torchrun)"
-            )
+            raise TrainError("--out DIR is required when running several processes (torchrun)")
         else:
-            out = training.default_out(cfg)
-        result = training.train(
+            out = default_out(cfg)
+        result = train(
             cfg,
             out,
             resume=args.resume,
@@ -227,11 +229,11 @@ def run(args) -> int:
             progress=not args.no_progress,
             threads=args.threads,
         )
-    except training.TrainError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+    except TrainError as e:
+        print(f"{PROG}: error: {flag_wording(e)}", file=sys.stderr)
         return 2
-    except training.NonFiniteLoss as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+    except NonFiniteLoss as e:
+        print(f"{PROG}: error: {flag_wording(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -45,8 +45,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from i2e_neuro.datasets.registry import CIFAR10_CLASSES
+
 #: CIFAR-10 class names in label order (the release's folder names)
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CLASSES = CIFAR10_CLASSES
 HEIGHT = WIDTH = 128
 SPLITS = ("train", "test")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,49 +132,83 @@ def save_events(
     return path
 
 
+#: the members each format stores besides ``header``, ``shape`` and ``labels``
+_MEMBERS = {"packed": {"bits"}, "dense": {"events"}, "list": {"events", "offsets"}}
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    KeyError,
+    IndexError,
+    AttributeError,
+    ValueError,
+    TypeError,
+)
+
+
+def _read(path: Path, data: bool) -> tuple[dict, tuple[int, ...], dict[str, np.ndarray]]:
+    """``(header, shape, arrays)`` of an event file: the JSON header, the stored dense shape and,
+    when ``data``, every other member (else none: only the small members are read)."""
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as f:
+            keys = set(f.files)
+            header = json.loads(str(f["header"]))
+            shape = tuple(int(s) for s in f["shape"])
+            arrays = {k: f[k] for k in keys - {"header", "shape"}} if data else {}
+    elif path.suffix in (".h5", ".hdf5"):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            keys = set(f.keys())
+            header = json.loads(str(f.attrs["header"]))
+            shape = tuple(int(s) for s in f["shape"][()])
+            arrays = {k: f[k][()] for k in keys - {"shape"}} if data else {}
+    else:
+        raise ValueError(f"unknown event file type (use one of {SUFFIXES})")
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    needed = _MEMBERS.get(header.get("format"))
+    if needed is None:
+        raise ValueError(f"unknown format {header.get('format')!r}")
+    if not needed <= keys:
+        raise ValueError(f"no {', '.join(sorted(needed - keys))} member")
+    return header, shape, arrays
+
+
+def read_header(path: str | Path) -> dict:
+    """The header of an event file (``format`` and the metadata) with its stored dense
+    ``shape`` as a list, without reading the events; errors as :func:`load_events`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such event file")
+    try:
+        header, shape, _ = _read(path, data=False)
+    except _READ_ERRORS as e:
+        raise ValueError(f"{path}: not a valid i2e-neuro event file ({e})") from e
+    return {**header, "shape": list(shape)}
+
+
 def load_events(path: str | Path) -> EventBatch:
     """Read a file written by :func:`save_events`; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such event file")
     try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        elif path.suffix in (".h5", ".hdf5"):
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                arrays = {k: f[k][()] for k in f.keys()}
-                arrays["header"] = np.asarray(f.attrs["header"])
-        else:
-            raise ValueError(f"unknown event file type (use one of {SUFFIXES})")
-        meta = json.loads(str(arrays.pop("header")))
+        meta, shape, arrays = _read(path, data=True)
         fmt = meta.pop("format")
-        shape = tuple(int(s) for s in arrays["shape"])
         if fmt == "dense":
             dense = arrays["events"].astype(bool)
         elif fmt == "packed":
             dense = unpack(PackedEvents(arrays["bits"], shape))
-        elif fmt == "list":
+        else:
             off, ev = arrays["offsets"], arrays["events"]
             sample_shape = (shape[0], shape[2], shape[3], shape[4])
             dense = np.zeros(shape, dtype=bool)
             for b in range(shape[1]):
                 dense[:, b] = from_event_list(ev[off[b] : off[b + 1]], sample_shape)
-        else:
-            raise ValueError(f"unknown format {fmt!r}")
         if dense.shape != shape:
             raise ValueError(f"stored shape {shape} does not match the data {dense.shape}")
-    except (
-        OSError,
-        EOFError,
-        zipfile.BadZipFile,
-        KeyError,
-        IndexError,
-        AttributeError,
-        ValueError,
-        TypeError,
-    ) as e:
+    except _READ_ERRORS as e:
         raise ValueError(f"{path}: not a valid i2e-neuro event file ({e})") from e
     return EventBatch(dense, arrays.get("labels"), meta)

@@ -15,23 +15,23 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from i2e_neuro.datasets.registry import IMAGES_RATIO, REGISTRY
+from i2e_neuro.datasets.registry import names as registry_names
 from i2e_neuro.i2e.images import IMAGE_SUFFIXES, load_image
 
-#: Default threshold ratio per dataset (PAPER-FACTS.md section 1.8); "images" for loose files.
+#: Default threshold ratio per dataset (the I2E paper's per-dataset ratios; the registry's for the
+#: datasets it knows); "images" for loose files.
 DEFAULT_RATIOS: dict[str, float] = {
     "imagenet": 0.12,
     "caltech101": 0.12,
     "caltech256": 0.12,
     "mini-imagenet": 0.12,
-    "cifar10": 0.07,
-    "cifar100": 0.07,
-    "mnist": 0.10,
-    "fashion-mnist": 0.15,
-    "digits": 0.10,
-    "images": 0.12,
+    **{n: d.ratio for n, d in REGISTRY.items() if d.ratio is not None},
+    "images": IMAGES_RATIO,
 }
 
-DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "digits")
+#: the datasets a source can be made of (``i2e-neuro convert --dataset``)
+DATASETS = registry_names(convert=True)
 SPLITS = ("train", "test")
 
 #: torchvision class, folder under the root, and the files expected in it.

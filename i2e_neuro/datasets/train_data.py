@@ -8,10 +8,9 @@ Two kinds of sample come out of a :class:`torch.utils.data.DataLoader` built her
 * ``events``: bool events ``[T, 2, H, W]`` (pre-converted I2E files or CIFAR10-DVS recordings);
   batches ``[B, T, 2, H, W]`` are made time-first with :mod:`i2e_neuro.layouts`.
 
-Datasets (``--dataset``): ``digits`` (embedded), ``cifar10``, ``cifar100``, ``mnist``,
-``fashion-mnist`` (torchvision files under ``--root``), ``imagefolder`` (``ROOT/train/<class>/``
-and ``ROOT/val/<class>/``), ``events`` (``ROOT/train/`` and ``ROOT/test/`` written by
-``i2e-neuro convert``) and ``cifar10-dvs``. Nothing is downloaded.
+The datasets, their folder layouts and classes are the entries of
+:mod:`i2e_neuro.datasets.registry`; each entry's builder here makes its training and test sets.
+Nothing is downloaded.
 
 Shuffling is derived from ``(seed, epoch)`` alone (:class:`EpochSampler`), so an epoch is the
 same whether or not the run was interrupted before it.
@@ -29,36 +28,22 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from i2e_neuro.datasets import registry
+from i2e_neuro.errors import ParameterError
 from i2e_neuro.layouts import batch_first_to_time_first
 
-IMAGE_DATASETS = ("digits", "cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder")
-EVENT_DATASETS = ("events", "cifar10-dvs")
-ALL_DATASETS = IMAGE_DATASETS + EVENT_DATASETS
+IMAGE_DATASETS = registry.names("images")
+EVENT_DATASETS = registry.names("events")
+ALL_DATASETS = tuple(registry.REGISTRY)
 AUGMENTS = ("none", "baseline1", "baseline2")
 
-IMAGEFOLDER_LAYOUT = "ROOT/train/<class>/*.jpg|png... and ROOT/val/<class>/... (one folder per class, same class names in both)"
-EVENTS_LAYOUT = (
-    "ROOT/train/index.json and ROOT/test/index.json, each written by "
-    "'i2e-neuro convert --dataset NAME --split train|test -o ROOT/train|ROOT/test'"
-)
-
-_MNIST_CLASSES = [str(i) for i in range(10)]
-_FASHION_CLASSES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+IMAGEFOLDER_LAYOUT = registry.get("imagefolder").layout
+EVENTS_LAYOUT = registry.get("events").layout
 
 
-class DataError(ValueError):
-    """A dataset that cannot be used as given (the message names the path and the expected layout)."""
+class DataError(ParameterError, ValueError):
+    """A dataset that cannot be used as given (the message names the path and the expected
+    layout, and ``params`` the parameters it mentions)."""
 
 
 def derive_seed(seed: int, epoch: int, stream: str) -> int:
@@ -257,14 +242,10 @@ def _array_split(dataset: str, root: str | None, split: str):
 
 
 def _class_names(dataset: str, root: str | None) -> list[str]:
-    if dataset in ("digits", "mnist"):
-        return list(_MNIST_CLASSES)
-    if dataset == "fashion-mnist":
-        return list(_FASHION_CLASSES)
-    if dataset == "cifar10":
-        from i2e_neuro.datasets.cifar10_dvs import CLASSES
-
-        return list(CLASSES)
+    """The registry's class names of ``dataset`` (CIFAR-100: from its ``meta`` file)."""
+    classes = registry.get(dataset).classes
+    if classes is not None:
+        return list(classes)
     if dataset == "cifar100":
         import pickle
 
@@ -278,42 +259,32 @@ def _class_names(dataset: str, root: str | None) -> list[str]:
 
 
 def build_datasets(cfg) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, DataInfo]:
-    """``(train, test, info)`` for a :class:`~i2e_neuro.train.trainer.TrainConfig`; :class:`DataError` if unusable."""
+    """``(train, test, info)`` for a :class:`~i2e_neuro.train.config.TrainConfig` by the
+    dataset's registry builder; :class:`DataError` if unusable."""
     name = cfg.dataset
-    if name not in ALL_DATASETS:
-        raise DataError(f"--dataset {name}: unknown; choose one of {', '.join(ALL_DATASETS)}")
-    if name != "digits" and not cfg.root:
-        raise DataError(f"--dataset {name} needs --root DIR ({_root_hint(name)})")
-    if name in ("cifar10", "cifar100", "mnist", "fashion-mnist", "digits"):
-        train, test, info = _arrays(cfg)
-    elif name == "imagefolder":
-        train, test, info = _imagefolder(cfg)
-    elif name == "events":
-        train, test, info = _events(cfg)
-    else:
-        train, test, info = _cifar10_dvs(cfg)
+    if name not in registry.REGISTRY:
+        raise DataError(
+            f"dataset {name}: unknown; choose one of {', '.join(registry.REGISTRY)}", "dataset"
+        )
+    entry = registry.get(name)
+    if entry.layout is not None and not cfg.root:
+        raise DataError(
+            f"dataset {name} needs root DIR (expected {entry.layout})", "dataset", "root"
+        )
+    train, test, info = entry.builder(cfg)
     if cfg.limit_train is not None:
         train = Subset(train, cfg.limit_train)
     if cfg.limit_test is not None:
         test = Subset(test, cfg.limit_test)
     if len(train) == 0 or len(test) == 0:
-        raise DataError(f"--dataset {name}: empty {'training' if len(train) == 0 else 'test'} set")
+        raise DataError(
+            f"dataset {name}: empty {'training' if len(train) == 0 else 'test'} set", "dataset"
+        )
     return train, test, info
 
 
-def _root_hint(name: str) -> str:
-    return {
-        "cifar10": "the folder holding cifar-10-batches-py/",
-        "cifar100": "the folder holding cifar-100-python/",
-        "mnist": "the folder holding MNIST/raw/",
-        "fashion-mnist": "the folder holding FashionMNIST/raw/",
-        "imagefolder": f"expected {IMAGEFOLDER_LAYOUT}",
-        "events": f"expected {EVENTS_LAYOUT}",
-        "cifar10-dvs": "the unzipped CIFAR10-DVS release: ROOT/<class>/*.aedat",
-    }[name]
-
-
-def _arrays(cfg):
+def build_arrays(cfg):
+    """Digits or a torchvision dataset held in memory as uint8 images."""
     try:
         train_images, train_labels, _ = _array_split(cfg.dataset, cfg.root, "train")
         test_images, test_labels, _ = _array_split(cfg.dataset, cfg.root, "test")
@@ -361,14 +332,16 @@ def _read_image(path: str) -> torch.Tensor:
         )
 
 
-def _imagefolder(cfg):
+def build_imagefolder(cfg):
+    """``ROOT/train/<class>/`` and ``ROOT/val/<class>/`` folders of photos."""
     from torchvision.datasets import ImageFolder
 
     root = Path(cfg.root).expanduser()
     missing = [s for s in ("train", "val") if not (root / s).is_dir()]
     if missing:
         raise DataError(
-            f"--dataset imagefolder: {root} has no {' or '.join(s + '/' for s in missing)} folder; expected {IMAGEFOLDER_LAYOUT}"
+            f"dataset imagefolder: {root} has no {' or '.join(s + '/' for s in missing)} folder; expected {IMAGEFOLDER_LAYOUT}",
+            "dataset",
         )
     sets = {}
     for split, train in (("train", True), ("val", False)):
@@ -380,12 +353,14 @@ def _imagefolder(cfg):
             )
         except (FileNotFoundError, RuntimeError) as e:
             raise DataError(
-                f"--dataset imagefolder: {root / split}: {e}; expected {IMAGEFOLDER_LAYOUT}"
+                f"dataset imagefolder: {root / split}: {e}; expected {IMAGEFOLDER_LAYOUT}",
+                "dataset",
             ) from e
     if sets["train"].classes != sets["val"].classes:
         raise DataError(
-            f"--dataset imagefolder: {root}/train/ and {root}/val/ have different class folders "
-            f"({len(sets['train'].classes)} vs {len(sets['val'].classes)}); expected {IMAGEFOLDER_LAYOUT}"
+            f"dataset imagefolder: {root}/train/ and {root}/val/ have different class folders "
+            f"({len(sets['train'].classes)} vs {len(sets['val'].classes)}); expected {IMAGEFOLDER_LAYOUT}",
+            "dataset",
         )
     info = DataInfo(
         "images",
@@ -403,7 +378,7 @@ def _imagefolder(cfg):
 def _load_index(folder: Path) -> dict:
     index_path = folder / "index.json"
     if not index_path.is_file():
-        raise DataError(f"--dataset events: no {index_path}; expected {EVENTS_LAYOUT}")
+        raise DataError(f"dataset events: no {index_path}; expected {EVENTS_LAYOUT}", "dataset")
     try:
         index = json.loads(index_path.read_text())
         files, _params = index["files"], index["params"]  # both keys required
@@ -452,10 +427,13 @@ def _packed_events(
     return np.concatenate(bits), np.concatenate(labels), shape
 
 
-def _events(cfg):
+def build_events(cfg):
+    """Event files written by ``i2e-neuro convert`` under ``ROOT/train/`` and ``ROOT/test/``."""
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
-        raise DataError(f"--dataset events: {root} does not exist; expected {EVENTS_LAYOUT}")
+        raise DataError(
+            f"dataset events: {root} does not exist; expected {EVENTS_LAYOUT}", "dataset"
+        )
     test_dir = (
         root / "test" if (root / "test").is_dir() or not (root / "val").is_dir() else root / "val"
     )
@@ -465,13 +443,15 @@ def _events(cfg):
         k: test_index["params"].get(k) for k in ("ratio", "timesteps", "order")
     }:
         raise DataError(
-            f"--dataset events: {root}/train and {test_dir} were converted with different I2E parameters"
+            f"dataset events: {root}/train and {test_dir} were converted with different I2E parameters",
+            "dataset",
         )
     train_bits, train_labels, shape = _packed_events(root / "train", train_index, cfg.limit_train)
     test_bits, test_labels, test_shape = _packed_events(test_dir, test_index, cfg.limit_test)
     if test_shape != shape:
         raise DataError(
-            f"--dataset events: test samples {test_shape} differ from training samples {shape}"
+            f"dataset events: test samples {test_shape} differ from training samples {shape}",
+            "dataset",
         )
     dataset = train_index.get("source", {}).get("dataset")
     k = int(max(train_labels.max(), test_labels.max())) + 1
@@ -503,8 +483,9 @@ def _events(cfg):
     )
 
 
-def _cifar10_dvs(cfg):
-    from i2e_neuro.datasets.cifar10_dvs import CIFAR10DVS, CLASSES
+def build_cifar10_dvs(cfg):
+    """The CIFAR10-DVS recordings (:mod:`i2e_neuro.datasets.cifar10_dvs`)."""
+    from i2e_neuro.datasets.cifar10_dvs import CIFAR10DVS
 
     flip = RandomFlipEvents() if cfg.augment == "baseline1" else None
     try:
@@ -515,7 +496,7 @@ def _cifar10_dvs(cfg):
     info = DataInfo(
         "events",
         (2, 128, 128),
-        list(CLASSES),
+        _class_names("cifar10-dvs", None),
         cfg.timesteps,
         None,
         None,

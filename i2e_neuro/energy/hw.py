@@ -14,10 +14,10 @@ path, checks that it is a mapping whose every ``value`` is a number (or ``null``
 applicable") with a non-empty ``source``, and returns it as a dict. :func:`hw_value` reads one
 entry by its dotted key, e.g. ``hw_value(cfg, "energy.synaptic_op_j")``.
 
-Where the files are looked for, in order: the folder named by ``$I2E_NEURO_HW_CONFIGS``;
-``hw_configs/`` at the repository root (``Path(__file__).parents[2]``, which is also where an
-install that ships ``hw_configs`` as package data puts it, beside ``i2e_neuro``); and
-``i2e_neuro/hw_configs/``.
+Where the files are looked for, in order: the folder named by ``$I2E_NEURO_HW_CONFIGS``; the
+package ``i2e_neuro.hw_configs`` (the repository's top-level ``hw_configs/``, which editable and
+normal installs map to that package, read with ``importlib.resources``); and, for a source tree
+used without installing, ``hw_configs/`` beside ``i2e_neuro/``.
 """
 
 from __future__ import annotations
@@ -43,9 +43,24 @@ def search_dirs() -> list[Path]:
     env = os.environ.get(ENV_VAR)
     if env:
         dirs.append(Path(env))
-    here = Path(__file__).resolve()
-    dirs += [here.parents[2] / "hw_configs", here.parents[1] / "hw_configs"]
+    installed = _package_dir()
+    if installed is not None:
+        dirs.append(installed)
+    checkout = Path(__file__).resolve().parents[2] / "hw_configs"  # a source tree, not installed
+    if checkout.is_dir() and checkout not in dirs:
+        dirs.append(checkout)
     return dirs
+
+
+def _package_dir() -> Path | None:
+    """The folder of the package ``i2e_neuro.hw_configs`` (editable or normal install), if any."""
+    from importlib.resources import files
+
+    try:
+        root = files("i2e_neuro.hw_configs")
+    except ModuleNotFoundError:
+        return None
+    return Path(root).resolve() if isinstance(root, Path) else None
 
 
 def config_path(name_or_path: str | os.PathLike) -> Path:

@@ -1,6 +1,7 @@
 """Energy model: ANN MACs vs SNN synaptic operations, from layer shapes and spike counts only.
 
-The paper's model (PAPER-FACTS.md section 3):
+The energy model of the I2E paper (AAAI 2026, arXiv 2511.08065; per-operation energies after
+Horowitz, ISSCC 2014):
 
 * ANN layer: ``E = N_MAC * E_MAC``;
 * SNN layer: ``E = N_ops * E_AC * T * f_r``, where ``N_ops`` is the layer's dense operation count
@@ -163,18 +164,10 @@ def first_layer_comparison(
 ) -> dict:
     """The paper's first-layer energy comparison (ANN on RGB vs SNN on I2E events).
 
-    Counting convention (the one that reproduces the paper's figures):
-
-    * output ``O = (S + 2p - k) // s + 1`` per side (224, k=7, s=2, p=3 -> 112);
-    * ANN: ``O*O*F*k*k*C_rgb`` MACs (112*112*64*7*7*3 = 118,013,952; *4.6 pJ = 542.9 µJ, paper 543);
-    * SNN: the same dense count with ``C = 2`` event channels (78,675,968), times
-      ``E_AC * T * f_r`` (*0.9 pJ*8*0.0506 = 28.66 µJ, paper 28.68);
-    * I2E encoding: ``S*S*T`` accumulates at the input resolution (224*224*8 = 401,408;
-      *0.9 pJ = 0.361 µJ, paper 0.36);
-    * ``ratio = ann / snn``: 18.94 with these defaults, the paper's "18.9x" (542.9 / 28.66);
-      ``ratio_with_encoding = ann / (snn + i2e)`` = 18.70 charges the I2E encoding to the SNN
-      too. (The paper's figures also fit ``ann / (snn + i2e)`` at f_r = 5.00 %; we read its
-      28.68 µJ as the SNN layer at 5.06 %, as PAPER-FACTS states.)
+    Output side ``O = (S + 2p - k) // s + 1``; ANN ``O*O*F*k*k*C_rgb`` MACs times ``E_MAC``; SNN
+    the same dense count with the event channels times ``E_AC * T * f_r``; I2E encoding ``S*S*T``
+    accumulates; ``ratio = ann / snn`` (the paper's), ``ratio_with_encoding = ann / (snn + i2e)``.
+    With the defaults this gives the paper's figures (docs/ENERGY.md works them through).
 
     ``e_mac`` / ``e_ac`` default to ``hw_configs/energy_45nm.yaml``. Energies are returned in µJ,
     op counts as integers (``snn_synops`` is the expected number of synaptic operations,

@@ -2,7 +2,7 @@
 
 * :func:`algorithm1` is a plain transcription of the paper's Algorithm 1: the 3x3 kernels as a
   ``conv2d``, float maps, thresholds by comparison. It is the ground truth for tests.
-* :func:`odg` is the prior converter of ES-ImageNet (PAPER-FACTS.md section 6), one image at a
+* :func:`odg` is the prior converter of ES-ImageNet (ES-ImageNet, Lin et al., Front. Neurosci. 2021), one image at a
   time with a Python loop over steps, as that dataset was produced. It is a speed baseline only.
 """
 

@@ -1,6 +1,6 @@
 """The I2E conversion engine: images -> binary ON/OFF event streams ``[T, B, 2, H, W]``.
 
-Exactly the paper's algorithm (PAPER-FACTS.md section 1): V = max(R, G, B); the eight
+Exactly Algorithm 1 of the I2E paper (AAAI 2026, arXiv 2511.08065): V = max(R, G, B); the eight
 micro-saccade shift-differences of the 1-pixel padded V; a per-image threshold
 ``ratio * (max V - min V)``; ON where dV > threshold, OFF where -dV > threshold (strict).
 

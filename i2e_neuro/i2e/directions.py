@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-#: name -> equivalent pairs, canonical first (PAPER-FACTS.md section 1, table).
+#: name -> equivalent pairs, canonical first (the I2E paper's direction table).
 DIRECTION_PAIRS: dict[str, tuple[tuple[int, int], ...]] = {
     "a": ((5, 6), (1, 2), (2, 3), (4, 5), (7, 8), (8, 9)),
     "b": ((5, 2), (4, 1), (6, 3), (7, 4), (8, 5), (9, 6)),

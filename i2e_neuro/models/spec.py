@@ -1,14 +1,15 @@
-"""Network architecture as a graph of neuron groups and synaptic connections.
+"""The network topology: a graph of neuron groups and synaptic connections (:class:`NetSpec`).
 
 This is the shape of a network as Loihi sees it: neuron groups (shape), and connections
 (conv or pooled-dense synapses) from one source (a group or the input) to one or more target
 groups, whose inputs are summed. The MS-ResNet membrane shortcut is exactly that: the residual
-stream is the sum of several connections into one group. The QAT model and the exported
-network description are both built from a :class:`NetSpec`.
+stream is the sum of several connections into one group. The QAT model runs a :class:`NetSpec`,
+and the exported network description is composed of one; graph walks, shapes and structural
+checks live here only (docs/ARCHITECTURE.md). Plain data: no torch, no Lava.
 
 Every connection delays by one timestep (as in Lava and on Loihi), so a sample of ``T`` input
 frames needs ``T + depth`` steps, ``depth`` being the longest path (in hops) from the input to
-the readout. See README "Design: timing" for why the network is then exact window by window.
+the readout (docs/EXACTNESS.md says why the network is then exact window by window).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from i2e_neuro.datasets.formats import (
     from_event_list,
     load_events,
     pack,
+    read_header,
     save_events,
     to_event_list,
     unpack,
@@ -218,3 +219,28 @@ def test_event_lists_with_bad_polarity_or_coordinates_are_refused():
     ev["p"], ev["x"] = 1, 9
     with pytest.raises(IndexError):
         from_event_list(ev, (1, 2, 4, 4))
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_read_header_reads_the_metadata_without_the_events(tmp_path, fmt, suffix):
+    path = save_events(
+        tmp_path / f"b{suffix}", random_events(), labels=[1, 2, 3], fmt=fmt, meta={"a": [1]}
+    )
+    header = read_header(path)
+    assert header == {"format": fmt, "a": [1], "shape": [8, 3, 2, 11, 13]}
+    assert load_events(path).meta == {"a": [1]}
+
+
+def test_read_header_refuses_what_load_events_refuses(tmp_path):
+    with pytest.raises(FileNotFoundError, match="none.npz"):
+        read_header(tmp_path / "none.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ValueError, match="bad.npz"):
+        read_header(bad)
+    path = tmp_path / "nobits.npz"
+    np.savez(path, header=np.asarray('{"format": "packed"}'), shape=np.asarray([1, 1, 2, 1, 1]))
+    for read in (read_header, load_events):
+        with pytest.raises(ValueError, match="no bits member"):
+            read(path)

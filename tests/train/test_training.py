@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
+from i2e_neuro import train as training
 from i2e_neuro.commands import convert as convert_cmd
 from i2e_neuro.commands import train as cmd
 from i2e_neuro.datasets.sources import load_digits_source
-from i2e_neuro.train import trainer as training
+from i2e_neuro.train import loop
 
 TINY = ["--limit-train", "64", "--limit-test", "32", "--batch-size", "32", "--no-progress"]
 
@@ -135,7 +136,7 @@ def test_resume_matches_an_uninterrupted_run_bit_for_bit(tmp_path, capsys):
 
 def _fail_at(monkeypatch, call: int, what):
     """Make the training loss raise / return ``what`` from its ``call``-th computation on."""
-    original = training.compute_loss
+    original = loop.compute_loss
     calls = {"n": 0}
 
     def loss(logits, labels, smoothing):
@@ -147,7 +148,7 @@ def _fail_at(monkeypatch, call: int, what):
             return value * what
         return value
 
-    monkeypatch.setattr(training, "compute_loss", loss)
+    monkeypatch.setattr(loop, "compute_loss", loss)
 
 
 def test_ctrl_c_saves_interrupted_pt_and_says_how_to_resume(tmp_path, monkeypatch, capsys):

@@ -1,0 +1,250 @@
+"""The checkpoint of a training run: its format, safe reading and atomic writing, ``init``
+loading and the ``deploy`` entry the exporter reads.
+
+A checkpoint is a dict of tensors and plain Python values (read with
+``torch.load(path, weights_only=True)``): ``format``, ``version``, ``epoch``, ``phase``,
+``total_epochs``, ``complete``, ``interrupted``, ``config`` (a plain dict), ``data``, ``model``,
+``optimizer``, ``scheduler``, ``scaler``, ``history``, ``extras``, ``rng``, ``classes``; a slayer
+model adds ``spec`` and, once folded, ``deploy`` (the integers and parameters for export).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from i2e_neuro.atomic import atomic_path
+from i2e_neuro.datasets.train_data import DataInfo
+from i2e_neuro.train.config import TrainError
+
+CHECKPOINT = "checkpoint.pt"
+INTERRUPTED = "interrupted.pt"
+CHECKPOINT_FORMAT = "i2e-neuro-train"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(TrainError):
+    """A checkpoint that is missing, unreadable or not ours; the message names the file."""
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> Path:
+    """Write ``payload`` to ``path`` atomically (temp file + rename)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, what: str = "checkpoint", param: bool = False) -> dict:
+    """Read a training checkpoint with ``weights_only=True``; :class:`CheckpointError` naming
+    the file. ``what`` starts the messages; ``param``: ``what`` is a parameter name (``init``)."""
+    path = Path(path)
+    params = (what,) if param else ()
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path}: no such file", *params)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{what} {path}: unreadable or corrupt ({msg[:200]})", *params) from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{what} {path}: not an i2e-neuro training checkpoint", *params)
+    if int(ckpt.get("version", 0)) > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{what} {path}: written by a newer i2e-neuro (version {ckpt.get('version')})",
+            *params,
+        )
+    for key in ("model", "config", "epoch"):
+        if key not in ckpt:
+            raise CheckpointError(f"{what} {path}: incomplete (no {key!r})", *params)
+    return ckpt
+
+
+def load_run(out: Path, resume: bool) -> dict | None:
+    """The checkpoint of the run in ``out`` to resume (None when starting afresh); errors when
+    resuming finds no run, or starting afresh would overwrite one."""
+    path = out / CHECKPOINT
+    if resume:
+        if not path.is_file():
+            raise CheckpointError(
+                f"resume: no checkpoint {path} (give the out folder of the run to continue)",
+                "resume",
+                "out",
+            )
+        return load_checkpoint(path, "resume", param=True)
+    if path.exists():
+        raise TrainError(
+            f"out {out}: already holds a run ({CHECKPOINT}); add resume to continue it, "
+            "or choose another out",
+            "out",
+            "resume",
+        )
+    return None
+
+
+def load_init_checkpoint(path: str, backend: str, arch: str) -> dict:
+    """The ``init`` checkpoint, checked to hold a model of this backend and architecture."""
+    init = load_checkpoint(path, "init", param=True)
+    init_cfg = init["config"]
+    if init_cfg.get("backend") != backend:
+        raise CheckpointError(
+            f"init {path}: a {init_cfg.get('backend')} model; this run trains backend {backend}",
+            "init",
+            "backend",
+        )
+    if init_cfg.get("arch") != arch:
+        raise CheckpointError(
+            f"init {path}: architecture {init_cfg.get('arch')}; this run uses arch {arch}",
+            "init",
+            "arch",
+        )
+    return init
+
+
+def check_resumed_data(ckpt: dict, path: Path, info: DataInfo) -> None:
+    """The data of a resumed run must still give the input shape and classes it started with."""
+    data = ckpt.get("data", {})
+    if data.get("input_shape") not in (None, list(info.input_shape)):
+        raise TrainError(
+            f"resume {path}: trained on input {data['input_shape']}, the data now gives "
+            f"{list(info.input_shape)}",
+            "resume",
+        )
+    if data.get("classes") not in (None, list(info.classes)):
+        raise TrainError(
+            f"resume {path}: the dataset's classes changed since the run started", "resume"
+        )
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if (
+        "cuda" in state
+        and torch.cuda.is_available()
+        and len(state["cuda"]) == torch.cuda.device_count()
+    ):
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def is_folded(model) -> bool:
+    return bool(getattr(model, "folded", torch.tensor(False)))
+
+
+def is_folded_state(state: dict) -> bool:
+    """Whether a saved slayer state dict is of a folded (QAT) model."""
+    return bool(state.get("folded", torch.tensor(False)))
+
+
+def classifier_keys(model) -> set[str]:
+    """State-dict keys of the classifier (replaced when the class count changes)."""
+    if hasattr(model, "spec"):
+        from i2e_neuro.models.qat import _key
+
+        readout = model.spec.readout.name
+        keys = {f"biases.{_key(readout)}"}
+        for c in model.spec.incoming(readout):
+            keys |= {
+                f"synapses.{_key(c.name)}.{p}"
+                for p, _ in model.synapses[_key(c.name)].named_parameters()
+            }
+        return keys
+    return {k for k in model.state_dict() if k.startswith("fc.")}
+
+
+def load_init(model, ckpt: dict, path: str, backend: str) -> list[str]:
+    """Load the matching weights of another run's checkpoint; return the replaced keys.
+
+    The classifier is replaced (left as initialised) where its shape differs (another class
+    count); any other mismatch is an error naming the parameter.
+    """
+    state = ckpt["model"]
+    own = model.state_dict()
+    head = classifier_keys(model)
+    replaced, load = [], {}
+    for k, v in own.items():
+        if k not in state:
+            raise CheckpointError(
+                f"init {path}: has no parameter {k!r} (another architecture or backend?)", "init"
+            )
+        if tuple(state[k].shape) != tuple(v.shape):
+            if k in head:
+                replaced.append(k)
+                continue
+            raise CheckpointError(
+                f"init {path}: parameter {k!r} has shape {tuple(state[k].shape)}, this model "
+                f"needs {tuple(v.shape)}",
+                "init",
+            )
+        load[k] = state[k]
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise CheckpointError(
+            f"init {path}: parameter {extra[0]!r} does not exist in this model (another "
+            "architecture?)",
+            "init",
+        )
+    if replaced and "exponents" in load:  # keep this model's exponent for a replaced classifier
+        names = [c.name for c in model.spec.conns]
+        exps = load["exponents"].clone()
+        for c in model.spec.incoming(model.spec.readout.name):
+            i = names.index(c.name)
+            exps[i] = own["exponents"][i]
+        load["exponents"] = exps
+    if replaced and backend == "slayer":  # a replaced readout's bias restarts at 0 as well
+        for k in list(load):
+            if k in head:
+                replaced.append(k)
+                del load[k]
+    model.load_state_dict({**own, **load})
+    return sorted(set(replaced))
+
+
+def deploy_entry(model, info: DataInfo) -> dict:
+    """The checkpoint's ``deploy`` entry (:class:`~i2e_neuro.models.deploy.DeployRecord`)."""
+    i2e = {
+        "ratio": info.ratio,
+        "timesteps": int(info.timesteps),
+        "order": info.order,
+        "source": info.source,
+    }
+    return model.deploy_record(i2e=i2e, classes=list(info.classes)).to_dict()
+
+
+def make_payload(trainer, phase: str, epoch: int, interrupted: bool = False, step: int = 0) -> dict:
+    """The checkpoint of ``trainer`` (a :class:`~i2e_neuro.train.loop.Trainer`) after ``epoch``."""
+    model = trainer.model
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "epoch": int(epoch),
+        "phase": phase,
+        "total_epochs": int(trainer.total_epochs),
+        "complete": (not interrupted) and epoch >= trainer.total_epochs,
+        "interrupted": interrupted,
+        "config": trainer.cfg.to_dict(),
+        "data": trainer.info.to_dict(),
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
+        "history": list(trainer.history),
+        "extras": dict(trainer.extras),
+        "rng": rng_state(),
+        "classes": list(trainer.info.classes),
+    }
+    if interrupted:
+        payload["step"] = int(step)
+    if trainer.spec is not None:
+        payload["spec"] = trainer.spec.to_dict()
+        if is_folded(model):
+            payload["deploy"] = deploy_entry(model, trainer.info)
+    return payload
