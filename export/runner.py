@@ -7,6 +7,7 @@ a process model raises).
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 import warnings
@@ -131,6 +132,10 @@ def pin_models(cfg, processes) -> None:
     namespace package) again, once per process (about 45 processes for MS-ResNet-18).  Here the
     search runs once per class (cached for the life of this Python process) and ``cfg.select`` (the run configuration's own rule: its
     class-keyed exceptions, then tags) picks the model, so the choice is the configuration's.
+    The processes of this package (``export.processes``) keep their models in their own module,
+    so only that module is searched for them: Lava's search would import every module of the
+    ``export`` package, and one that fails to import (an optional dependency) would stop every
+    simulation.
     """
     from lava.magma.compiler.compiler_graphs import ProcGroupDiGraphs
 
@@ -142,7 +147,11 @@ def pin_models(cfg, processes) -> None:
         else:
             found = _FOUND_MODELS.get(cls)
             if found is None:
-                found = _FOUND_MODELS[cls] = ProcGroupDiGraphs._find_proc_models(proc)
+                found = []
+                if cls.__module__.startswith("export."):  # ours: models beside the process
+                    module = sys.modules[cls.__module__]
+                    found = ProcGroupDiGraphs._find_proc_models_in_module(proc, module)
+                found = _FOUND_MODELS[cls] = found or ProcGroupDiGraphs._find_proc_models(proc)
             model = cfg.select(proc, found)
         pinned[proc] = model
 
