@@ -34,7 +34,9 @@ def load(path: str | Path) -> NetworkDescription:
 
 def build_graph(desc: NetworkDescription, backend: str = "cpu"):
     """The Lava process graph of ``desc`` (:class:`export.lava_graph.LavaNetwork`: ``.neurons``,
-    ``.synapses``, ``.processes()``, ``.connect_input(port)``), made of stock processes only.
+    ``.synapses``, ``.processes()``, ``.connect_input(port)``, ``.output``): stock Loihi 2
+    processes in Loihi's formats plus the host <-> chip adapters; the same graph for both back
+    ends (``backend`` selects the adapters' models at run time).
 
     ``backend="loihi2"`` also refuses, by name, any process without a Loihi implementation.
     """
@@ -44,7 +46,7 @@ def build_graph(desc: NetworkDescription, backend: str = "cpu"):
         raise ValueError(f"backend={backend!r}: must be one of {BACKENDS}")
     from export.lava_graph import build, refuse_cpu_only
 
-    net = build(desc)
+    net = build(desc, backend)
     if backend == "loihi2":
         refuse_cpu_only(net)
     return net

@@ -8,7 +8,6 @@ a process model raises).
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -24,7 +23,8 @@ from i2e_neuro.layouts import lava_to_chw
 
 @dataclass
 class SimulationResult:
-    logits: np.ndarray  # [N, K] readout voltages (Loihi units)
+    readout_counts: np.ndarray  # [N, K] readout spikes per sample window, counted on the host
+    readout_first: np.ndarray  # [N, K] step of each readout neuron's first spike (-1: none)
     counts: dict[str, np.ndarray]  # group -> spikes per sample [N]
     neuron_counts: dict[str, np.ndarray] = field(
         default_factory=dict
@@ -36,7 +36,9 @@ class SimulationResult:
 
     @property
     def predictions(self) -> np.ndarray:
-        return self.logits.argmax(axis=1)
+        from i2e_neuro.models.readout import predict
+
+        return predict(self.readout_counts, self.readout_first)
 
 
 def simulate(
@@ -49,51 +51,60 @@ def simulate(
 ) -> SimulationResult:
     """Stream ``samples`` through the network; record full spike trains of the first ``record`` samples.
 
+    Each sample gets ``desc.window`` steps (the trained ``steps`` padded to a power of two);
+    recorded trains are ``[M, window, C, H, W]`` per group (the readout included, CPU only).
+
     ``samples``: images ``[N, C, H, W]`` (converted by the I2E source process) or, with
     ``events=True``, event frames ``[N, T, 2, H, W]``: an array, tensor, or iterable / torch
     dataset of samples.
     """
+    from export.legality import require_legal
     from export.processes import (
         I2ESource,
-        Readout,
+        ReadoutCounter,
         as_sample_array,
         monitor_arrays,
         spike_monitors,
     )
-    from export.supervision import run_checked
+    from export.supervision import private_folder, run_checked
 
     samples = as_sample_array(samples)
     check_samples(desc, samples, events)
     cfg = run_config(backend, fast)  # fails before anything starts when the back end is missing
     n, record = len(samples), min(record, len(samples))
-    net = build(desc)
-    if backend == "loihi2":
-        refuse_cpu_only(net)
+    net = build(desc, backend)
+    refuse_cpu_only(net)
+    window = desc.window
     i2e_params = {} if events else desc.i2e_params()
     source = I2ESource(
-        samples=samples, steps=desc.steps, timesteps=desc.timesteps, i2e=i2e_params, events=events
+        samples=samples, steps=window, timesteps=desc.timesteps, i2e=i2e_params, events=events
     )
     net.connect_input(source.s_out)
-    readout = Readout(num_classes=desc.readout.shape[0], num_samples=n, steps=desc.steps)
-    readout.v.connect_var(net.readout.v)
-    with tempfile.TemporaryDirectory(prefix="i2e-neuro-monitors-") as tmp:
+    counter = ReadoutCounter(num_classes=desc.readout.shape[0], num_samples=n, window=window)
+    net.output.connect(counter.s_in)
+    # The deployable graph (network, adapters, host source and counter) must be legal on Loihi 2.
+    require_legal(net, extra=(source, counter))
+    with private_folder("i2e-neuro-monitors-") as tmp:
         monitors = {}
-        for g in desc.spiking_groups:
+        # Diagnostics only on the CPU: a host monitor on a chip group's spikes has no adapter.
+        for g in desc.groups if backend == "cpu" else ():
             shape = net.neurons[g.name].s_out.shape
             folder = f"{tmp}/{len(monitors)}"
             Path(folder).mkdir()
-            monitor_arrays(folder, shape, n, desc.steps, record, "w+")
+            monitor_arrays(folder, shape, n, window, record, "w+")
             monitors[g.name] = (folder, shape)
-        # One monitor process for all groups (every Lava process is an OS process).
-        mon = spike_monitors(
-            [shape for _, shape in monitors.values()],
-            num_samples=n,
-            steps=desc.steps,
-            folders=[folder for folder, _ in monitors.values()],
-            record_samples=record,
-        )
-        for i, name in enumerate(monitors):
-            net.neurons[name].s_out.connect(getattr(mon, f"s_in{i}"))
+        host = [source, counter]
+        if monitors:  # one monitor process for all groups (every Lava process is an OS process)
+            mon = spike_monitors(
+                [shape for _, shape in monitors.values()],
+                num_samples=n,
+                steps=window,
+                folders=[folder for folder, _ in monitors.values()],
+                record_samples=record,
+            )
+            for i, name in enumerate(monitors):
+                net.neurons[name].s_out.connect(getattr(mon, f"s_in{i}"))
+            host.append(mon)
         start = time.perf_counter()
         try:
             with (
@@ -103,19 +114,28 @@ def simulate(
                     "ignore", message="Cannot import module", category=UserWarning
                 )
                 if backend == "cpu":
-                    pin_models(cfg, [source, readout, *net.processes(), mon])
-                run_checked(source, n * desc.steps, cfg)
-            logits = np.asarray(readout.logits.get(), dtype=np.int64)[:n]
+                    pin_models(cfg, [*host, *net.processes()])
+                run_checked(source, n * window, cfg)
+            readout_counts = np.asarray(counter.counts.get(), dtype=np.int64)[:n]
+            readout_first = np.asarray(counter.first.get(), dtype=np.int64)[:n]
         finally:
             _stop(source)
         counts, per_neuron, trains = {}, {}, {}
         for name, (folder, shape) in monitors.items():
-            arrays = monitor_arrays(folder, shape, n, desc.steps, record, "r")
+            arrays = monitor_arrays(folder, shape, n, window, record, "r")
             counts[name] = np.array(arrays["counts"])
-            per_neuron[name] = lava_to_chw(np.array(arrays["neuron_counts"]))
+            to_chw = lava_to_chw if len(shape) == 3 else np.asarray
+            per_neuron[name] = to_chw(np.array(arrays["neuron_counts"]))
             if record:
-                trains[name] = lava_to_chw(np.array(arrays["trains"][:record]))
-    return SimulationResult(logits, counts, per_neuron, trains, time.perf_counter() - start)
+                trains[name] = to_chw(np.array(arrays["trains"][:record]))
+    return SimulationResult(
+        readout_counts,
+        readout_first,
+        counts,
+        per_neuron,
+        trains,
+        time.perf_counter() - start,
+    )
 
 
 #: Process class -> the ProcessModel classes Lava's search finds for it (it depends on the

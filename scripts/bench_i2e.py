@@ -12,13 +12,17 @@ On CUDA the reference runs with TF32 off (cudnn and matmul), every timing is bra
 determined (else in GB/s).
 
     python scripts/bench_i2e.py              # full: uint8 and float32 inputs, 5 repeats
-    python scripts/bench_i2e.py --quick      # uint8 only, 3 repeats
+    python scripts/bench_i2e.py --quick      # uint8 only, 3 repeats, 128x128 only (seconds)
+
+The last line is JSON: per configuration the median, fastest and slowest repeat (ms per image)
+of the engine and of Algorithm 1, and ODG's.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
 import statistics
 import sys
@@ -105,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         help="timed repeats per configuration (default 5, --quick 3)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="uint8 inputs only, fewer repeats and ODG images"
+        "--quick",
+        action="store_true",
+        help="uint8 inputs at 128x128 only, 3 repeats, 4 ODG images (a smoke run)",
     )
     parser.add_argument(
         "--device",
@@ -146,10 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         + "\n"
     )
 
-    rows, engine_ms = [], {}
+    rows, engine_ms, records = [], {}, []
+    sizes = (128,) if args.quick else (224, 128)
     for device in devices:
         peak = peak_bandwidth() if device == "cuda" else None
-        for size in (224, 128):
+        for size in sizes:
             for batch in (1, 64):
                 for dtype in dtypes:
                     x = photos(size, batch).to(device)
@@ -172,6 +179,25 @@ def main(argv: list[str] | None = None) -> int:
                         statistics.median(ref) / batch * 1e3,
                     )
                     engine_ms[(device, size, batch, dtype)] = e
+                    records.append(
+                        {
+                            "device": device,
+                            "size": size,
+                            "batch": batch,
+                            "input": dtype,
+                            "repeats": repeats,
+                            "engine_ms": [
+                                round(e, 4),
+                                round(min(eng) / batch * 1e3, 4),
+                                round(max(eng) / batch * 1e3, 4),
+                            ],
+                            "algorithm1_ms": [
+                                round(r, 4),
+                                round(min(ref) / batch * 1e3, 4),
+                                round(max(ref) / batch * 1e3, 4),
+                            ],
+                        }
+                    )
                     bw = ""
                     if device == "cuda":
                         moved = x.numel() * x.element_size() + 8 * batch * 2 * size * size
@@ -225,12 +251,20 @@ def main(argv: list[str] | None = None) -> int:
             odg(im)
         times.append((time.perf_counter() - start) / n)
     o = statistics.median(times) * 1e3
+    odg_ms = [round(o, 3), round(min(times) * 1e3, 3), round(max(times) * 1e3, 3)]
     print(f"\nODG (numpy, one image at a time, 224x224 uint8, {n} images): {o:.2f} ms/img")
     for (device, size, batch, dtype), e in engine_ms.items():
         if size == 224 and dtype == "uint8":
             print(
                 f"  engine {device} batch {batch}: {e:.3f} ms/img -> {o / e:.0f}x faster than ODG"
             )
+    summary = {
+        "note": "ms per image as [median, fastest, slowest] over the repeats",
+        "rows": records,
+        "odg_ms": odg_ms,
+        "odg_images": n,
+    }
+    print(json.dumps(summary))
     return 0
 
 

@@ -16,12 +16,16 @@ SpikingJelly ``T``: that is part of what is measured.
 
     python scripts/bench_train.py                                  # the two default configurations
     python scripts/bench_train.py --arch msresnet18 --size 128 --batch 8 --repeats 3
+    python scripts/bench_train.py --quick                          # msresnet_tiny, batch 8 (seconds)
+
+The last line is JSON: per configuration the median, fastest and slowest repeat in samples/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
 import statistics
 import subprocess
@@ -96,7 +100,16 @@ def bench(
             step()
             times[name].append(time.perf_counter() - t)
     rate = {k: batch / statistics.median(v) for k, v in times.items()}
-    return {"arch": arch, "size": size, "batch": batch, "steps": spec.steps, "rate": rate}
+    spread = {k: (batch / max(v), batch / min(v)) for k, v in times.items()}
+    return {
+        "arch": arch,
+        "size": size,
+        "batch": batch,
+        "steps": spec.steps,
+        "repeats": repeats,
+        "rate": rate,
+        "spread": spread,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         help="default: cpu, and cuda when available",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument(
+        "--quick", action="store_true", help="msresnet_tiny 32x32, batch 8, 2 repeats (a smoke run)"
+    )
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
@@ -131,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     configs = [(args.arch, args.size, args.batch, args.repeats)] if args.arch else DEFAULTS
+    if args.quick:
+        configs = [(args.arch or "msresnet_tiny", 32, 8, 2)]
     print(
         f"# training throughput, QAT (lava-dl slayer) vs SpikingJelly — {datetime.date.today().isoformat()}"
     )
@@ -143,15 +161,32 @@ def main(argv: list[str] | None = None) -> int:
         "| device | arch | input | batch | slayer steps | slayer float samples/s | slayer QAT samples/s | SpikingJelly samples/s | QAT / SJ |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
+    records = []
     for dev in devices:
         for arch, size, batch, repeats in configs:
             r = bench(arch, size, batch, repeats, torch.device(dev))
             rate = r["rate"]
+            records.append(
+                {
+                    "device": dev,
+                    **{k: r[k] for k in ("arch", "size", "batch", "steps", "repeats")},
+                    "samples_per_s": {
+                        k: [round(v, 2), round(r["spread"][k][0], 2), round(r["spread"][k][1], 2)]
+                        for k, v in rate.items()
+                    },
+                    "qat_over_sj": round(rate["slayer QAT"] / rate["SpikingJelly"], 3),
+                }
+            )
             print(
                 f"| {dev} | {arch} | {size}x{size} | {batch} | {r['steps']} (T=8) | {rate['slayer float']:.1f} | "
                 f"{rate['slayer QAT']:.1f} | {rate['SpikingJelly']:.1f} | {rate['slayer QAT'] / rate['SpikingJelly']:.2f}x |",
                 flush=True,
             )
+    print(
+        json.dumps(
+            {"note": "samples/s as [median, slowest, fastest] over the repeats", "rows": records}
+        )
+    )
     return 0
 
 

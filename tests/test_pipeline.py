@@ -11,18 +11,16 @@ from export.runner import simulate
 from export.synops import energy_report, fanout_map
 from i2e_neuro.cli import main
 from i2e_neuro.datasets.eval_data import load_samples
-from i2e_neuro.train import resolve_config, train
+from tests.oracles import synops_by_convolution
 
 # Runs Lava process graphs (OS processes per process model): left out of `make test-fast`.
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    cfg = resolve_config(epochs=3, qat_epochs=1, limit_train=384, limit_test=32)
-    result = train(cfg, out)
-    return out, result
+def trained(digits_run):
+    """The session's tiny digits model (tests/conftest.py), trained once for all tests."""
+    return digits_run
 
 
 def last_json(text: str) -> dict:
@@ -65,10 +63,14 @@ def test_lava_and_lava_dl_count_the_same_spikes_and_synops(trained):
     assert (lava.predictions == ref.predictions).all()
     for g in desc.spiking_groups:
         assert np.array_equal(lava.neuron_counts[g.name], ref.neuron_counts[g.name]), g.name
-    a = energy_report(desc, ref.input_counts, lava.neuron_counts, 5)
-    b = energy_report(desc, ref.input_counts, ref.neuron_counts, 5)
-    assert [r["synops"] for r in a["layers"]] == [r["synops"] for r in b["layers"]]
-    assert a["total"]["synops"] > 0 and a["total"]["ann_uj"] > 0
+    # SynOps: the energy report on lava-dl's counts against an independent count on Lava's
+    # (a convolution of each spike-count map with an all-ones kernel, no fan-out map)
+    report = energy_report(desc, ref.input_counts, ref.neuron_counts, 5)
+    expected = synops_by_convolution(desc, ref.input_counts, lava.neuron_counts)
+    got = {r["name"]: r["synops"] * 5 for r in report["layers"]}
+    assert got.pop("i2e input") == pytest.approx(expected.pop("input"), rel=1e-12)
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert all(v > 0 for v in got.values()) and report["total"]["ann_uj"] > 0
 
 
 def test_fanout_counts_borders_and_strides(trained):

@@ -499,7 +499,7 @@ def test_fast_lif_arithmetic_direct():
 def test_pinned_models_are_the_ones_lava_selects():
     """``runner.pin_models`` pins, per process instance, exactly the model Lava's own search and
     the run configuration select (stock and fast configurations; our host processes too)."""
-    from export.processes import Readout, SpikeMonitor, spike_monitors
+    from export.processes import ReadoutCounter, SpikeMonitor, spike_monitors
     from export.runner import pin_models, run_config
 
     procs = [
@@ -507,14 +507,14 @@ def test_pinned_models_are_the_ones_lava_selects():
         LIFReset(shape=(3,), reset_interval=4),
         LIF(shape=(3,)),
         SourceBuffer(data=np.zeros((3, 4), np.int32)),
-        Readout(num_classes=3, num_samples=1, steps=4),
+        ReadoutCounter(num_classes=3, num_samples=1, window=4),
         SpikeMonitor(shape=(3,), num_samples=1, steps=4, folder="unused"),
         spike_monitors([(3,), (2, 2)], num_samples=1, steps=4, folders=["a", "b"]),
     ]
     from export import processes
 
     ours = {
-        Readout: processes.PyReadoutModel,
+        ReadoutCounter: processes.PyReadoutCounterModel,
         SpikeMonitor: processes.PySpikeMonitorModel,
         type(procs[-1]): processes.PySpikeMonitors2Model,
     }

@@ -150,12 +150,14 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> str | None:
+    """The process's start time (``/proc/PID/stat`` field 22), None when it is gone or a
+    zombie; with the pid it names one process even if the pid is reused later."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return False
-    return state != "Z"
+        return None
+    return None if fields[0] == "Z" else fields[19]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
@@ -171,18 +173,22 @@ def test_workers_do_not_outlive_a_killed_command(model):
     try:
         # Wait until both shards run their Lava runtimes (many processes below each shard).
         deadline = time.monotonic() + 240
-        seen: set[int] = set()
+        seen: dict[int, str | None] = {}
         while time.monotonic() < deadline and len(seen) < 12:
-            seen |= _descendants(parent.pid)
+            for pid in _descendants(parent.pid) - seen.keys():
+                seen[pid] = _start_time(pid)
             time.sleep(0.5)
-        assert len(seen) >= 12, f"shards did not start: {seen}"
+        assert len(seen) >= 12, f"shards did not start: {sorted(seen)}"
         parent.send_signal(signal.SIGKILL)  # no chance to clean up: the children must notice
         parent.wait()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and any(_alive(p) for p in seen):
+
+        def left() -> list[int]:
+            return [p for p, t in seen.items() if t is not None and _start_time(p) == t]
+
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and left():
             time.sleep(0.5)
-        left = [p for p in seen if _alive(p)]
-        assert not left, f"processes left behind: {left}"
+        assert not left(), f"processes left behind: {left()}"
     finally:
         if parent.poll() is None:
             parent.kill()

@@ -1,0 +1,137 @@
+"""Whole-network ANN MACs and SNN SynOps of the digits model, computed here from first principles
+and compared with ``export.synops`` / ``i2e_neuro.energy`` (which set the demo's energy ratio).
+
+The ANN is the same network with dense multiply-accumulates, once per image, on RGB input; per
+connection: output positions x output channels x kernel^2 x input channels. A pooled-dense
+connection (global sum-pool then dense) is counted as the synapses it has: every source neuron
+reaches every output.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from export.synops import ann_macs, energy_report
+from i2e_neuro import i2e
+from i2e_neuro.datasets.sources import load_digits_source
+from i2e_neuro.models.spec import build_spec
+from tests.oracles import random_folded_description, record_counts, synops_by_convolution
+
+# msresnet_tiny on the digits (2 x 32 x 32 events; the ANN sees 3 x 32 x 32 RGB), 10 classes:
+#   stem        4x4 stride 4 pad 0, 3 -> 16:  out 8x8x16 = 1024;   1024 x 16 x 3  =  49,152
+#   s0b0.conv1  3x3 stride 1 pad 1, 16 -> 16: out 8x8x16 = 1024;   1024 x 9 x 16  = 147,456
+#   s0b0.conv2  3x3 stride 1 pad 1, 16 -> 16: out 8x8x16 = 1024;   1024 x 9 x 16  = 147,456
+#   s1b0.conv1  3x3 stride 2 pad 1, 16 -> 32: out 4x4x32 = 512;     512 x 9 x 16  =  73,728
+#   s1b0.down   1x1 stride 2 pad 0, 16 -> 32: out 4x4x32 = 512;     512 x 1 x 16  =   8,192
+#   s1b0.conv2  3x3 stride 1 pad 1, 32 -> 32: out 4x4x32 = 512;     512 x 9 x 32  = 147,456
+#   fc          sum-pool 32 x 4x4 -> dense 10: 32 x 16 sources x 10             =   5,120
+DIGITS_MACS = {
+    "stem": 49_152,
+    "s0b0.conv1": 147_456,
+    "s0b0.conv2": 147_456,
+    "s1b0.conv1": 73_728,
+    "s1b0.down": 8_192,
+    "s1b0.conv2": 147_456,
+    "fc": 5_120,
+}
+DIGITS_TOTAL = 578_560  # x 4.6 pJ = 2.661 uJ per image
+
+# The same network on 24 x 40 events (H != W):
+#   stem        out 6x10x16 = 960:   960 x 16 x 3  = 46,080
+#   s0b0.conv1  out 6x10x16 = 960:   960 x 9 x 16  = 138,240 (conv2 the same)
+#   s1b0.conv1  out ((6+2-3)//2+1) x ((10+2-3)//2+1) = 3x5, x32 = 480: 480 x 9 x 16 = 69,120
+#   s1b0.down   out ((6-1)//2+1) x ((10-1)//2+1) = 3x5, x32 = 480:     480 x 1 x 16 = 7,680
+#   s1b0.conv2  480 x 9 x 32 = 138,240
+#   fc          32 x 15 x 10 = 4,800
+WIDE_MACS = {
+    "stem": 46_080,
+    "s0b0.conv1": 138_240,
+    "s0b0.conv2": 138_240,
+    "s1b0.conv1": 69_120,
+    "s1b0.down": 7_680,
+    "s1b0.conv2": 138_240,
+    "fc": 4_800,
+}
+E_MAC_PJ = 4.6  # the paper's 32-bit float MAC at 45 nm (Horowitz, ISSCC 2014)
+E_AC_PJ = 0.9
+
+
+@pytest.fixture(scope="module")
+def digits_model():
+    return random_folded_description(build_spec("msresnet_tiny", (2, 32, 32), 10), seed=0)
+
+
+@pytest.fixture(scope="module")
+def wide_model():
+    return random_folded_description(build_spec("msresnet_tiny", (2, 24, 40), 10), seed=1)
+
+
+def digit_events(n: int) -> torch.Tensor:
+    src = load_digits_source("test", channels=1, size=32)
+    return i2e(torch.from_numpy(src.images[:n]).permute(0, 3, 1, 2), ratio=0.10)
+
+
+@pytest.mark.parametrize("which", ["digits", "wide"])
+def test_ann_macs_by_hand(which, digits_model, wide_model):
+    _, desc = digits_model if which == "digits" else wide_model
+    expected = DIGITS_MACS if which == "digits" else WIDE_MACS
+    got = {c.name: ann_macs(desc, c) for c in desc.connections}
+    assert got == expected
+    if which == "digits":
+        assert sum(expected.values()) == DIGITS_TOTAL
+    # the energy report's ANN column is the same whole-network count, at 4.6 pJ per MAC
+    _, h, w = desc.input_shape
+    zero = {g.name: np.zeros(g.shape, dtype=np.int64) for g in desc.spiking_groups}
+    report = energy_report(desc, np.zeros(desc.input_shape, dtype=np.int64), zero, 1)
+    assert report["total"]["macs_ann"] == sum(expected.values())
+    assert report["total"]["ann_uj"] == pytest.approx(sum(expected.values()) * E_MAC_PJ * 1e-6)
+    assert report["layers"][0]["macs_ann"] == expected["stem"]
+
+
+@pytest.mark.parametrize("which", ["digits", "wide"])
+def test_synops_from_independent_counts_and_fanout(which, digits_model, wide_model):
+    """SynOps = sum over spikes of the synapses each reaches; here from the lava-dl forward pass's
+    own spike records and a convolution with an all-ones kernel (no fan-out map)."""
+    model, desc = digits_model if which == "digits" else wide_model
+    n = 4
+    if which == "digits":
+        events = digit_events(n)
+    else:
+        gen = torch.Generator().manual_seed(4)
+        events = i2e(
+            torch.randint(0, 256, (n, 3, 24, 40), generator=gen, dtype=torch.uint8), ratio=0.1
+        )
+    input_counts = events.sum(dim=(0, 1)).numpy().astype(np.int64)
+    counts = record_counts(model, events, desc.spiking_groups)
+    for g in desc.spiking_groups:
+        assert counts[g.name].sum() > 0, f"{g.name}: silent, the SynOps check would be weak"
+    expected = synops_by_convolution(desc, input_counts, counts)
+    report = energy_report(desc, input_counts, counts, n)
+    by_row = {r["name"]: r["synops"] * n for r in report["layers"]}
+    assert by_row.pop("i2e input") == pytest.approx(expected.pop("input"), rel=1e-12)
+    assert by_row == pytest.approx(expected, rel=1e-12)
+    total = sum(synops_by_convolution(desc, input_counts, counts).values())
+    assert report["total"]["synops"] * n == pytest.approx(total, rel=1e-12)
+    assert report["total"]["snn_uj"] * n == pytest.approx(total * E_AC_PJ * 1e-6, rel=1e-12)
+
+
+def test_synops_by_convolution_on_a_hand_example():
+    """The oracle itself: one spike in the corner of an 8x8 map through 3x3 stride 1 pad 1 with 16
+    outputs reaches 4 positions x 16 = 64 synapses; one in the middle 9 x 16 = 144; through the
+    stride-2 3x3 pad-1 conv (4x4 outputs) a corner spike reaches only output (0, 0): 32."""
+    from types import SimpleNamespace
+
+    conv = SimpleNamespace(
+        source="input", kind="conv", weight=np.zeros((16, 1, 3, 3)), kernel=3, stride=1, padding=1
+    )
+    desc = SimpleNamespace(connections=[conv])
+    counts = np.zeros((1, 8, 8), dtype=np.int64)
+    counts[0, 0, 0] = 1
+    assert synops_by_convolution(desc, counts, {}) == {"input": 64}
+    counts[0, 0, 0], counts[0, 4, 4] = 0, 1
+    assert synops_by_convolution(desc, counts, {}) == {"input": 144}
+    down = SimpleNamespace(
+        source="input", kind="conv", weight=np.zeros((32, 1, 3, 3)), kernel=3, stride=2, padding=1
+    )
+    counts[0, 4, 4], counts[0, 0, 0] = 0, 1
+    assert synops_by_convolution(SimpleNamespace(connections=[down]), counts, {}) == {"input": 32}
