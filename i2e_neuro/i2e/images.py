@@ -96,8 +96,18 @@ def as_image_batch(images: Any) -> tuple[torch.Tensor, bool]:
             arr, batched = arr[None, None], False
         elif arr.ndim == 3:
             batched = False
+            if arr.shape[0] not in (1, 3) and arr.shape[-1] not in (1, 3):
+                raise ValueError(
+                    f"images: a 3-D array must be [C, H, W] or [H, W, C] with 1 (grey) or 3 "
+                    f"(RGB) channels, got shape {arr.shape}"
+                )
             arr = arr[None] if arr.shape[0] in (1, 3) else np.moveaxis(arr, -1, 0)[None]
-        elif arr.ndim == 4 and arr.shape[1] not in (1, 3) and arr.shape[-1] in (1, 3):
+        elif arr.ndim == 4 and arr.shape[1] not in (1, 3):
+            if arr.shape[-1] not in (1, 3):
+                raise ValueError(
+                    f"images: a 4-D array must be [B, C, H, W] or [B, H, W, C] with 1 or 3 "
+                    f"channels (grey or RGB), got shape {arr.shape}"
+                )
             arr = np.moveaxis(arr, -1, 1)
         tensor = torch.from_numpy(np.ascontiguousarray(arr))
     elif isinstance(images, torch.Tensor):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -90,3 +91,41 @@ def np_equal(a, b) -> bool:
     import numpy as np
 
     return bool(np.array_equal(a, b))
+
+
+def test_two_conversions_into_one_folder(tmp_path, monkeypatch, capsys):
+    """A conversion with other parameters is refused while one runs; its own shards are not."""
+    import json
+    import threading
+
+    from i2e_neuro.datasets.converter import Converter
+
+    started, release = threading.Event(), threading.Event()
+    original = Converter.convert
+
+    def held(self, unit):  # the first run pauses inside its first file
+        if threading.current_thread() is not threading.main_thread() and not started.is_set():
+            started.set()
+            assert release.wait(60)
+        return original(self, unit)
+
+    monkeypatch.setattr(Converter, "convert", held)
+    out = tmp_path / "out"
+    base = ("--dataset", "digits", "--split", "test", "--limit", 40, "--chunk-size", 10)
+    first: list[int] = []
+    thread = threading.Thread(target=lambda: first.append(run(*base, "--shard", "0/2", "-o", out)))
+    thread.start()
+    try:
+        assert started.wait(60)
+        capsys.readouterr()
+        assert run(*base, "--ratio", 0.2, "-o", out) == 2
+        err = capsys.readouterr().err
+        assert "another conversion" in err and f"pid {os.getpid()}" in err, err
+        assert run(*base, "--shard", "1/2", "-o", out) == 0  # a shard of the same conversion
+    finally:
+        release.set()
+        thread.join(60)
+    assert first == [0]
+    index = json.loads((out / "index.json").read_text())
+    assert index["complete"] and index["params"]["ratio"] != 0.2
+    assert not (out / ".convert.lock").exists()  # the last run of the conversion removes it
