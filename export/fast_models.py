@@ -169,8 +169,73 @@ def conv_exact(
     return _conv_exact(input_, weight, kernel_size, stride, padding, dilation, groups)[0]
 
 
+class _ConvPlan:
+    """Everything of one convolution that depends only on its weight and geometry: checked
+    once, not at every step.
+
+    ``ok`` is False for geometry or dtypes the fast routines do not handle (the stock routine
+    runs then); ``l1`` is the largest sum of ``|w|`` over one output channel; ``weights(dtype,
+    backend)`` is the flipped kernel in the layout each backend wants, built on first use.
+    """
+
+    def __init__(self, weight: np.ndarray, kernel_size, stride, padding, dilation, groups: int):
+        self.weight = weight
+        self.ok = False
+        self._prepared: dict = {}
+        if weight.dtype.kind not in "iu" or weight.ndim != 4:
+            return
+        c_out, _, _, c_g = weight.shape
+        self.groups = int(groups)
+        self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
+        if (
+            self.groups < 1
+            or c_out % self.groups
+            or min(*self.stride, *self.dilation) < 1
+            or min(self.padding) < 0
+        ):
+            return
+        w64 = weight.astype(np.int64, copy=False)
+        self.l1 = int(np.abs(w64).reshape(c_out, -1).sum(axis=1).max()) if w64.size else 0
+        self.ok = True
+
+    def accepts(self, input_: np.ndarray) -> bool:
+        """The fast routines compute this input (shape, dtype) exactly as the stock one."""
+        if not self.ok or input_.ndim != 3 or input_.dtype.kind not in "biu":
+            return False
+        w_, h_, c_in = input_.shape
+        c_out, k_w, k_h, c_g = self.weight.shape
+        (px, py), (dx, dy) = self.padding, self.dilation
+        return (
+            c_g * self.groups == c_in
+            and w_ + 2 * px - dx * (k_w - 1) >= 1
+            and h_ + 2 * py - dy * (k_h - 1) >= 1
+        )
+
+    def weights(self, dtype, backend: str):
+        key = (np.dtype(dtype).str, backend)
+        w = self._prepared.get(key)
+        if w is None:
+            flipped = self.weight[:, ::-1, ::-1, :]
+            if backend == "torch":
+                # Convolution = correlation with the flipped kernel; (C_out, kW, kH, C_in/g)
+                # -> (C_out, C_in/g, kW, kH), channels-last memory like the input.
+                w = torch.from_numpy(np.ascontiguousarray(flipped, dtype=dtype)).permute(0, 3, 1, 2)
+                w = w.contiguous(memory_format=torch.channels_last)
+            else:  # (kW, kH, C_in/g, C_out)
+                w = np.ascontiguousarray(flipped.transpose(1, 2, 3, 0), dtype=dtype)
+            self._prepared[key] = w
+        return w
+
+
 def _conv_exact(
-    input_: np.ndarray, weight: np.ndarray, kernel_size, stride, padding, dilation, groups: int
+    input_: np.ndarray,
+    weight: np.ndarray,
+    kernel_size,
+    stride,
+    padding,
+    dilation,
+    groups: int,
+    plan: ty.Optional[_ConvPlan] = None,
 ) -> tuple[np.ndarray, ty.Optional[int]]:
     """Drop-in replacement for ``lava.proc.conv.utils.conv`` on integer data, same result.
 
@@ -178,7 +243,9 @@ def _conv_exact(
     weight.dtype)``; this function returns exactly that array.  Layouts are Lava's: input
     ``(W, H, C_in)``, weight ``(C_out, kW, kH, C_in // groups)``, output ``(W', H', C_out)``;
     stride, padding and dilation are (x, y) pairs.  Lava's "conv" is a true convolution (scipy
-    ``convolve2d`` flips the kernel), so the kernel is flipped and then correlated.
+    ``convolve2d`` flips the kernel), so the kernel is flipped and then correlated.  ``plan``
+    (a ``_ConvPlan`` of this ``weight`` and geometry) saves the per-call weight work; it must
+    have been built from this very ``weight`` array, unchanged since.
 
     Methods (same numbers, see exactness): torch ``conv2d`` (oneDNN ``convolution_direct`` in
     float32, im2col + GEMM in float64) where torch is safe to call (``_torch_is_safe``), else
@@ -186,7 +253,7 @@ def _conv_exact(
     tap (i, j) the rows shifted by ``i * dx * H_pad + j * dy`` times the tap's ``(C_in/g,
     C_out/g)`` weight matrix (one BLAS gemm) is added to the output rows; this is the stride-1
     output on the padded-width grid, the wrapped-around columns are dropped and the stride is
-    applied by slicing.
+    applied by slicing.  An all-zero input gives all-zero output without computing.
 
     Exactness (docs/EXACTNESS.md, section 4): with ``L = max over output channels of sum |w|``
     and ``m = max |input|``, float32 when ``L * m < 2**24``, float64 when ``L * m < 2**53``,
@@ -195,54 +262,45 @@ def _conv_exact(
     Returns ``(output, bound)``: ``bound`` is ``L * m`` (every output has magnitude <= it), or
     None when the stock routine computed the output.
     """
-
-    def stock():
+    if plan is None:
+        plan = _ConvPlan(weight, kernel_size, stride, padding, dilation, groups)
+    if not plan.accepts(input_):
         return utils.conv(input_, weight, kernel_size, stride, padding, dilation, groups), None
 
-    kind_ok = (input_.dtype.kind in "biu") and (weight.dtype.kind in "iu")
-    if not kind_ok or input_.ndim != 3 or weight.ndim != 4:
-        return stock()
-
-    w_, h_, c_in = input_.shape
-    c_out, k_w, k_h, c_g = weight.shape
-    groups = int(groups)
-    sx, sy = _pair(stride)
-    px, py = _pair(padding)
-    dx, dy = _pair(dilation)
-    wp, hp = w_ + 2 * px, h_ + 2 * py
-    wo1, ho1 = wp - dx * (k_w - 1), hp - dy * (k_h - 1)  # stride-1 output size
-    if (
-        groups < 1
-        or c_in % groups
-        or c_out % groups
-        or c_g * groups != c_in
-        or min(sx, sy, dx, dy) < 1
-        or min(px, py) < 0
-        or wo1 < 1
-        or ho1 < 1
-    ):
-        # Unusual geometry: let the stock routine handle it (or raise as it does).
-        return stock()
-
-    w64 = weight.astype(np.int64, copy=False)
-    l1 = int(np.abs(w64).reshape(c_out, -1).sum(axis=1).max()) if w64.size else 0
+    w_, h_, _ = input_.shape
+    c_out, k_w, k_h, _ = weight.shape
+    (sx, sy), (px, py), (dx, dy) = plan.stride, plan.padding, plan.dilation
     if input_.dtype == np.bool_ or input_.size == 0:
         m = 1
     else:
         m = max(abs(int(input_.max())), abs(int(input_.min())))
-    bound = l1 * m
+    bound = plan.l1 * m
     if bound < _F32_EXACT:
         dtype = np.float32
     elif bound < _F64_EXACT:
         dtype = np.float64
     else:
-        return stock()
+        return utils.conv(input_, weight, kernel_size, stride, padding, dilation, groups), None
+
+    if m == 0 or not input_.any():
+        # All-zero input: the stock float64 sum is 0 everywhere, cast to 0.
+        wo = (w_ + 2 * px - dx * (k_w - 1) - 1) // sx + 1
+        ho = (h_ + 2 * py - dy * (k_h - 1) - 1) // sy + 1
+        return np.zeros((wo, ho, c_out), weight.dtype), 0
 
     backend = _BACKEND
     if backend == "auto":
         backend = "torch" if _torch_is_safe() else "numpy"
     conv = _conv_torch if backend == "torch" else _conv_numpy
-    out = conv(input_, weight, dtype, (sx, sy), (px, py), (dx, dy), groups)
+    out = conv(
+        input_,
+        plan.weights(dtype, backend),
+        dtype,
+        plan.stride,
+        plan.padding,
+        plan.dilation,
+        plan.groups,
+    )
     if dtype is np.float32:
         # Exact integers below 2**24: the cast is exact, no need for a contiguous copy first.
         return out.astype(weight.dtype, order="C"), bound
@@ -251,7 +309,8 @@ def _conv_exact(
     return np.ascontiguousarray(out).astype(weight.dtype), bound
 
 
-def _conv_torch(input_, weight, dtype, stride, padding, dilation, groups) -> np.ndarray:
+def _conv_torch(input_, w, dtype, stride, padding, dilation, groups) -> np.ndarray:
+    """``w``: the prepared torch weight of ``_ConvPlan.weights(dtype, "torch")``."""
     # Everything channels-last: (W, H, C) memory is (1, C, W, H) in torch's channels_last
     # format (a view, no copy), and with a channels_last weight too the output comes back
     # channels-last, i.e. already (W', H', C_out) in memory.  (128x128x16, one thread: 0.9 ms
@@ -263,20 +322,15 @@ def _conv_torch(input_, weight, dtype, stride, padding, dilation, groups) -> np.
         .unsqueeze(0)
         .contiguous(memory_format=cl)
     )
-    # Convolution = correlation with the flipped kernel; (C_out, kW, kH, C_in/g) ->
-    # (C_out, C_in/g, kW, kH).
-    w = torch.from_numpy(np.ascontiguousarray(weight[:, ::-1, ::-1, :], dtype=dtype)).permute(
-        0, 3, 1, 2
-    )
-    w = w.contiguous(memory_format=cl)
     with torch.no_grad():
         y = torch_F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
     return y[0].permute(1, 2, 0).numpy()  # (W', H', C_out)
 
 
-def _conv_numpy(input_, weight, dtype, stride, padding, dilation, groups) -> np.ndarray:
+def _conv_numpy(input_, wt, dtype, stride, padding, dilation, groups) -> np.ndarray:
+    """``wt``: the flipped kernel ``(kW, kH, C_in/g, C_out)`` of ``_ConvPlan.weights``."""
     w_, h_, c_in = input_.shape
-    c_out, k_w, k_h, c_g = weight.shape
+    k_w, k_h, c_g, c_out = wt.shape
     (sx, sy), (px, py), (dx, dy) = stride, padding, dilation
     wp, hp = w_ + 2 * px, h_ + 2 * py
     wo1, ho1 = wp - dx * (k_w - 1), hp - dy * (k_h - 1)  # stride-1 output size
@@ -285,8 +339,6 @@ def _conv_numpy(input_, weight, dtype, stride, padding, dilation, groups) -> np.
     slack = dy * (k_h - 1)
     xp = np.zeros((wp * hp + slack, c_in), dtype)
     xp[: wp * hp].reshape(wp, hp, c_in)[px : px + w_, py : py + h_] = input_
-    # Flipped kernel (convolution -> correlation) as (kW, kH, C_in/g, C_out).
-    wt = np.ascontiguousarray(weight[:, ::-1, ::-1, :].transpose(1, 2, 3, 0), dtype=dtype)
     k_g = c_out // groups
     out = np.zeros((n_rows, c_out), dtype)
     prod = np.empty((n_rows, k_g), dtype)
@@ -365,7 +417,7 @@ class FastConvModelFixed(AbstractPyConvModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
         _prepare_worker()  # at build time, in the worker process, not in the first step
-        self._synapse = None  # (weights as the synapses hold them, weight_exp), set at step 1
+        self._synapse = None  # see _prepared
 
     def run_spk(self) -> None:
         if self.a_buf is None:  # as in the stock model (never true: the Var has init=0)
@@ -378,12 +430,7 @@ class FastConvModelFixed(AbstractPyConvModel):
         else:
             s_in = self.s_in.recv().astype(bool)
 
-        if self._synapse is None:  # static weights (no learning): derive them once
-            self._synapse = (
-                loihi_synapse_weights(self.weight, int(self.num_weight_bits.item())),
-                int(np.asarray(self.weight_exp).reshape(-1)[0]),
-            )
-        weight, weight_exp = self._synapse
+        weight, weight_exp, plan = self._prepared()
         a_out, bound = _conv_exact(
             s_in,
             weight,
@@ -392,6 +439,7 @@ class FastConvModelFixed(AbstractPyConvModel):
             self.padding,
             self.dilation,
             int(np.asarray(self.groups).reshape(-1)[0]),
+            plan=plan,
         )
         if weight_exp != 0:
             a_out = shift_by_exponent(a_out.astype(np.int64), weight_exp)
@@ -405,6 +453,28 @@ class FastConvModelFixed(AbstractPyConvModel):
 
     def clamp_precision(self, x: np.ndarray) -> np.ndarray:
         return utils.signed_clamp(x, bits=24)
+
+    def _prepared(self) -> tuple[np.ndarray, int, _ConvPlan]:
+        """(weights as the synapses hold them, weight_exp, their ``_ConvPlan``): derived once
+        from the Vars (static weights, no learning); again after the host set a Var
+        (``on_var_update``) or when the weight array was replaced (a RefPort write)."""
+        prepared = self._synapse
+        if prepared is None or prepared[3] is not self.weight:
+            weight = loihi_synapse_weights(self.weight, int(self.num_weight_bits.item()))
+            plan = _ConvPlan(
+                weight,
+                self.kernel_size,
+                self.stride,
+                self.padding,
+                self.dilation,
+                int(np.asarray(self.groups).reshape(-1)[0]),
+            )
+            weight_exp = int(np.asarray(self.weight_exp).reshape(-1)[0])
+            prepared = self._synapse = (weight, weight_exp, plan, self.weight)
+        return prepared[:3]
+
+    def on_var_update(self) -> None:
+        self._synapse = None
 
 
 @implements(proc=Conv, protocol=LoihiProtocol)

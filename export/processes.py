@@ -293,3 +293,90 @@ class PySpikeMonitorModel(PyLoihiProcessModel):
             self.out["neuron_counts"] += spikes
         if k < self.record:
             self.out["trains"][k, j] = spikes
+
+
+class SpikeMonitors(AbstractProcess):
+    """:class:`SpikeMonitor` for several groups in one process: ports ``s_in0 .. s_in{n-1}``
+    (one per group, any shapes), results in ``folders[i]`` as :func:`monitor_arrays` lays them.
+
+    Every Lava process is an OS process that each time step exchanges messages with the runtime
+    and is forked and joined once per run; one monitor for all groups instead of one per group
+    (17 fewer processes for MS-ResNet-18).  Make it with :func:`spike_monitors`.
+    """
+
+    def __init__(
+        self,
+        *,
+        shapes: list[tuple[int, ...]],
+        num_samples: int,
+        steps: int,
+        folders: list[str],
+        record_samples: int = 0,
+    ):
+        shapes = [tuple(int(x) for x in s) for s in shapes]
+        super().__init__(
+            shapes=shapes,
+            num_samples=num_samples,
+            steps=steps,
+            folders=list(folders),
+            record_samples=record_samples,
+        )
+        for i, shape in enumerate(shapes):
+            setattr(self, f"s_in{i}", InPort(shape=shape))
+
+
+def _monitors_init(self, proc_params):
+    PyLoihiProcessModel.__init__(self, proc_params)
+    p = proc_params
+    self.steps, self.record = p["steps"], p["record_samples"]
+    self.outs = [
+        monitor_arrays(folder, shape, p["num_samples"], p["steps"], p["record_samples"], "r+")
+        for folder, shape in zip(p["folders"], p["shapes"])
+    ]
+
+
+def _monitors_run_spk(self) -> None:
+    k, j = divmod(self.time_step - 1, self.steps)
+    for i, out in enumerate(self.outs):
+        spikes = getattr(self, f"s_in{i}").recv() != 0
+        if k < len(out["counts"]):
+            out["counts"][k] += int(np.count_nonzero(spikes))
+            out["neuron_counts"] += spikes
+        if k < self.record:
+            out["trains"][k, j] = spikes
+
+
+def spike_monitors(
+    shapes: list[tuple[int, ...]],
+    num_samples: int,
+    steps: int,
+    folders: list[str],
+    record_samples: int = 0,
+) -> SpikeMonitors:
+    """A :class:`SpikeMonitors` with ``len(shapes)`` ports; its process and model classes (one
+    pair per port count, since a Lava model declares its ports as class attributes) are made
+    on first use and kept in this module, where Lava's compiler looks for models."""
+    n = len(shapes)
+    name = f"SpikeMonitors{n}"
+    if name not in globals():
+        proc_cls = type(name, (SpikeMonitors,), {"__module__": __name__})
+        attrs = {
+            f"s_in{i}": LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=1) for i in range(n)
+        }
+        attrs.update(
+            __module__=__name__,
+            __init__=_monitors_init,
+            run_spk=_monitors_run_spk,
+            __annotations__={f"s_in{i}": PyInPort for i in range(n)},
+        )
+        model_cls = type(f"Py{name}Model", (PyLoihiProcessModel,), attrs)
+        model_cls = requires(CPU)(implements(proc=proc_cls, protocol=LoihiProtocol)(model_cls))
+        globals()[name] = proc_cls
+        globals()[model_cls.__name__] = model_cls
+    return globals()[name](
+        shapes=shapes,
+        num_samples=num_samples,
+        steps=steps,
+        folders=folders,
+        record_samples=record_samples,
+    )

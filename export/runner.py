@@ -7,6 +7,7 @@ a process model raises).
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -65,9 +66,9 @@ def simulate(
     from export.processes import (
         I2ESource,
         ReadoutCounter,
-        SpikeMonitor,
         as_sample_array,
         monitor_arrays,
+        spike_monitors,
     )
     from export.supervision import private_folder, run_checked
 
@@ -95,11 +96,19 @@ def simulate(
             folder = f"{tmp}/{len(monitors)}"
             Path(folder).mkdir()
             monitor_arrays(folder, shape, n, window, record, "w+")
-            mon = SpikeMonitor(
-                shape=shape, num_samples=n, steps=window, folder=folder, record_samples=record
-            )
-            net.neurons[g.name].s_out.connect(mon.s_in)
             monitors[g.name] = (folder, shape)
+        host = [source, counter]
+        if monitors:  # one monitor process for all groups (every Lava process is an OS process)
+            mon = spike_monitors(
+                [shape for _, shape in monitors.values()],
+                num_samples=n,
+                steps=window,
+                folders=[folder for folder, _ in monitors.values()],
+                record_samples=record,
+            )
+            for i, name in enumerate(monitors):
+                net.neurons[name].s_out.connect(getattr(mon, f"s_in{i}"))
+            host.append(mon)
         start = time.perf_counter()
         try:
             with (
@@ -108,6 +117,8 @@ def simulate(
                 warnings.filterwarnings(
                     "ignore", message="Cannot import module", category=UserWarning
                 )
+                if backend == "cpu":
+                    pin_models(cfg, [*host, *net.processes()])
                 run_checked(source, n * window, cfg)
             readout_counts = np.asarray(counter.counts.get(), dtype=np.int64)[:n]
             readout_first = np.asarray(counter.first.get(), dtype=np.int64)[:n]
@@ -132,6 +143,44 @@ def simulate(
         time.perf_counter() - start,
         padding,
     )
+
+
+#: Process class -> the ProcessModel classes Lava's search finds for it (it depends on the
+#: class alone: the modules beside the class's file).
+_FOUND_MODELS: dict[type, list] = {}
+
+
+def pin_models(cfg, processes) -> None:
+    """Select each process's ProcessModel once per process class and pin it, per instance, in
+    ``cfg.exception_proc_model_map``; the same models Lava would pick, found much faster.
+
+    Lava's compiler looks up ``exception_proc_model_map`` by process *instance*; for every other
+    process it searches for models by executing every module beside the process's file (and its
+    namespace package) again, once per process (about 45 processes for MS-ResNet-18).  Here the
+    search runs once per class (cached for the life of this Python process) and ``cfg.select`` (the run configuration's own rule: its
+    class-keyed exceptions, then tags) picks the model, so the choice is the configuration's.
+    The processes of this package (``export.processes``) keep their models in their own module,
+    so only that module is searched for them: Lava's search would import every module of the
+    ``export`` package, and one that fails to import (an optional dependency) would stop every
+    simulation.
+    """
+    from lava.magma.compiler.compiler_graphs import ProcGroupDiGraphs
+
+    pinned = cfg.exception_proc_model_map
+    for proc in processes:
+        cls = type(proc)
+        if cls in pinned:
+            model = pinned[cls]
+        else:
+            found = _FOUND_MODELS.get(cls)
+            if found is None:
+                found = []
+                if cls.__module__.startswith("export."):  # ours: models beside the process
+                    module = sys.modules[cls.__module__]
+                    found = ProcGroupDiGraphs._find_proc_models_in_module(proc, module)
+                found = _FOUND_MODELS[cls] = found or ProcGroupDiGraphs._find_proc_models(proc)
+            model = cfg.select(proc, found)
+        pinned[proc] = model
 
 
 def _stop(process) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -436,6 +437,16 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---|---|---|")
         for line in compare_with_slayer(fast, sl, p.steps):
             print(line)
+    summary = {}
+    for sz, (p, res) in results.items():
+        row = {"slayer_run_s": res["slayer"]["time"]}
+        for name in ("fast", "stock"):
+            if name in res:
+                row.update({f"{name}_{k}_s": v for k, v in res[name]["time"].items()})
+        if "stock" in res:
+            row["identical"] = bool(identical(res["stock"], res["fast"]))
+        summary[f"{sz}x{sz}"] = row
+    print(json.dumps({"layers": args.layers, "steps": args.steps, "sizes": summary}))
     return 0
 
 

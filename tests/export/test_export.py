@@ -276,7 +276,7 @@ def test_a_failing_run_leaves_no_lava_processes_behind(residual, monkeypatch):
     def broken(self):  # a fault inside a running Lava process (the workers are forked: they see it)
         raise RuntimeError("injected fault")
 
-    monkeypatch.setattr(processes.PySpikeMonitorModel, "run_spk", broken)
+    monkeypatch.setattr(processes.PyReadoutCounterModel, "run_spk", broken)
     with pytest.raises(LavaRunError, match="injected fault"):
         simulate(desc, images(1, 16).numpy())
     assert _children() <= before

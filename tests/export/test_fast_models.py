@@ -66,6 +66,8 @@ def _inputs(rng, shape):
         "graded_f32_edge": rng.integers(-(2**12), 2**12, shape).astype(np.int32),
         "graded_24bit": rng.integers(-(2**23), 2**23, shape).astype(np.int32),
         "int32_extreme": np.full(shape, 2**31 - 1, np.int32),
+        "silent_binary": np.zeros(shape, bool),  # no computation: all-zero output
+        "silent_graded": np.zeros(shape, np.int32),
     }
 
 
@@ -89,6 +91,23 @@ def test_conv_exact_equals_stock_conv(geom, backend, monkeypatch):
             assert got.flags.c_contiguous, name
             assert np.array_equal(got, ref), name
             assert np.array_equal(utils.signed_clamp(got, 24), utils.signed_clamp(ref, 24))
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_conv_plan_reused_across_inputs(backend, monkeypatch):
+    """One ``_ConvPlan`` (what the model keeps between steps) serves every later input exactly,
+    whichever precision (float32, float64, stock) each input needs."""
+    monkeypatch.setattr(fast_models, "_BACKEND", backend)
+    rng = np.random.default_rng(7)
+    w_, h_, cin, cout, k, s, p, d, g = GEOMETRIES[1]
+    weight = (rng.integers(-128, 128, (cout, *k, cin // g)) * 2).astype(np.int32)
+    plan = fast_models._ConvPlan(weight, k, s, p, d, g)
+    with np.errstate(all="ignore"):
+        for _ in range(2):
+            for name, x in _inputs(rng, (w_, h_, cin)).items():
+                ref = utils.conv(x, weight, k, s, p, d, g)
+                got, _ = fast_models._conv_exact(x, weight, k, s, p, d, g, plan=plan)
+                assert got.dtype == ref.dtype and np.array_equal(got, ref), name
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,6 +177,7 @@ def _build(net: Net, seed: int):
         data = data * (rng.random((*shape, STEPS)) < 0.3)
     else:
         data = rng.random((*shape, STEPS)) < 0.2
+    data[..., 5:9] = 0  # silent steps: the fast Conv skips the computation
     source = SourceBuffer(data=data.astype(np.int32))
 
     def conv(spec: ConvSpec, in_shape, bits=0):
@@ -474,3 +494,39 @@ def test_fast_lif_arithmetic_direct():
             results.append((m.u.copy(), m.v.copy(), s))
         for a, b, name in zip(results[0], results[1], "uvs"):
             assert a.dtype == b.dtype and np.array_equal(a, b), (trial, name)
+
+
+def test_pinned_models_are_the_ones_lava_selects():
+    """``runner.pin_models`` pins, per process instance, exactly the model Lava's own search and
+    the run configuration select (stock and fast configurations; our host processes too)."""
+    from export.processes import ReadoutCounter, SpikeMonitor, spike_monitors
+    from export.runner import pin_models, run_config
+
+    procs = [
+        Conv(weight=np.ones((2, 3, 3, 2), np.int32), input_shape=(5, 5, 2)),
+        LIFReset(shape=(3,), reset_interval=4),
+        LIF(shape=(3,)),
+        SourceBuffer(data=np.zeros((3, 4), np.int32)),
+        ReadoutCounter(num_classes=3, num_samples=1, window=4),
+        SpikeMonitor(shape=(3,), num_samples=1, steps=4, folder="unused"),
+        spike_monitors([(3,), (2, 2)], num_samples=1, steps=4, folders=["a", "b"]),
+    ]
+    from export import processes
+
+    ours = {
+        ReadoutCounter: processes.PyReadoutCounterModel,
+        SpikeMonitor: processes.PySpikeMonitorModel,
+        type(procs[-1]): processes.PySpikeMonitors2Model,
+    }
+    for fast in (False, True):
+        cfg = run_config("cpu", fast)
+        pin_models(cfg, procs)
+        for proc in procs:
+            if type(proc) in ours:  # found in the process's own module only
+                expected = ours[type(proc)]
+            else:
+                expected = run_config("cpu", fast).select(
+                    proc, ProcGroupDiGraphs._find_proc_models(proc)
+                )
+            assert cfg.exception_proc_model_map[proc] is expected, type(proc).__name__
+        assert (cfg.exception_proc_model_map[procs[0]] is FastConvModelFixed) == fast

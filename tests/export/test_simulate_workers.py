@@ -1,0 +1,195 @@
+"""``i2e-neuro simulate`` over several Lava runtimes: ``--workers N``, ``--shard I/N`` (or
+RANK/WORLD_SIZE) and ``--merge DIR`` report exactly what one runtime over all samples reports,
+and no worker process outlives the command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from export.description import from_deploy
+from export.hdf5 import save_hdf5
+from i2e_neuro.cli import main
+from i2e_neuro.commands.simulate import SHARD_KIND, TIMING_FIELDS, merge_counts, shard_bounds
+from i2e_neuro.models.qat import SpikingGraph, randomize_batchnorm
+from i2e_neuro.models.spec import build_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+LIMIT, CHECK = "5", "3"  # 5 samples: shards of 2 and 3; the checked samples span both shards
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """A small MS-ResNet with random weights (BatchNorm folded), on the digits' input shape."""
+    torch.manual_seed(0)
+    net = randomize_batchnorm(SpikingGraph(build_spec("msresnet_tiny", (2, 32, 32), 10)))
+    net.eval().fold()
+    path = tmp_path_factory.mktemp("net") / "tiny.h5"
+    save_hdf5(from_deploy(net.deploy(i2e={"ratio": 0.12, "order": "efghabcd"})), path)
+    return path
+
+
+def _summary(capsys, argv: list[str]) -> dict:
+    code = main(["simulate", *argv])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    summary = json.loads(out.strip().splitlines()[-1])
+    return {k: v for k, v in summary.items() if k not in TIMING_FIELDS}
+
+
+def _base(model: Path) -> list[str]:
+    return ["--model", str(model), "--limit", LIMIT, "--check", CHECK, "--json"]
+
+
+@pytest.fixture(scope="module")
+def single(model) -> dict:
+    """The one-runtime report (captured by hand: capsys is function-scoped)."""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["simulate", *_base(model)]) == 0
+    summary = json.loads(buf.getvalue().strip().splitlines()[-1])
+    # The comparison means something: spikes in every layer, checked spikes, SynOps counted.
+    assert summary["samples"] == 5 and summary["checked_samples"] == 3
+    assert summary["spike_mismatches"] == 0 and summary["agreement"] == 1.0
+    assert all(row["spikes"] > 0 and row["synops"] > 0 for row in summary["layers"])
+    assert summary["synops_per_sample"] > summary["input_synops_per_sample"] > 0
+    return {k: v for k, v in summary.items() if k not in TIMING_FIELDS}
+
+
+pytestmark = pytest.mark.slow  # Lava runtimes (one OS process per process model)
+
+
+def test_workers_report_equals_one_runtime(model, single, capsys):
+    assert _summary(capsys, [*_base(model), "--workers", "2"]) == single
+
+
+def test_shards_merged_equal_one_runtime(model, single, capsys, tmp_path, monkeypatch):
+    folder = tmp_path / "shards"
+    assert main(["simulate", *_base(model), "--shard", "1/2", "--shard-dir", str(folder)]) == 0
+    monkeypatch.setenv("RANK", "0")  # torchrun's variables pick the other shard
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["simulate", *_base(model), "--shard-dir", str(folder)]) == 0
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["shard-00000-of-00002.json", "shard-00001-of-00002.json"]  # nothing else
+    part = json.loads((folder / files[1]).read_text())
+    assert part["kind"] == SHARD_KIND and (part["start"], part["stop"]) == shard_bounds(5, 1, 2)
+    capsys.readouterr()
+    assert _summary(capsys, ["--merge", str(folder), "--json"]) == single
+
+
+def _part(shard: int, shards: int, **over) -> dict:
+    part = {
+        "kind": SHARD_KIND,
+        "shard": [shard, shards],
+        "run": {"model": "m.h5", "samples": 4},
+        "start": 2 * shard,
+        "stop": 2 * shard + 2,
+        "steps": 14,
+        "groups": [{"group": "g", "neurons": 10}],
+        "labelled": 2,
+        "correct": 1,
+        "agree": 2,
+        "checked": 0,
+        "mismatches": 0,
+        "spikes": {"g": 5},
+        "synops": {"i2e input": 7, "g": 3},
+        "seconds": 1.0,
+    }
+    part.update(over)
+    return part
+
+
+def test_merge_refuses_incomplete_or_mixed_shards(tmp_path, capsys):
+    merged = merge_counts([_part(1, 2), _part(0, 2)])
+    assert merged["samples"] == 4 and merged["spikes"] == {"g": 10}
+    assert merged["synops"] == {"i2e input": 14, "g": 6} and merged["correct"] == 2
+    with pytest.raises(ValueError, match="missing \\[1\\]"):
+        merge_counts([_part(0, 2)])
+    with pytest.raises(ValueError, match="exactly once"):
+        merge_counts([_part(0, 2), _part(0, 2), _part(1, 2)])
+    with pytest.raises(ValueError, match="another run"):
+        merge_counts([_part(0, 2), _part(1, 2, run={"model": "other.h5", "samples": 4})])
+    (tmp_path / "shard-00000-of-00002.json").write_text(json.dumps(_part(0, 2)))
+    assert main(["simulate", "--merge", str(tmp_path)]) == 2
+    assert "missing [1]" in capsys.readouterr().err
+    assert main(["simulate", "--merge", str(tmp_path / "none")]) == 2
+    assert main(["simulate", "--model", "m.h5", "--shard", "2/2"]) == 2
+    assert "0 <= I < N" in capsys.readouterr().err
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (``/proc/PID/stat`` field 22), None when it is gone or a
+    zombie; with the pid it names one process even if the pid is reused later."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+def test_workers_do_not_outlive_a_killed_command(model):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "i2e_neuro.cli", "simulate", "--model", str(model)]
+    parent = subprocess.Popen(
+        [*cmd, "--limit", "40", "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # Wait until both shards run their Lava runtimes (many processes below each shard).
+        deadline = time.monotonic() + 240
+        seen: dict[int, str | None] = {}
+        while time.monotonic() < deadline and len(seen) < 12:
+            for pid in _descendants(parent.pid) - seen.keys():
+                seen[pid] = _start_time(pid)
+            time.sleep(0.5)
+        assert len(seen) >= 12, f"shards did not start: {sorted(seen)}"
+        parent.send_signal(signal.SIGKILL)  # no chance to clean up: the children must notice
+        parent.wait()
+
+        def left() -> list[int]:
+            return [p for p, t in seen.items() if t is not None and _start_time(p) == t]
+
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and left():
+            time.sleep(0.5)
+        assert not left(), f"processes left behind: {left()}"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
