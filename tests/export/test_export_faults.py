@@ -205,3 +205,10 @@ def test_bit_rot_in_a_network_file_is_detected(tmp_path, deploy):
         f["layer/1/weight"][...] = w
     with pytest.raises(ValueError, match=r"net\.h5: damaged: dataset 'layer/1/weight'"):
         load_hdf5(path)
+
+
+@pytest.mark.parametrize("chips", ["0", "-2"])
+def test_chips_below_one_are_refused(tmp_path, checkpoint, chips):
+    done = cli("export", str(checkpoint), "--chips", chips, cwd=tmp_path)
+    assert done.returncode == 2 and f"--chips {chips}: must be at least 1" in done.stderr
+    assert "cores" not in done.stdout and not (tmp_path / "network.h5").exists()
