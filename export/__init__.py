@@ -3,7 +3,7 @@
 The stable entry points (see docs/ARCHITECTURE.md):
 
 * :func:`from_checkpoint` - the description of a trained checkpoint's deploy record;
-* :func:`load` - a description from an exported ``.h5`` file or a checkpoint;
+* :func:`load` - a description from an exported ``.h5`` file, a checkpoint or a ``.nir`` graph;
 * :func:`build_graph` - the Lava process graph of a description.
 
 Importing this package does not import Lava (only ``lava_graph``, ``processes``, ``runner``,
@@ -21,12 +21,17 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
 def load(path: str | Path) -> NetworkDescription:
-    """The network description in ``path``: a checkpoint (``.pt``, ``.pth``, ``.ckpt``) or a
-    file written by :func:`export.hdf5.save_hdf5`. Raises FileNotFoundError or ValueError
+    """The network description in ``path``: a checkpoint (``.pt``, ``.pth``, ``.ckpt``), a NIR
+    graph (``.nir``, :func:`export.nir.load_nir`) or a file written by
+    :func:`export.hdf5.save_hdf5`. Raises FileNotFoundError or ValueError
     naming the file."""
     path = Path(path)
     if path.suffix in CHECKPOINT_SUFFIXES:
         return from_checkpoint(path)
+    if path.suffix == ".nir":  # a NIR graph in the form export.nir writes (see export.nir.from_nir)
+        from export.nir import load_nir
+
+        return load_nir(path)
     from export.hdf5 import load_hdf5
 
     return load_hdf5(path)

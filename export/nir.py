@@ -46,11 +46,11 @@ mantissa ``vth``, bias mantissa ``b`` with exponent ``bias_exp``):
   the sum-pool and the dense layer in one exact node (Lava's graph does the same with a tiled
   ``Dense``), read by every torch-based NIR tool; it avoids ``Flatten``, whose ``start_dim``
   NIR tools read with and without the batch dimension.
-* **Readout integrator** (``dv = 0``, never fires) -> ``I`` (NIR's integrator,
-  ``dv/dt = r I``, ``r = 1``): ``v[t] = v[t-1] + input[t]``; its bias is the head's conv
-  bias. The prediction is the argmax of its ``v`` after the sample's ``steps`` steps. A spiking
-  readout group is a ``CubaLIF`` like the others.
-* **Output**: ``Output`` after the readout.
+* **Readout**: the last group (one neuron per class) is a spiking group like the others, so a
+  ``CubaLIF`` of shape ``(K, 1, 1)`` (the head conv's output); ``Output`` carries its spikes.
+  The host decides as on Loihi (``i2e_neuro.models.readout.predict``): the class whose neuron
+  spiked most in the sample's ``steps`` steps, ties to the earliest first spike, then to the
+  lowest index.
 * **Window reset**: Lava resets every group at the start of each sample window; in NIR each
   sample starts from a fresh (zero) state.
 
@@ -76,14 +76,7 @@ from pathlib import Path
 import nir
 import numpy as np
 
-from export.description import (
-    BIAS_EXP,
-    INPUT,
-    READOUT_VTH,
-    Connection,
-    NetworkDescription,
-    NeuronGroup,
-)
+from export.description import BIAS_EXP, INPUT, Connection, NetworkDescription, NeuronGroup
 from i2e_neuro.atomic import atomic_path
 from i2e_neuro.models.spec import ConnSpec, GroupSpec, NetSpec
 
@@ -93,7 +86,7 @@ DECAY_UNITY = 4096
 OUTPUT = "output"
 DELAY_SUFFIX = ".delay"
 #: NIR node types :func:`from_nir` maps.
-SUPPORTED_NODES = ("Input", "Output", "Delay", "Conv2d", "CubaLIF", "I")
+SUPPORTED_NODES = ("Input", "Output", "Delay", "Conv2d", "CubaLIF")
 METADATA_KEY = "i2e_neuro"
 
 
@@ -103,11 +96,6 @@ def _full(shape: tuple[int, ...], value: float) -> np.ndarray:
 
 def _tau(decay: int) -> float:
     return math.inf if decay == 0 else DECAY_UNITY / decay
-
-
-def is_integrator(g: NeuronGroup) -> bool:
-    """The non-spiking readout: no voltage decay and a threshold it cannot reach."""
-    return g.readout and g.dv == 0 and g.vth >= READOUT_VTH
 
 
 def _bias_units(g: NeuronGroup) -> np.ndarray:
@@ -206,9 +194,7 @@ def _conv_node(desc: NetworkDescription, c: Connection, bias: np.ndarray) -> nir
     _, h, w = desc.source_shape(c.source)
     weight = c.effective_weight.astype(np.float32)
     if c.kind == "pool_dense":  # global sum-pool + dense == one conv with the weight everywhere
-        weight = np.ascontiguousarray(
-            np.broadcast_to(weight[:, :, None, None], (*weight.shape, h, w))
-        )
+        weight = np.broadcast_to(weight[:, :, None, None], (*weight.shape, h, w)).copy()
         stride, padding = (h, w), (0, 0)
     else:
         stride, padding = (c.stride, c.stride), (c.padding, c.padding)
@@ -228,12 +214,6 @@ def _group_node(
     desc: NetworkDescription, g: NeuronGroup, rest: np.ndarray, nudge: float
 ) -> nir.NIRNode:
     shape = _node_shape(desc, g)
-    if is_integrator(g):
-        if np.any(rest != 0) or g.du != DECAY_UNITY:
-            raise ValueError(
-                f"group {g.name!r}: the readout integrator's bias must reach it through one connection of its own"
-            )
-        return nir.I(r=_full(shape, 1.0))
     if g.dv == 0:
         raise ValueError(
             f"group {g.name!r}: a spiking group without voltage decay (dv = 0) has no CubaLIF form (tau_mem = inf, r = inf)"
@@ -315,7 +295,7 @@ def from_nir(graph: nir.NIRGraph, timesteps: int | None = None) -> NetworkDescri
 
     Exact for graphs in the form :func:`to_nir` writes (ours, or a CUBA conv net from another
     tool written the same way): ``Input`` -> ``Delay(1)`` -> ``Conv2d`` -> ``CubaLIF`` ...
-    -> ``I`` -> ``Output``, with integer weights ``m * 2**e``, ``tau = 4096 / d`` for integer
+    -> ``CubaLIF`` (the readout) -> ``Output``, with integer weights ``m * 2**e``, ``tau = 4096 / d`` for integer
     decays, ``w_in = tau_syn``, ``r = tau_mem``, ``v_reset = 0``, integer biases and a
     threshold in ``[vth, vth + 1/64)``. Anything else is refused with the node and parameter
     named: rounding a float network onto Loihi's grid would not be the same network (train it
@@ -368,8 +348,8 @@ def from_nir(graph: nir.NIRGraph, timesteps: int | None = None) -> NetworkDescri
             )
         return src
 
-    group_nodes = [n for n in order if isinstance(graph.nodes[n], (nir.CubaLIF, nir.I))]
-    if not group_nodes or not isinstance(graph.nodes[group_nodes[-1]], (nir.I, nir.CubaLIF)):
+    group_nodes = [n for n in order if isinstance(graph.nodes[n], nir.CubaLIF)]
+    if not group_nodes or not isinstance(graph.nodes[group_nodes[-1]], nir.CubaLIF):
         raise ValueError("graph: has no neuron groups")
     readout_name = group_nodes[-1]
     if parents[outputs[0]] != [readout_name]:
@@ -388,14 +368,12 @@ def from_nir(graph: nir.NIRGraph, timesteps: int | None = None) -> NetworkDescri
                 raise ValueError(f"node {n!r}: a Conv2d needs exactly one input edge")
             source = spike_source(src_delay)
             targets = children[n]
-            if not targets or any(
-                not isinstance(graph.nodes[t], (nir.CubaLIF, nir.I)) for t in targets
-            ):
+            if not targets or any(not isinstance(graph.nodes[t], nir.CubaLIF) for t in targets):
                 raise ValueError(f"node {n!r}: must feed neuron groups (CubaLIF or I) only")
             conn, bias = _conv_from_nir(n, node, source, shapes[source], targets, readout_name)
             conns.append(conn)
             conn_bias[n] = bias
-        elif isinstance(node, (nir.CubaLIF, nir.I)):
+        elif isinstance(node, nir.CubaLIF):
             incoming = [c for c in conns if n in c.targets]
             if not incoming or len(incoming) != len(parents[n]):
                 raise ValueError(f"node {n!r}: every input must be a Conv2d node")
@@ -493,40 +471,31 @@ def _group_from_nir(name, node, readout, incoming, conn_bias) -> NeuronGroup:
     shape = tuple(int(s) for s in np.asarray(node.output_type["output"]))
     channels = shape[0]
     bias = sum(conn_bias[c.name] for c in incoming)
-    if isinstance(node, nir.I):
-        if not readout:
-            raise ValueError(
-                f"node {name!r}: an integrator (I) can only be the readout, the last group"
-            )
-        if _uniform(name, "r", node.r) != 1.0:
-            raise ValueError(f"node {name!r}: r must be 1 (Loihi adds the input unscaled)")
-        du, dv, vth = DECAY_UNITY, 0, READOUT_VTH
-    else:
-        tau_syn = _uniform(name, "tau_syn", node.tau_syn)
-        tau_mem = _uniform(name, "tau_mem", node.tau_mem)
-        du, dv = _decay(name, "tau_syn", tau_syn), _decay(name, "tau_mem", tau_mem)
-        if dv == 0:
-            raise ValueError(
-                f"node {name!r}: tau_mem = inf (no leak) with r = tau_mem has no Loihi form"
-            )
-        if _uniform(name, "w_in", node.w_in) != tau_syn or _uniform(name, "r", node.r) != tau_mem:
-            raise ValueError(
-                f"node {name!r}: needs w_in = tau_syn and r = tau_mem (Loihi adds input and current unscaled)"
-            )
-        if np.any(np.asarray(node.v_reset) != 0):
-            raise ValueError(f"node {name!r}: v_reset must be 0 (Loihi resets the voltage to 0)")
-        threshold = _uniform(name, "v_threshold", node.v_threshold)
-        vth = math.floor(threshold)
-        if not threshold - vth < 1 / 64:
-            raise ValueError(
-                f"node {name!r}: v_threshold {threshold} is not an integer threshold (plus less than 1/64)"
-            )
-        leak = np.asarray(node.v_leak, dtype=np.float64).reshape(channels, -1)
-        if not np.all(leak == leak[:, :1]):
-            raise ValueError(
-                f"node {name!r}: v_leak must be the same over a channel (a per-channel bias)"
-            )
-        bias = bias + leak[:, 0] / tau_mem
+    tau_syn = _uniform(name, "tau_syn", node.tau_syn)
+    tau_mem = _uniform(name, "tau_mem", node.tau_mem)
+    du, dv = _decay(name, "tau_syn", tau_syn), _decay(name, "tau_mem", tau_mem)
+    if dv == 0:
+        raise ValueError(
+            f"node {name!r}: tau_mem = inf (no leak) with r = tau_mem has no Loihi form"
+        )
+    if _uniform(name, "w_in", node.w_in) != tau_syn or _uniform(name, "r", node.r) != tau_mem:
+        raise ValueError(
+            f"node {name!r}: needs w_in = tau_syn and r = tau_mem (Loihi adds input and current unscaled)"
+        )
+    if np.any(np.asarray(node.v_reset) != 0):
+        raise ValueError(f"node {name!r}: v_reset must be 0 (Loihi resets the voltage to 0)")
+    threshold = _uniform(name, "v_threshold", node.v_threshold)
+    vth = math.floor(threshold)
+    if not threshold - vth < 1 / 64:
+        raise ValueError(
+            f"node {name!r}: v_threshold {threshold} is not an integer threshold (plus less than 1/64)"
+        )
+    leak = np.asarray(node.v_leak, dtype=np.float64).reshape(channels, -1)
+    if not np.all(leak == leak[:, :1]):
+        raise ValueError(
+            f"node {name!r}: v_leak must be the same over a channel (a per-channel bias)"
+        )
+    bias = bias + leak[:, 0] / tau_mem
     if not np.all(bias == np.round(bias)):
         raise ValueError(
             f"node {name!r}: bias is not an integer in weight units (Loihi's 1/64 grid)"
@@ -565,12 +534,12 @@ def norse_module(graph: nir.NIRGraph):
     """The graph as a PyTorch module built from Norse's NIR node modules.
 
     Norse 1.1.0 (``norse.torch.from_nir``) maps ``Conv2d`` and ``CubaLIF`` (and ``SumPool2d``,
-    ``Affine``, ...) but not ``Delay`` or ``I``, and executes through ``nirtorch.load``, which
-    orders nodes by a depth-first walk: a residual group is then computed before some of its
-    inputs and reads them one step late. So the graph is wired by ``nirtorch.nir_to_torch``
-    (NIR's own PyTorch interpreter, topological order, several edges summed), with Norse's
-    module for every ``Conv2d`` and ``CubaLIF`` node (``dt = 1``) and two small modules here
-    for the node types Norse lacks: ``Delay`` (a one-step buffer) and ``I`` (``v += r * x``).
+    ``Affine``, ...) but not ``Delay``, and executes through ``nirtorch.load``, which orders
+    nodes by a depth-first walk: a residual group is then computed before some of its inputs
+    and reads them one step late. So the graph is wired by ``nirtorch.nir_to_torch`` (NIR's own
+    PyTorch interpreter: topological order, the edges into a node summed), with Norse's module
+    for every ``Conv2d`` and ``CubaLIF`` node (``dt = 1``), and a one-step buffer here for
+    ``Delay``, the one node type Norse lacks.
     """
     import functools
 
@@ -584,27 +553,11 @@ def norse_module(graph: nir.NIRGraph):
         def forward(self, x, state=None):
             return (torch.zeros_like(x) if state is None else state), x
 
-    class Integrator(torch.nn.Module):
-        """NIR ``I``: ``v[t] = v[t-1] + r * x[t]``; outputs ``v``."""
-
-        def __init__(self, r: np.ndarray) -> None:
-            super().__init__()
-            self.register_buffer("r", torch.as_tensor(np.asarray(r, dtype=np.float32)))
-
-        def forward(self, x, state=None):
-            v = self.r * x + (0 if state is None else state)
-            return v, v
-
     for name, node in graph.nodes.items():
         if isinstance(node, nir.Delay) and not np.all(np.asarray(node.delay) == 1):
             raise ValueError(f"node {name!r}: only delays of one step are run here")
     norse_map = functools.partial(_import_norse_module, dt=1.0)
-    node_map = {
-        nir.Conv2d: norse_map,
-        nir.CubaLIF: norse_map,
-        nir.Delay: lambda n: Delay(),
-        nir.I: lambda n: Integrator(n.r),
-    }
+    node_map = {nir.Conv2d: norse_map, nir.CubaLIF: norse_map, nir.Delay: lambda n: Delay()}
     return nirtorch.nir_to_torch(graph, node_map)
 
 
@@ -612,18 +565,23 @@ def run_norse(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch: i
     """Run I2E events ``[T, N, C, H, W]`` (bool/0-1) through the graph in Norse, in float64.
 
     Each sample starts from a fresh state and runs ``steps`` steps (frames, then zeros).
-    Returns ``(readout [N, K], counts {group: spikes per neuron [C, H, W] over all samples},
-    trains {group: [min(record, N), steps, C, H, W] bool})``.
+    Returns ``(predictions [N], counts {group: spikes per neuron over all samples},
+    trains {group: [min(record, N), steps, *shape] bool})`` for every ``CubaLIF`` group, the
+    readout included (its shape ``(K,)``); predictions are decided from the readout's spikes as
+    on Loihi (``i2e_neuro.models.readout.predict``: most spikes, then earliest first spike).
     """
     import torch
 
+    from i2e_neuro.models.readout import first_spike, predict
+
     module = norse_module(graph).double().eval()
+    (readout,) = [a for a, b in graph.edges if isinstance(graph.nodes[b], nir.Output)]
     groups = [n for n, node in graph.nodes.items() if isinstance(node, nir.CubaLIF)]
     seen: dict[str, list] = {}
     for name in groups:
         sub = getattr(module, name.replace(".", "_"))
         sub.register_forward_hook(lambda m, i, o, name=name: seen[name].append(o[0].detach()))
-    readouts, trains = [], {g: [] for g in groups}
+    predictions, trains = [], {g: [] for g in groups}
     counts = {g: 0 for g in groups}
     n = events.shape[1]
     with torch.no_grad():
@@ -631,15 +589,18 @@ def run_norse(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch: i
             x = torch.as_tensor(events[:, start : start + batch]).double()
             for g in groups:
                 seen[g] = []
-            state, out = None, None
+            state = None
             for t in range(steps):
                 frame = x[t] if t < x.shape[0] else torch.zeros_like(x[0])
-                out, state = module(frame, state)
-            readouts.append(out.reshape(out.shape[0], -1).numpy())
+                _, state = module(frame, state)
             for g in groups:
-                spikes = torch.stack(seen[g], 1)  # [B, steps, ...]
+                spikes = torch.stack(seen[g], 1)  # [B, steps, *shape]
+                if g == readout:
+                    spikes = spikes.reshape(*spikes.shape[:2], -1)  # (K, 1, 1) -> (K,)
+                    out = spikes.movedim(1, -1).numpy()  # [B, K, steps]
+                    predictions.append(predict(out.sum(-1), first_spike(out)))
                 counts[g] = counts[g] + spikes.sum((0, 1)).numpy().astype(np.int64)
                 if start < record:
                     trains[g].append(spikes[: record - start].numpy().astype(bool))
     trains = {g: np.concatenate(v) for g, v in trains.items() if v}
-    return np.concatenate(readouts), counts, trains
+    return np.concatenate(predictions), counts, trains

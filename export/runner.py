@@ -32,6 +32,9 @@ class SimulationResult:
         default_factory=dict
     )  # group -> [M, steps, *CHW] (recorded samples)
     seconds: float = 0.0
+    #: spikes of the recorded samples in the padding steps (window - steps), all groups: 0 by
+    #: the silence guarantee; ``trains`` hold the trained ``steps`` only, as lava-dl's do
+    padding_spikes: int = 0
 
     @property
     def predictions(self) -> np.ndarray:
@@ -51,7 +54,8 @@ def simulate(
     """Stream ``samples`` through the network; record full spike trains of the first ``record`` samples.
 
     Each sample gets ``desc.window`` steps (the trained ``steps`` padded to a power of two);
-    recorded trains are ``[M, window, C, H, W]`` per group (the readout included, CPU only).
+    recorded trains are ``[M, steps, C, H, W]`` per group (the readout included, CPU only), the
+    spikes of the padding steps are counted in ``padding_spikes``.
 
     ``samples``: images ``[N, C, H, W]`` (converted by the I2E source process) or, with
     ``events=True``, event frames ``[N, T, 2, H, W]``: an array, tensor, or iterable / torch
@@ -109,14 +113,16 @@ def simulate(
             readout_first = np.asarray(counter.first.get(), dtype=np.int64)[:n]
         finally:
             _stop(source)
-        counts, per_neuron, trains = {}, {}, {}
+        counts, per_neuron, trains, padding = {}, {}, {}, 0
         for name, (folder, shape) in monitors.items():
             arrays = monitor_arrays(folder, shape, n, window, record, "r")
             counts[name] = np.array(arrays["counts"])
             to_chw = lava_to_chw if len(shape) == 3 else np.asarray
             per_neuron[name] = to_chw(np.array(arrays["neuron_counts"]))
             if record:
-                trains[name] = to_chw(np.array(arrays["trains"][:record]))
+                full = np.array(arrays["trains"][:record])  # [M, window, ...]
+                padding += int(full[:, desc.steps :].sum())
+                trains[name] = to_chw(full[:, : desc.steps])
     return SimulationResult(
         readout_counts,
         readout_first,
@@ -124,6 +130,7 @@ def simulate(
         per_neuron,
         trains,
         time.perf_counter() - start,
+        padding,
     )
 
 

@@ -14,7 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "checkpoint",
         type=Path,
-        help="checkpoint of a quantized lava-dl model (train --backend slayer), or an exported .h5",
+        help="checkpoint of a quantized lava-dl model (train --backend slayer), an exported .h5, "
+        "or a .nir graph in the form export.nir writes",
     )
     p.add_argument(
         "--out",

@@ -38,12 +38,13 @@ def assert_same_as_lava_dl(desc, samples: Samples, path=None):
     n = len(samples.data)
     ref = run_lava_dl(desc, samples, record=n)
     events = sample_events(desc, samples, 0, n).numpy()
-    readout, counts, trains = run_norse(graph, events, desc.steps, record=n)
-    for g in desc.spiking_groups:
-        assert ref.trains[g.name].sum() > 0, f"{g.name}: silent group makes a weak test"
+    predictions, counts, trains = run_norse(graph, events, desc.steps, record=n)
+    for g in desc.groups:  # the readout group included
+        if not g.readout:
+            assert ref.trains[g.name].sum() > 0, f"{g.name}: silent group makes a weak test"
         assert np.array_equal(trains[g.name], ref.trains[g.name]), f"{g.name}: spikes differ"
         assert np.array_equal(counts[g.name], ref.neuron_counts[g.name])
-    assert np.array_equal(readout.argmax(1), ref.predictions)
+    assert np.array_equal(predictions, ref.predictions)
 
 
 def assert_same_graph(a: nir.NIRGraph, b: nir.NIRGraph) -> None:
@@ -102,9 +103,9 @@ def tiny():
 def test_graph_uses_nir_nodes_one_cubalif_per_group_and_fan_in_edges(tiny):
     graph = to_nir(tiny)
     kinds = {type(n).__name__ for n in graph.nodes.values()}
-    assert kinds == {"Input", "Output", "Delay", "Conv2d", "CubaLIF", "I"}
+    assert kinds == {"Input", "Output", "Delay", "Conv2d", "CubaLIF"}
     lif = [n for n, node in graph.nodes.items() if isinstance(node, nir.CubaLIF)]
-    assert lif == [g.name for g in tiny.spiking_groups]
+    assert lif == [g.name for g in tiny.groups]  # the spiking readout group included
     for g in tiny.groups:
         into = [a for a, b in graph.edges if b == g.name]
         assert sorted(into) == sorted(c.name for c in tiny.incoming(g.name))
@@ -125,11 +126,8 @@ def test_biases_reach_each_group_exactly(tiny):
     graph = to_nir(tiny)
     for g in tiny.groups:
         total = sum(graph.nodes[c.name].bias for c in tiny.incoming(g.name))
-        if g.readout:
-            assert np.array_equal(total, g.bias)
-        else:
-            leak = graph.nodes[g.name].v_leak[:, 0, 0] / graph.nodes[g.name].tau_mem[0, 0, 0]
-            assert np.array_equal(total + leak, g.bias), g.name
+        leak = graph.nodes[g.name].v_leak[:, 0, 0] / graph.nodes[g.name].tau_mem[0, 0, 0]
+        assert np.array_equal(total + leak, g.bias), g.name
 
 
 def test_written_file_reads_back_as_the_same_graph_and_description(tiny, tmp_path):
@@ -158,7 +156,7 @@ def test_random_msresnet18_exports_with_every_residual_fan_in(tmp_path):
     save_nir(desc, out)
     graph = nir.read(out)
     lif = [n for n, node in graph.nodes.items() if isinstance(node, nir.CubaLIF)]
-    assert sorted(lif) == sorted(g.name for g in desc.spiking_groups) and len(lif) == 17
+    assert sorted(lif) == sorted(g.name for g in desc.groups) and len(lif) == 18  # + readout
     fan_in = {g.name: len(desc.incoming(g.name)) for g in desc.groups}
     assert max(fan_in.values()) == 3  # stage 0's last stream: stem + two conv2
     for name, k in fan_in.items():
@@ -178,7 +176,8 @@ def test_cli_exports_checkpoint_and_hdf5_to_nir(tiny, tmp_path, capsys):
     # an .h5 input is never overwritten
     before = h5.read_bytes()
     assert main(["export", str(h5), "--format", "hdf5"]) == 2
-    assert "is the input file" in capsys.readouterr().err and h5.read_bytes() == before
+    assert "refusing to overwrite an input" in capsys.readouterr().err
+    assert h5.read_bytes() == before
 
 
 def test_bad_input_is_refused_clearly(tiny, tmp_path, capsys):
@@ -239,15 +238,17 @@ def test_trained_digits_model_in_norse_agrees_with_lava(tmp_path_factory, capsys
     desc = load_nir(net)
     graph = nir.read(net)
     assert sorted(n for n, x in graph.nodes.items() if isinstance(x, nir.CubaLIF)) == sorted(
-        g.name for g in desc.spiking_groups
+        g.name for g in desc.groups
     )
     samples = load_samples("digits", tuple(desc.input_shape[1:]), limit=24)
     assert_same_as_lava_dl(desc, samples, net)
     # the description imported from NIR runs in Lava like lava-dl
     ref = run_lava_dl(desc, samples, record=2)
     res = simulate(desc, samples.data[:2], record=2)
-    for g in desc.spiking_groups:
-        assert np.array_equal(res.trains[g.name], ref.trains[g.name][:2])
+    assert np.array_equal(res.predictions, ref.predictions[:2])
+    for g in desc.groups:  # Lava pads the window to a power of two with silent steps
+        assert np.array_equal(res.trains[g.name][:, : desc.steps], ref.trains[g.name][:2])
+        assert not res.trains[g.name][:, desc.steps :].any()
 
 
 def tie_network():
@@ -326,3 +327,24 @@ def test_check_nir_script_quick():
         "predictions_equal_lava_dl": True,
         "spikes_equal_lava_dl": True,
     }
+
+
+def test_the_spiking_readout_group_maps_to_cubalif_and_back(tiny):
+    graph = to_nir(tiny)
+    node = graph.nodes["readout"]
+    assert isinstance(node, nir.CubaLIF) and node.v_threshold.shape == (5, 1, 1)
+    assert [a for a, b in graph.edges if b == "output"] == ["readout"]
+    back = from_nir(graph)
+    assert (back.readout.readout, back.readout.shape) == (True, (5,))
+    assert (back.readout.dv, back.readout.vth) == (tiny.readout.dv, tiny.readout.vth)
+
+
+def test_a_nir_file_goes_back_to_hdf5_and_the_loihi_checks(tiny, tmp_path, capsys):
+    import export
+
+    path = save_nir(tiny, tmp_path / "net.nir")
+    assert_same_description(tiny, export.load(path))
+    assert main(["export", str(path)]) == 0  # -> net.h5, with the layer and resource tables
+    assert "loihi2" in capsys.readouterr().out.lower()
+    assert_same_description(tiny, export.load(tmp_path / "net.h5"))
+    assert main(["export", str(path), "--format", "nir"]) == 2  # would overwrite its input

@@ -47,4 +47,8 @@ def test_the_qat_graph_trains_folds_and_exports_at_24x40():
     desc = from_deploy(model.deploy(i2e={"ratio": 0.1, "order": "efghabcd"}, classes=list("abcd")))
     assert desc.input_shape == (2, 24, 40)
     shapes = {g.name: g.shape for g in desc.groups}
-    assert shapes["s0b0.sn1"] == (16, 6, 10) and shapes["s1b0.sn1"] == (32, 3, 5)
+    assert shapes["s1b0.sn1"] == (16, 6, 10) and shapes["s1b0.sn2"] == shapes["head.sn"] == (
+        32,
+        3,
+        5,
+    )
