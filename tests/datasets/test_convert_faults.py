@@ -222,3 +222,28 @@ def test_events_are_counted_without_widening_them():
     tracemalloc.stop()
     assert counts.tolist() == events.sum(dim=(0, 2, 3, 4)).tolist()
     assert peak < events.numel()  # an int64 copy would be 8x the bool events
+
+
+def test_a_dataset_root_of_random_bytes_is_a_one_line_error(tmp_path, capsys):
+    import os as _os
+
+    from i2e_neuro.commands import train
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (raw / name).write_bytes(_os.urandom(4096))
+    assert run("--dataset", "mnist", "--root", tmp_path, "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "mnist" in err and "cannot read" in err and "Traceback" not in err, err
+    code = train.main(
+        ["--dataset", "mnist", "--root", str(tmp_path), "--out", str(tmp_path / "run")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot read" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
