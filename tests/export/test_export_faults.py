@@ -230,3 +230,10 @@ def test_bad_i2e_parameters_in_a_network_file_are_blamed_on_the_file(tmp_path, d
     assert done.returncode == 2, done.stderr
     assert "net.h5" in done.stderr and "stored I2E parameters: ratio=-5" in done.stderr
     assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_long_torch_errors_are_shortened_at_a_word_boundary():
+    from i2e_neuro.integrity import torch_error_text
+
+    text = torch_error_text(RuntimeError("word " * 100 + "\nsecond line"))
+    assert text.endswith("word ...") and len(text) <= 210 and "second" not in text
