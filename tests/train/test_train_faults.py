@@ -88,3 +88,27 @@ def test_a_full_disk_while_saving_a_checkpoint_is_an_error_naming_it(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "checkpoint c.pt: cannot write it (File too large)" in done.stdout, done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+
+
+def test_an_unreadable_image_in_an_imagefolder_is_skipped_and_named(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from i2e_neuro.datasets.train_data import build_imagefolder
+    from i2e_neuro.train import resolve_config
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            folder = tmp_path / split / cls
+            folder.mkdir(parents=True)
+            for k in range(2):
+                pixels = (rng.random((20, 20, 3)) * 255).astype("uint8")
+                Image.fromarray(pixels).save(folder / f"{k}.png")
+    (tmp_path / "train" / "a" / "bad.png").write_bytes(b"not an image at all")
+    cfg = resolve_config(dataset="imagefolder", root=str(tmp_path), size=16)
+    train_set, _, _ = build_imagefolder(cfg)
+    items = [train_set[i] for i in range(len(train_set))]  # an epoch's worth, no exception
+    assert len(items) == 5 and all(x.shape[-2:] == (16, 16) for x, _ in items)
+    err = capsys.readouterr().err
+    assert err.count("skipping unreadable image") == 1 and "bad.png" in err, err
