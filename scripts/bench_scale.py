@@ -179,7 +179,9 @@ def event_rates(images, timesteps: int) -> list[float]:
     return [float(r) for r in ev.float().mean(dim=(0, 2, 3, 4))]
 
 
-def run_config(arch: str, size: int, paths: list[Path], samples: int, timesteps: int) -> dict:
+def run_config(
+    arch: str, size: int, paths: list[Path], samples: int, timesteps: int, runs: bool = True
+) -> dict:
     import numpy as np
 
     from export.lava_dl_run import run_lava_dl
@@ -203,6 +205,8 @@ def run_config(arch: str, size: int, paths: list[Path], samples: int, timesteps:
         "mean": float(np.mean(rates)),
         "per_image": {p.name: r for p, r in zip(paths, rates)},
     }
+    if not runs:
+        return row
     n = min(samples, len(images))
     run_images = images[:n]
     data = Samples(run_images, np.full(n, -1), [p.name for p in paths[:n]])
@@ -242,11 +246,16 @@ def run_config(arch: str, size: int, paths: list[Path], samples: int, timesteps:
 def summary_line(r: dict) -> str:
     lo = r["loihi2"]
     leg = r["legality"]["status"]
-    return (
+    head = (
         f"{r['arch']}@{r['size']}: {lo['neurons']} neurons, {lo['cores']} cores, {lo['chips']} chip(s) "
         f"[1 chip: {'fits' if lo['one_chip']['fits'] else 'no'}, 8 chips: "
         f"{'fits' if lo['kapoho_point']['fits'] else 'no'}], legality: {leg}, "
-        f"event rate {r['event_rate']['mean']:.3f}, Lava {r['lava_s_per_sample']:.2f} s/sample "
+        f"event rate {r['event_rate']['mean']:.3f}"
+    )
+    if "lava_s_per_sample" not in r:
+        return head
+    return (
+        f"{head}, Lava {r['lava_s_per_sample']:.2f} s/sample "
         f"(wall {r['lava_wall_s']:.1f} s), lava-dl {r['lava_dl_s_per_sample']:.2f} s/sample, "
         f"identical spikes: {r['identical_spikes']}, SynOps {r['synops_per_sample']:.3g}, "
         f"SNN {r['snn_uj_per_sample']:.3g} uJ, Loihi 2 {r['loihi2_uj_per_sample']:.3g} uJ per sample"
@@ -264,6 +273,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timesteps", type=int, default=8)
     p.add_argument("--images", help="a folder of images to add to the embedded sample photos")
     p.add_argument("--quick", action="store_true", help=f"only {QUICK_CONFIGS[0]}, 2 samples")
+    p.add_argument(
+        "--skip-runs",
+        action="store_true",
+        help="export, legality, resources and event rates only (no Lava, lava-dl or energy)",
+    )
     p.add_argument("--out", help="also write the JSON report to this file")
     args = p.parse_args(argv)
     if args.samples < 1:
@@ -277,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()
     rows = []
     for arch, size in configs:
-        r = run_config(arch, size, paths, args.samples, args.timesteps)
+        r = run_config(arch, size, paths, args.samples, args.timesteps, runs=not args.skip_runs)
         print(summary_line(r), flush=True)
         rows.append(r)
     report = {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import stat
 
 import pytest
@@ -115,3 +117,17 @@ def test_prepare_without_cuda_says_so(monkeypatch):
     monkeypatch.delenv(cuda_setup.ENV, raising=False)
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         cuda_setup.prepare_lava_dl_cuda()
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc on this machine")
+def test_find_toolkit_on_this_machines_nvcc():
+    """A real toolkit: its release is read, and only torch's CUDA major version is accepted
+    (a CUDA 13 nvcc beside torch 2.3's CUDA 12.1 must lead to the torch path)."""
+    nvcc = shutil.which("nvcc")
+    home = os.path.dirname(os.path.dirname(nvcc))
+    release = cuda_setup.nvcc_release(nvcc)
+    assert release and re.fullmatch(r"\d+\.\d+", release)
+    tk = cuda_setup.find_toolkit(torch_cuda="12.1", cuda_home=home)
+    assert tk.nvcc_version == release
+    if release.split(".")[0] != "12":
+        assert "does not match torch's CUDA 12.1" in tk.problem
