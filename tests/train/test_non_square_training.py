@@ -31,7 +31,7 @@ def test_the_qat_graph_trains_folds_and_exports_at_24x40():
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     losses = []
     model.train()
-    for step in range(12):
+    for step in range(20):  # the spiking readout (issue 9) starts silent: 12 steps gave 0.44
         loss = compute_loss(model(events), labels, 0.0)
         opt.zero_grad()
         loss.backward()
@@ -42,7 +42,7 @@ def test_the_qat_graph_trains_folds_and_exports_at_24x40():
     model.eval()
     with torch.no_grad():
         accuracy = float((model(events).argmax(1) == labels).float().mean())
-    assert accuracy >= 0.5, accuracy  # chance: 0.25 (0.66 when written)
+    assert accuracy >= 0.5, accuracy  # chance: 0.25 (0.66 when written, integrator readout)
     model.fold()
     desc = from_deploy(model.deploy(i2e={"ratio": 0.1, "order": "efghabcd"}, classes=list("abcd")))
     assert desc.input_shape == (2, 24, 40)
