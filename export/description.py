@@ -176,6 +176,16 @@ class NetworkDescription:
     def validate(self) -> None:
         """Check that the description is complete, its shapes chain and its window is long enough."""
         self.validate_structure()
+        if self.i2e.get("ratio") is not None:
+            from i2e_neuro.i2e.conversion import check_parameters
+
+            params = {"padding": "replicate", "order": None, **self.i2e_params()}
+            try:
+                check_parameters(
+                    params["ratio"], self.timesteps, params["order"], params["padding"]
+                )
+            except ValueError as e:
+                raise ValueError(f"{self.name}: stored I2E parameters: {e}") from None
         needed = self.timesteps + self.depths()[self.readout.name]
         if self.steps < needed:
             raise ValueError(

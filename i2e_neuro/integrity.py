@@ -110,4 +110,6 @@ def torch_error_text(error: BaseException) -> str:
     first = (keep or lines or [type(error).__name__])[0]
     if "weights_only" in first or "Weights only" in first:
         return "the file holds objects that are not plain tensors and numbers (refused: unsafe)"
-    return first[:200]
+    if len(first) > 200:  # shortened at a word boundary, never mid-word
+        first = first[:200].rsplit(" ", 1)[0] + " ..."
+    return first

@@ -155,6 +155,28 @@ def parse_shard(spec: str | None, environ=os.environ) -> tuple[int, int]:
     return i, n
 
 
+def memory_needed(size: list[int], timesteps: int, images: int) -> int:
+    """Bytes to convert ``images`` images resized to ``size`` (H W, or the short side: a lower
+    bound): the uint8 RGB images, the bool events ``[T, 2, H, W]`` and their packed copy."""
+    h, w = (size[0], size[0]) if len(size) == 1 else size[:2]
+    return int(images) * h * w * (3 + 2 * timesteps + (2 * timesteps) // 8 + 1)
+
+
+def memory_available() -> int | None:
+    """Memory available to a new allocation (``MemAvailable``), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def check_args(args) -> list[str]:
     """Every problem with the arguments, one line each (empty: all fine)."""
     from i2e_neuro.i2e.conversion import check_parameters
@@ -183,6 +205,16 @@ def check_args(args) -> list[str]:
         problems.append(
             f"--size {' '.join(map(str, args.size))}: give H W or one short side, all >= 1"
         )
+    elif args.size is not None and 1 <= args.timesteps <= 8:
+        need = memory_needed(args.size, args.timesteps, args.chunk_size if args.dataset else 1)
+        have = memory_available()
+        if have is not None and need > have:
+            problems.append(
+                f"--size {' '.join(map(str, args.size))}: converting one file needs about "
+                f"{need / 2**30:.1f} GiB (images and their {args.timesteps}x2 event maps), more "
+                f"than the {have / 2**30:.1f} GiB available; choose a smaller size"
+                + (" or --chunk-size" if args.dataset else "")
+            )
     for name in ("chunk_size", "batch_size"):
         if getattr(args, name) < 1:
             problems.append(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -169,10 +170,41 @@ def energy_stage(out: Path, desc, sim: dict) -> dict:
     return report
 
 
+def check_args(args: argparse.Namespace) -> list[str]:
+    """Every problem with the arguments, one line each, before stage 1 starts."""
+    from i2e_neuro.errors import flag_wording
+    from i2e_neuro.train import TrainError, resolve_config
+
+    problems = []
+    for flag, value, least in (
+        ("--epochs", args.epochs, 0),
+        ("--qat-epochs", args.qat_epochs, 1),  # only a quantized model can be exported
+        ("--limit", args.limit, 1),
+        ("--check", args.check, 0),
+    ):
+        if value is not None and value < least:
+            problems.append(f"{flag} {value}: must be at least {least}")
+    if not problems:
+        overrides = {"epochs": args.epochs, "qat_epochs": args.qat_epochs}
+        try:
+            resolve_config(**{k: v for k, v in overrides.items() if v is not None})
+        except TrainError as e:
+            problems.append(flag_wording(e))
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        problems.append(f"--out {out}: exists and is not a folder")
+    return problems
+
+
 def run(args: argparse.Namespace) -> int:
     import export.runner  # noqa: F401  Lava must fix multiprocessing's start method before tqdm & co. use it
     from i2e_neuro.atomic import write_text
 
+    problems = check_args(args)
+    if problems:
+        for problem in problems:
+            print(f"i2e-neuro demo: error: {problem}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages()

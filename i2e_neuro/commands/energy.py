@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # argparse takes "-4.6e-12" for an option (its pattern for negative numbers has no exponent):
+    # read it as a number, which the checks then refuse with a clear message.
+    parser._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
     mode = parser.add_argument_group("mode")
     mode.add_argument(
         "--first-layer",
@@ -227,6 +231,16 @@ def _chart(result: dict, path: str) -> None:
     )
 
 
+def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows as lines: the first column left-aligned, the others right-aligned, each as wide as
+    its widest cell plus two spaces (so huge numbers never run together)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        f"{row[0]:<{widths[0]}}" + "".join(f"  {cell:>{w}}" for cell, w in zip(row[1:], widths[1:]))
+        for row in rows
+    ]
+
+
 def _table(r: dict) -> str:
     oh, ow, of = r["output_size"]
     k, s, p = r["kernel"], r["stride"], r["padding"]
@@ -236,11 +250,23 @@ def _table(r: dict) -> str:
         f"E_MAC = {r['e_mac'] * 1e12:g} pJ, E_AC = {r['e_ac'] * 1e12:g} pJ, T = {r['timesteps']}, "
         f"event rate f_r = {r['event_rate']:.4g}",
         "",
-        f"{'':34}{'operations':>16}{'energy (uJ)':>14}",
-        f"{'ANN conv, ' + str(r['in_channels_ann']) + ' ch (MAC)':34}{r['ann_macs']:>16,}{r['ann_uj']:>14.2f}",
-        f"{'I2E encoding (AC, H*W*T)':34}{r['i2e_ops']:>16,}{r['i2e_uj']:>14.2f}",
-        f"{'SNN conv, ' + str(r['in_channels_snn']) + ' ch (AC, ops*T*f_r)':34}{r['snn_synops']:>16,.0f}{r['snn_uj']:>14.2f}",
-        f"{'SNN + I2E':34}{'':>16}{r['snn_total_uj']:>14.2f}",
+        *_columns(
+            [
+                ("", "operations", "energy (uJ)"),
+                (
+                    f"ANN conv, {r['in_channels_ann']} ch (MAC)",
+                    f"{r['ann_macs']:,}",
+                    f"{r['ann_uj']:.2f}",
+                ),
+                ("I2E encoding (AC, H*W*T)", f"{r['i2e_ops']:,}", f"{r['i2e_uj']:.2f}"),
+                (
+                    f"SNN conv, {r['in_channels_snn']} ch (AC, ops*T*f_r)",
+                    f"{r['snn_synops']:,.0f}",
+                    f"{r['snn_uj']:.2f}",
+                ),
+                ("SNN + I2E", "", f"{r['snn_total_uj']:.2f}"),
+            ]
+        ),
         "",
         f"ANN / (SNN + I2E) = {r['ratio_with_encoding']:.2f}x",
     ]

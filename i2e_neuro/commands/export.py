@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     from export.resources import DoesNotFit, format_report, resource_report
     from i2e_neuro.atomic import refuse_overwriting_inputs
 
+    if args.chips < 1:
+        print(f"error: --chips {args.chips}: must be at least 1", file=sys.stderr)
+        return 2
     fmt = output_format(args)
     try:
         desc = load(args.checkpoint)

@@ -21,9 +21,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from i2e_neuro.errors import ParameterError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 INDEX = "index.json"
 INDEX_VERSION = 1
@@ -188,6 +191,7 @@ class Converter:
             except BlockingIOError:
                 idle = False
             if idle:  # nobody converting: stamp it with ours, keep it shared
+                remove_stale_temporaries(self.out)
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps({**stamp, "pid": os.getpid()}).encode(), 0)
                 fcntl.flock(fd, fcntl.LOCK_SH)  # safe: every taker holds the gate
@@ -240,6 +244,7 @@ class Converter:
                     entry = self.convert(u)
                 else:
                     skipped += 1
+                    self._missing_pictures(u, entry)
                 if entry is not None:
                     entries[u.k] = entry
                 bar.update(len(u.indices))
@@ -340,7 +345,7 @@ class Converter:
         p = self.params
         if self.device.type == "cpu":
             events = i2e(batch, ratio=p["ratio"], timesteps=p["timesteps"], order=p["order"])
-            counts = events.sum(dim=(0, 2, 3, 4))
+            counts = count_events(events)
         else:
             parts, count_parts = [], []
             for s in range(0, len(images), self.batch_size):
@@ -350,7 +355,7 @@ class Converter:
                     timesteps=p["timesteps"],
                     order=p["order"],
                 )
-                count_parts.append(ev.sum(dim=(0, 2, 3, 4)).cpu())
+                count_parts.append(torch.from_numpy(count_events(ev.cpu())))
                 parts.append(ev.cpu())
             events, counts = torch.cat(parts, dim=1), torch.cat(count_parts)
         counts = [int(c) for c in counts]
@@ -375,6 +380,30 @@ class Converter:
         if failures:
             return None  # incomplete: listed as missing in the index, redone by the next run
         return self.entry(unit, {**header, "shape": list(events.shape)})
+
+    def _missing_pictures(self, unit: Unit, entry: dict) -> None:
+        """Pictures wanted for a unit converted earlier (e.g. by a run interrupted before its
+        pictures were written): made from its event file, not converted again."""
+        wanted = self.pictures_wanted
+        if not wanted or 0 <= wanted <= self.pictures:
+            return
+        names = entry["samples"]
+        folder = self.out / "pictures"
+        if all((folder / f"{n}.png").is_file() and (folder / f"{n}.gif").is_file() for n in names):
+            self.pictures += len(names)  # counted as made: they are there
+            return
+        import torch
+
+        from i2e_neuro.datasets.formats import load_events
+        from i2e_neuro.datasets.sources import resize
+
+        events = torch.from_numpy(load_events(self.out / unit.file).events)
+        size = self.params.get("size")
+        images = []
+        for i in unit.indices:
+            image = self.source[i].image
+            images.append(resize(image, size) if size else image)
+        self._pictures(events, images, names)
 
     def _pictures(self, events, images, names) -> None:
         wanted = self.pictures_wanted
@@ -449,6 +478,26 @@ def dumps_index(index: dict) -> str:
     entries = ",\n  ".join(json.dumps(entry) for entry in index["files"])
     files = f'"files": [\n  {entries}\n ]' if entries else '"files": []'
     return (head[:-2] + ",\n " + files + "\n}" if head != "{}" else "{\n " + files + "\n}") + "\n"
+
+
+def count_events(events) -> np.ndarray:
+    """Events per sample of a bool ``[T, B, 2, H, W]`` tensor, without widening it to int64
+    (numpy sums a bool array into an int64 accumulator in small buffers)."""
+    import numpy as np
+
+    return np.asarray(events.numpy()).sum(axis=(0, 2, 3, 4), dtype=np.int64)
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Remove hidden temporary files (``.NAME.XXXX.tmp.SUFFIX``) that a killed run left in
+    ``out`` and its ``pictures`` folder; only called when no conversion holds the folder."""
+    stale = []
+    for folder in (out, out / "pictures"):
+        if folder.is_dir():
+            stale += [p for p in folder.glob(".*.tmp*") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 #: lock file of a running conversion (see ``Converter.claim_out``)

@@ -290,9 +290,12 @@ def load_torchvision_source(dataset: str, root: str | Path, split: str = "train"
 
     try:
         ds = getattr(tvd, cls_name)(str(root), train=split == "train", download=False)
-    except (RuntimeError, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - torchvision asserts, unpickles, ...: a foreign file
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        reason = f"{type(e).__name__}: {reason}" if reason else type(e).__name__
         raise SourceNotFound(
-            f"{dataset}: cannot read {root / folder} ({e}); expected {expected}"
+            f"{dataset}: cannot read {root / folder} ({reason}): damaged or not the "
+            f"{dataset} files; expected {expected}"
         ) from e
     data = ds.data.numpy() if hasattr(ds.data, "numpy") else np.asarray(ds.data)
     if data.ndim == 3:  # MNIST-like: [N, H, W] grey

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -343,10 +344,29 @@ def build_imagefolder(cfg):
             f"dataset imagefolder: {root} has no {' or '.join(s + '/' for s in missing)} folder; expected {IMAGEFOLDER_LAYOUT}",
             "dataset",
         )
+
+    class SkippingImageFolder(ImageFolder):
+        """An ImageFolder that skips an unreadable image (one line on stderr naming it, once)
+        and gives the next readable one instead, so that one bad file does not end an epoch."""
+
+        skipped: set[str] = set()
+
+        def __getitem__(self, index: int):
+            for k in range(len(self.samples)):
+                i = (index + k) % len(self.samples)
+                try:
+                    return super().__getitem__(i)
+                except (ValueError, OSError, RuntimeError) as e:
+                    path = self.samples[i][0]
+                    if path not in self.skipped:
+                        self.skipped.add(path)
+                        print(f"skipping unreadable image {path}: {e}", file=sys.stderr)
+            raise DataError(f"dataset imagefolder: no readable image in {self.root}", "dataset")
+
     sets = {}
     for split, train in (("train", True), ("val", False)):
         try:
-            sets[split] = ImageFolder(
+            sets[split] = SkippingImageFolder(
                 str(root / split),
                 loader=_read_image,
                 transform=image_transform(cfg.augment, cfg.size, train, small=False, native=None),

@@ -32,6 +32,11 @@ def load_image(path: str | Path) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             return _to_rgb8(im, path)
+    except Image.DecompressionBombError as e:
+        raise ValueError(
+            f"{path}: refused as a possible decompression bomb ({e}); raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if the image is genuine"
+        ) from e
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         if str(e).startswith(f"{path}:"):
             raise

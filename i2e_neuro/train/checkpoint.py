@@ -10,12 +10,13 @@ model adds ``spec`` and, once folded, ``deploy`` (the integers and parameters fo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from i2e_neuro.atomic import atomic_path
+from i2e_neuro.atomic import write_bytes
 from i2e_neuro.datasets.train_data import DataInfo
 from i2e_neuro.integrity import DamagedFile, check_torch_file, torch_error_text
 from i2e_neuro.train.config import TrainError
@@ -31,10 +32,18 @@ class CheckpointError(TrainError):
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
-    """Write ``payload`` to ``path`` atomically (temp file + rename)."""
+    """Write ``payload`` to ``path`` atomically (temp file + rename); :class:`CheckpointError`
+    naming the file when it cannot be written (disk full), the earlier checkpoint intact."""
+    import io
+
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buf = io.BytesIO()
+    torch.save(payload, buf)  # in memory: a full disk is then a plain OSError from write_bytes
+    try:
+        write_bytes(path, buf.getbuffer())
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise CheckpointError(f"checkpoint {path}: cannot write it ({reason})") from e
     return path
 
 

@@ -163,8 +163,20 @@ def _check(cfg: TrainConfig, given: dict) -> None:
             f"timesteps {cfg.timesteps}: must be 1..{most}" + (" for I2E" if most == 8 else ""),
             "timesteps",
         )
-    if cfg.ratio is not None and not (math.isfinite(cfg.ratio) and cfg.ratio >= 0):
-        raise TrainError(f"ratio {cfg.ratio}: must be a number >= 0", "ratio")
+    if cfg.ratio is not None and not (math.isfinite(cfg.ratio) and 0 <= cfg.ratio < 1):
+        raise TrainError(f"ratio {cfg.ratio}: must be a number from 0 to below 1", "ratio")
+    ranges = {  # name: (lowest, highest, whether the highest is allowed, wording)
+        "min_lr": (0.0, math.inf, False, "a number >= 0"),
+        "weight_decay": (0.0, math.inf, False, "a number >= 0"),
+        "momentum": (0.0, 1.0, False, "a number from 0 to below 1"),
+        "label_smoothing": (0.0, 1.0, True, "a number from 0 to 1"),
+    }
+    for name, (lo, hi, hi_ok, wording) in ranges.items():
+        v = getattr(cfg, name, None)
+        if v is None:
+            continue
+        if not (math.isfinite(v) and lo <= v and (v <= hi if hi_ok else v < hi)):
+            raise TrainError(f"{name} {v}: must be {wording}", name)
 
 
 def default_out(cfg: TrainConfig) -> Path:

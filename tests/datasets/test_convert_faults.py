@@ -129,3 +129,121 @@ def test_two_conversions_into_one_folder(tmp_path, monkeypatch, capsys):
     index = json.loads((out / "index.json").read_text())
     assert index["complete"] and index["params"]["ratio"] != 0.2
     assert not (out / ".convert.lock").exists()  # the last run of the conversion removes it
+
+
+def small_images(folder: Path, n: int = 3, size: int = 40) -> list[Path]:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(n):
+        path = folder / f"img{k}.png"
+        Image.fromarray((rng.random((size, size, 3)) * 255).astype("uint8")).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_a_decompression_bomb_is_listed_and_the_rest_converted(tmp_path, monkeypatch, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    small_images(folder)
+    Image.fromarray(np.zeros((300, 300, 3), dtype="uint8")).save(folder / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)  # 300x300 is over twice that
+    out = tmp_path / "out"
+    code = run(folder, "--out", out)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "bomb.png" in err and "decompression bomb" in err, err
+    assert code != 0
+    index = json.loads((out / "index.json").read_text())
+    assert sorted(e["file"] for e in index["files"]) == ["img0.npz", "img1.npz", "img2.npz"]
+    assert [f["name"] for f in index["failures"]] == ["bomb"]
+
+
+def test_pictures_of_files_converted_before_an_interruption_are_made_on_rerun(
+    tmp_path, monkeypatch
+):
+    from i2e_neuro.datasets.converter import Converter
+
+    small_images(tmp_path / "in")
+    out = tmp_path / "out"
+    original = Converter._pictures
+
+    def interrupted(self, *args):
+        raise KeyboardInterrupt  # Ctrl-C after the first event file, before its pictures
+
+    monkeypatch.setattr(Converter, "_pictures", interrupted)
+    assert run(tmp_path / "in", "--out", out, "--pictures") == 130
+    assert (out / "img0.npz").is_file() and not (out / "pictures" / "img0.png").exists()
+    monkeypatch.setattr(Converter, "_pictures", original)
+    assert run(tmp_path / "in", "--out", out, "--pictures") == 0
+    for k in range(3):
+        assert (out / "pictures" / f"img{k}.png").is_file(), k
+        assert (out / "pictures" / f"img{k}.gif").is_file(), k
+
+
+def test_temporaries_left_by_a_killed_run_are_removed_by_the_next(tmp_path):
+    small_images(tmp_path / "in", n=1)
+    out = tmp_path / "out"
+    (out / "pictures").mkdir(parents=True)
+    stale = [out / ".img0.npz.abc123.tmp.npz", out / "pictures" / ".img0.png.x1.tmp.png"]
+    for p in stale:
+        p.write_bytes(b"half written")
+    assert run(tmp_path / "in", "--out", out) == 0
+    assert not any(p.exists() for p in stale)
+    assert not any(".tmp" in p.name for p in out.rglob("*"))
+
+
+def test_a_size_beyond_memory_is_refused_with_an_estimate(tmp_path, capsys):
+    small_images(tmp_path / "in", n=1)
+    assert run(tmp_path / "in", "--out", tmp_path / "out", "--size", 100000, 100000) == 2
+    err = capsys.readouterr().err
+    assert "--size 100000 100000" in err and "GiB" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_events_are_counted_without_widening_them():
+    import tracemalloc
+
+    import numpy as np
+    import torch
+
+    from i2e_neuro.datasets.converter import count_events
+
+    events = torch.from_numpy(np.random.default_rng(0).random((8, 2, 2, 256, 256)) < 0.3)
+    tracemalloc.start()
+    counts = count_events(events)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert counts.tolist() == events.sum(dim=(0, 2, 3, 4)).tolist()
+    assert peak < events.numel()  # an int64 copy would be 8x the bool events
+
+
+def test_a_dataset_root_of_random_bytes_is_a_one_line_error(tmp_path, capsys):
+    import os as _os
+
+    from i2e_neuro.commands import train
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (raw / name).write_bytes(_os.urandom(4096))
+    assert run("--dataset", "mnist", "--root", tmp_path, "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "mnist" in err and "cannot read" in err and "Traceback" not in err, err
+    code = train.main(
+        ["--dataset", "mnist", "--root", str(tmp_path), "--out", str(tmp_path / "run")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot read" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err

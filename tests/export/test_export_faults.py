@@ -205,3 +205,35 @@ def test_bit_rot_in_a_network_file_is_detected(tmp_path, deploy):
         f["layer/1/weight"][...] = w
     with pytest.raises(ValueError, match=r"net\.h5: damaged: dataset 'layer/1/weight'"):
         load_hdf5(path)
+
+
+@pytest.mark.parametrize("chips", ["0", "-2"])
+def test_chips_below_one_are_refused(tmp_path, checkpoint, chips):
+    done = cli("export", str(checkpoint), "--chips", chips, cwd=tmp_path)
+    assert done.returncode == 2 and f"--chips {chips}: must be at least 1" in done.stderr
+    assert "cores" not in done.stdout and not (tmp_path / "network.h5").exists()
+
+
+def test_bad_i2e_parameters_in_a_network_file_are_blamed_on_the_file(tmp_path, deploy):
+    import json
+
+    import h5py
+
+    from i2e_neuro.integrity import add_hdf5_checksums
+
+    path = tmp_path / "net.h5"
+    save_hdf5(from_deploy(deploy), path)
+    with h5py.File(path, "r+") as f:  # a consistent file (checksums fit) with a bad ratio
+        f.attrs["i2e"] = json.dumps({**I2E, "ratio": -5})
+        add_hdf5_checksums(f)
+    done = cli("simulate", "--model", str(path), "--limit", "2", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "net.h5" in done.stderr and "stored I2E parameters: ratio=-5" in done.stderr
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_long_torch_errors_are_shortened_at_a_word_boundary():
+    from i2e_neuro.integrity import torch_error_text
+
+    text = torch_error_text(RuntimeError("word " * 100 + "\nsecond line"))
+    assert text.endswith("word ...") and len(text) <= 210 and "second" not in text
