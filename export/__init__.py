@@ -3,7 +3,7 @@
 The stable entry points (see docs/ARCHITECTURE.md):
 
 * :func:`from_checkpoint` - the description of a trained checkpoint's deploy record;
-* :func:`load` - a description from an exported ``.h5`` file or a checkpoint;
+* :func:`load` - a description from an exported ``.h5`` file, a checkpoint or a ``.nir`` graph;
 * :func:`build_graph` - the Lava process graph of a description.
 
 Importing this package does not import Lava (only ``lava_graph``, ``processes``, ``runner``,
@@ -21,12 +21,17 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
 def load(path: str | Path) -> NetworkDescription:
-    """The network description in ``path``: a checkpoint (``.pt``, ``.pth``, ``.ckpt``) or a
-    file written by :func:`export.hdf5.save_hdf5`. Raises FileNotFoundError or ValueError
+    """The network description in ``path``: a checkpoint (``.pt``, ``.pth``, ``.ckpt``), a NIR
+    graph (``.nir``, :func:`export.nir.load_nir`) or a file written by
+    :func:`export.hdf5.save_hdf5`. Raises FileNotFoundError or ValueError
     naming the file."""
     path = Path(path)
     if path.suffix in CHECKPOINT_SUFFIXES:
         return from_checkpoint(path)
+    if path.suffix == ".nir":  # a NIR graph in the form export.nir writes (see export.nir.from_nir)
+        from export.nir import load_nir
+
+        return load_nir(path)
     from export.hdf5 import load_hdf5
 
     return load_hdf5(path)
@@ -34,7 +39,9 @@ def load(path: str | Path) -> NetworkDescription:
 
 def build_graph(desc: NetworkDescription, backend: str = "cpu"):
     """The Lava process graph of ``desc`` (:class:`export.lava_graph.LavaNetwork`: ``.neurons``,
-    ``.synapses``, ``.processes()``, ``.connect_input(port)``), made of stock processes only.
+    ``.synapses``, ``.processes()``, ``.connect_input(port)``, ``.output``): stock Loihi 2
+    processes in Loihi's formats plus the host <-> chip adapters; the same graph for both back
+    ends (``backend`` selects the adapters' models at run time).
 
     ``backend="loihi2"`` also refuses, by name, any process without a Loihi implementation.
     """
@@ -44,7 +51,7 @@ def build_graph(desc: NetworkDescription, backend: str = "cpu"):
         raise ValueError(f"backend={backend!r}: must be one of {BACKENDS}")
     from export.lava_graph import build, refuse_cpu_only
 
-    net = build(desc)
+    net = build(desc, backend)
     if backend == "loihi2":
         refuse_cpu_only(net)
     return net

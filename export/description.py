@@ -10,8 +10,17 @@ Built from the deploy record that training writes into a checkpoint
 Units are Loihi's (as in Lava's bit-accurate models): a connection adds
 ``sum(m * 2**e * spike) << 6`` to the 24-bit current ``u``; ``u[t] = u[t-1] * (4096 - du) / 4096
 + input``; ``v[t] = v[t-1] * (4096 - dv) / 4096 + u[t] + (bias_mant << bias_exp)``; a neuron
-spikes when ``v > vth << 6`` and resets ``v`` to 0. The readout group never spikes: its ``v``
-integrates the classifier's input over a sample, and the prediction is its argmax.
+spikes when ``v > vth << 6`` and resets ``v`` to 0.
+
+The readout: the last group (``readout=True``, shape ``(K,)``, one neuron per class) is an
+ordinary spiking CUBA-LIF group with the same parameters as the others; its spikes leave the
+chip for the host, which counts them per sample window. The prediction is the neuron with the
+most spikes (ties: earliest first spike, then lowest index; ``i2e_neuro.models.readout.predict``).
+Nothing else is read from the network.
+
+``steps`` is the trained sample window (frames + latency); Loihi 2 resets neurons only at a
+power-of-two interval, so the deployed window is ``window`` (``steps`` rounded up to a power of
+two), the extra steps being silent.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from i2e_neuro.models.deploy import DeployRecord, NeuronParams, as_record
+from i2e_neuro.models.deploy import READOUT, DeployRecord, NeuronParams, as_record
 from i2e_neuro.models.spec import (  # plain data, no model code
     INPUT,  # noqa: F401  (re-exported for the consumers of the description)
     ConnSpec,
@@ -33,7 +42,6 @@ BIAS_EXP = 6
 #: Lava's LIF 'du' register is 12 bits (0..4095); Lava adds 1 internally (ds_offset), so a
 #: decay of 4096 (the current is only this step's input) is written as du = 4095.
 LAVA_DU_OFFSET = 1
-READOUT_VTH = (1 << 17) - 1
 
 _GROUP_FIELDS = frozenset(f.name for f in fields(GroupSpec))
 _CONN_FIELDS = frozenset(f.name for f in fields(ConnSpec))
@@ -152,6 +160,12 @@ class NetworkDescription:
     def spiking_groups(self) -> list[NeuronGroup]:
         return [g for g in self.groups if not g.readout]
 
+    @property
+    def window(self) -> int:
+        """Steps per sample on Lava / Loihi 2: ``steps`` rounded up to a power of two (the
+        chip's reset interval must be one); the padding steps are silent."""
+        return 1 << max(0, (self.steps - 1).bit_length())
+
     def depths(self) -> dict[str, int]:
         return self.topology.depths()
 
@@ -235,14 +249,19 @@ class NetworkDescription:
 def from_deploy(deploy: DeployRecord | dict) -> NetworkDescription:
     """Build the description from a deploy record or a checkpoint's ``deploy`` entry."""
     record = as_record(deploy)
+    if record.readout != READOUT:
+        raise ValueError(
+            f"deploy entry has a {record.readout!r} readout (trained before the spiking readout "
+            "that Loihi 2 can deliver to the host); retrain the model"
+        )
     spec, neuron = record.spec, record.neuron
     try:
         groups = [
             NeuronGroup(
                 spec=g,
                 du=neuron.current_decay,
-                dv=0 if g.readout else neuron.voltage_decay,
-                vth=READOUT_VTH if g.readout else neuron.vth_mant,
+                dv=neuron.voltage_decay,
+                vth=neuron.vth_mant,
                 bias=np.asarray(record.biases[g.name], dtype=np.int64),
             )
             for g in spec.groups
@@ -284,10 +303,13 @@ def from_checkpoint(path: str | Path) -> NetworkDescription:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
+    from i2e_neuro.integrity import check_torch_file, torch_error_text
+
+    check_torch_file(path)  # torch.load does not check the CRCs: flipped bytes load silently
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for foreign/corrupt files
-        raise ValueError(f"{path}: not a readable checkpoint ({e})") from e
+        raise ValueError(f"{path}: not a readable checkpoint ({torch_error_text(e)})") from e
     if not isinstance(ckpt, dict) or "deploy" not in ckpt or ckpt["deploy"] is None:
         raise ValueError(
             f"{path}: has no 'deploy' entry; only a quantized (folded) lava-dl model can be exported "

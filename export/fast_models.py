@@ -4,8 +4,10 @@ Lava's stock fixed-point Conv model (``lava.proc.conv.models.PyConvModelFixed``)
 with ``scipy.signal.convolve2d`` one (output channel, input channel) pair at a time, which makes
 it the simulator's bottleneck (BENCHMARKS.md, ``scripts/bench_lava.py``).
 ``FastConvModelFixed`` implements the *same* stock ``lava.proc.conv.process.Conv`` process
-with one torch ``conv2d`` per step (numpy/BLAS where torch is not safe to call) and gives
-bit-for-bit the same results as the stock model.  ``FastLifModelBitAcc`` and
+with one torch ``conv2d`` per step (numpy/BLAS where torch is not safe to call) with Loihi 2's
+synapse arithmetic (8-bit weights in their sign mode, ``num_weight_bits``, ``weight_exp``), as
+Lava's bit-accurate ``Dense`` model has it; the stock Conv model ignores ``weight_exp``, and
+both agree bit for bit wherever that does not matter.  ``FastLifModelBitAcc`` and
 ``FastLifResetModelBitAcc`` do the same for the stock ``LIF`` / ``LIFReset`` bit-accurate
 models (the next bottleneck once Conv was fast).
 
@@ -50,10 +52,11 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.conv import utils
-from lava.proc.conv.models import AbstractPyConvModel
+from lava.proc.conv.models import AbstractPyConvModel, PyConvModelFixed
 from lava.proc.conv.process import Conv
 from lava.proc.lif.models import PyLifModelBitAcc, PyLifResetModelBitAcc
 from lava.proc.lif.process import LIF, LIFReset
+from lava.utils.weightutils import SignMode, clip_weights, determine_sign_mode, truncate_weights
 
 __all__ = [
     "FastConvModelFixed",
@@ -62,6 +65,8 @@ __all__ = [
     "fast_exception_map",
     "fast_run_config",
     "conv_exact",
+    "loihi_synapse_weights",
+    "shift_by_exponent",
 ]
 
 # Largest magnitude below which every integer is exactly representable.
@@ -299,23 +304,47 @@ def _conv_numpy(input_, weight, dtype, stride, padding, dilation, groups) -> np.
     return out.reshape(wo1, hp, c_out)[::sx, :ho1:sy]
 
 
+def loihi_synapse_weights(weight: np.ndarray, num_weight_bits: int) -> np.ndarray:
+    """The weights Loihi 2's synapses hold, as Lava's bit-accurate Dense model derives them
+    (``lava.proc.dense.models.AbstractPyDenseModelBitAcc``): the sign mode from the weights
+    (``weightutils.determine_sign_mode``), clipped to 8 bits in that mode
+    (``weightutils.clip_weights``: mixed [-256, 255], excitatory [0, 255], inhibitory [-255, 0])
+    and the low bits beyond ``num_weight_bits`` dropped (``weightutils.truncate_weights``; mixed
+    mode drops one more bit, the sign's)."""
+    mode = determine_sign_mode(weight) if weight.size else SignMode.EXCITATORY
+    w = clip_weights(weight, mode, num_bits=8)
+    return truncate_weights(w, mode, int(num_weight_bits)).astype(np.int32)
+
+
+def shift_by_exponent(accum: np.ndarray, weight_exp: int) -> np.ndarray:
+    """``accum * 2**weight_exp`` as Loihi / Lava's bit-accurate Dense apply it: a left shift,
+    or an arithmetic right shift (rounding toward minus infinity) for a negative exponent."""
+    if weight_exp >= 0:
+        return np.left_shift(accum, weight_exp)
+    return np.right_shift(accum, -weight_exp)
+
+
 @implements(proc=Conv, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt", "fast")
 class FastConvModelFixed(AbstractPyConvModel):
-    """Stock Lava ``Conv`` in fixed point, bit-for-bit equal to ``PyConvModelFixed``, fast.
+    """Stock Lava ``Conv`` in fixed point with Loihi 2's synapse arithmetic, fast.
 
-    Same semantics as the stock fixed-point model, step for step:
+    Step for step as the stock fixed-point model (``PyConvModelFixed``):
 
     * one-step buffer: each step first SENDS ``a_buf`` (the previous step's result, zeros at
       the first step), then receives ``s_in``, convolves and stores the result in ``a_buf``;
     * input is cast to ``bool`` when ``num_message_bits == 0`` (binary spikes), used as
       received (graded) otherwise;
-    * the convolution result is cast to the weight dtype (int32), then wrapped to 24 signed
-      bits with ``utils.signed_clamp(x, bits=24)``;
-    * ``weight_exp`` is IGNORED, as the stock fixed-point model ignores it.  This is
-      deliberate so that results equal the stock model exactly; a graph builder that needs a
-      weight exponent must fold it into the weights (or the neuron) itself.
+    * the result is wrapped to 24 signed bits with ``utils.signed_clamp(x, bits=24)``.
+
+    Unlike the stock model, and like Loihi 2 and Lava's bit-accurate ``Dense``, the weights are
+    those the synapses can hold (:func:`loihi_synapse_weights`: sign mode, 8-bit clip,
+    ``num_weight_bits`` truncation) and the accumulated sum is scaled by ``2**weight_exp``
+    (:func:`shift_by_exponent`). The stock model IGNORES ``weight_exp`` and ``num_weight_bits``
+    and uses any int32 weight as given (``tests/export/test_fast_models.py`` pins the
+    difference); for weights Loihi can hold exactly (e.g. even mixed-sign values in [-256, 254])
+    and ``weight_exp = 0`` both models are bit-for-bit equal.
 
     The convolution itself is ``_conv_exact`` (torch conv2d or numpy gemms, in float32 or
     float64 when that is provably exact, else the stock scipy routine); see its docstring
@@ -336,6 +365,7 @@ class FastConvModelFixed(AbstractPyConvModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
         _prepare_worker()  # at build time, in the worker process, not in the first step
+        self._synapse = None  # (weights as the synapses hold them, weight_exp), set at step 1
 
     def run_spk(self) -> None:
         if self.a_buf is None:  # as in the stock model (never true: the Var has init=0)
@@ -348,23 +378,62 @@ class FastConvModelFixed(AbstractPyConvModel):
         else:
             s_in = self.s_in.recv().astype(bool)
 
+        if self._synapse is None:  # static weights (no learning): derive them once
+            self._synapse = (
+                loihi_synapse_weights(self.weight, int(self.num_weight_bits.item())),
+                int(np.asarray(self.weight_exp).reshape(-1)[0]),
+            )
+        weight, weight_exp = self._synapse
         a_out, bound = _conv_exact(
             s_in,
-            self.weight,
+            weight,
             self.kernel_size,
             self.stride,
             self.padding,
             self.dilation,
             int(np.asarray(self.groups).reshape(-1)[0]),
         )
+        if weight_exp != 0:
+            a_out = shift_by_exponent(a_out.astype(np.int64), weight_exp)
+            if bound is not None:
+                bound = bound << weight_exp if weight_exp > 0 else (bound >> -weight_exp) + 1
         if bound is not None and bound < _CLAMP_FREE and a_out.dtype.kind == "i":
             # |a_out| <= bound < 2**23: the 24-bit wrap-around is the identity.
-            self.a_buf = a_out
+            self.a_buf = a_out.astype(np.int32, copy=False)
         else:
-            self.a_buf = self.clamp_precision(a_out)
+            self.a_buf = self.clamp_precision(a_out).astype(np.int32)
 
     def clamp_precision(self, x: np.ndarray) -> np.ndarray:
         return utils.signed_clamp(x, bits=24)
+
+
+@implements(proc=Conv, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt", "loihi_reference")
+class LoihiConvModelReference(PyConvModelFixed):
+    """The slow reference for ``FastConvModelFixed``: Lava's stock fixed-point Conv model
+    (``PyConvModelFixed``, scipy convolution) with only the synapse arithmetic added that the
+    stock model leaves out (:func:`loihi_synapse_weights`, :func:`shift_by_exponent`). Selected
+    by ``run_config(fast=False)`` / ``simulate --stock``; never by Lava's default search."""
+
+    def run_spk(self) -> None:
+        self.a_out.send(self.a_buf)
+        if self.num_message_bits.item() > 0:
+            s_in = self.s_in.recv()
+        else:
+            s_in = self.s_in.recv().astype(bool)
+        weight = loihi_synapse_weights(self.weight, int(self.num_weight_bits.item()))
+        a_out = utils.conv(
+            s_in,
+            weight,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups[0],
+        ).astype(np.int64)
+        a_out = shift_by_exponent(a_out, int(np.asarray(self.weight_exp).reshape(-1)[0]))
+        self.a_buf = self.clamp_precision(a_out).astype(np.int32)
 
 
 def _exact_int(x) -> ty.Optional[int]:

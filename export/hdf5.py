@@ -22,11 +22,14 @@ import h5py
 import numpy as np
 
 from export.description import Connection, NetworkDescription, NeuronGroup
-from i2e_neuro.atomic import atomic_path
+from i2e_neuro.atomic import hdf5_file
+from i2e_neuro.integrity import add_hdf5_checksums, verify_hdf5
 from i2e_neuro.models.spec import INPUT, ConnSpec, GroupSpec, NetSpec
 
 FORMAT = "i2e-neuro network description"
-VERSION = 1
+#: 2: the readout group spikes (its spikes are counted on the host); version 1 files had a
+#: non-spiking integrator readout and are refused.
+VERSION = 2
 
 
 def save_hdf5(desc: NetworkDescription, path: str | Path) -> Path:
@@ -34,7 +37,7 @@ def save_hdf5(desc: NetworkDescription, path: str | Path) -> Path:
     desc.validate()
     path = Path(path)
     chain = desc.is_chain()
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with hdf5_file(path) as f:
         f.attrs.update(
             format=FORMAT,
             version=VERSION,
@@ -57,6 +60,7 @@ def save_hdf5(desc: NetworkDescription, path: str | Path) -> Path:
                 )
             index[g.name] = len(layers)
             _write_group(layers.create_group(str(index[g.name])), desc, g, index, chain)
+        add_hdf5_checksums(f)
     return path
 
 
@@ -103,6 +107,12 @@ def load_hdf5(path: str | Path) -> NetworkDescription:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT:
                 raise ValueError(f"not an {FORMAT} file (no 'format' attribute)")
+            verify_hdf5(f, path)
+            if int(f.attrs.get("version", 0)) != VERSION:
+                raise ValueError(
+                    f"format version {f.attrs.get('version')} (this program reads {VERSION}; "
+                    "version 1 had an integrator readout: retrain and export again)"
+                )
             layers = f["layer"]
             indices = [i for i in range(1, len(layers)) if "neuron" in layers[str(i)]]
             names = {0: INPUT, **{i: _str(layers[str(i)]["name"][()]) for i in indices}}

@@ -13,13 +13,16 @@ import torch
 
 from i2e_neuro.datasets.eval_data import Samples
 from i2e_neuro.i2e.conversion import i2e
-from i2e_neuro.layouts import batch_first_to_time_first, slayer_to_samples
+from i2e_neuro.layouts import batch_first_to_time_first
+from i2e_neuro.models.readout import first_spike, predict
 
 
 @dataclass
 class LavaDlRun:
     predictions: np.ndarray  # [N]
-    trains: dict[str, np.ndarray]  # group -> [M, steps, C, H, W] for the first M samples
+    trains: dict[
+        str, np.ndarray
+    ]  # group -> [M, steps, C, H, W] for the first M samples (readout too)
     neuron_counts: dict[str, np.ndarray]  # group -> spikes per neuron [C, H, W] over all samples
     input_counts: np.ndarray  # I2E events per input neuron [2, H, W] over all samples
 
@@ -37,20 +40,21 @@ def run_lava_dl(desc, samples: Samples, record: int = 0, batch: int = 64) -> Lav
 
     model = SpikingGraph.from_deploy(desc.deploy_record()).eval()
     preds, trains = [], {}
-    counts = {g.name: np.zeros(g.shape, dtype=np.int64) for g in desc.spiking_groups}
+    counts = {g.name: np.zeros(g.shape, dtype=np.int64) for g in desc.groups}
     input_counts = np.zeros(desc.input_shape, dtype=np.int64)
     with torch.no_grad():
         for start in range(0, len(samples.data), batch):
             events = sample_events(desc, samples, start, start + batch)
             input_counts += events.sum(dim=(0, 1)).numpy().astype(np.int64)
             _, rec = model(events, record=True)
-            preds.append(rec[desc.readout.name][..., -1].numpy().argmax(1))
-            for g in desc.spiking_groups:
-                spikes = rec[g.name]  # [B, C, H, W, steps]
-                counts[g.name] += spikes.sum(dim=(0, 4)).numpy().astype(np.int64)
+            out = rec[desc.readout.name].numpy()  # [B, K, steps] readout spikes
+            preds.append(predict(out.sum(-1), first_spike(out)))
+            for g in desc.groups:
+                spikes = rec[g.name]  # [B, C, H, W, steps] or [B, K, steps]
+                counts[g.name] += spikes.sum(dim=(0, -1)).numpy().astype(np.int64)
                 if start < record:
                     trains.setdefault(g.name, []).append(
-                        slayer_to_samples(spikes).numpy().astype(bool)[: record - start]
+                        spikes.movedim(-1, 1).numpy().astype(bool)[: record - start]
                     )
     return LavaDlRun(
         np.concatenate(preds),
@@ -58,3 +62,16 @@ def run_lava_dl(desc, samples: Samples, record: int = 0, batch: int = 64) -> Lav
         counts,
         input_counts,
     )
+
+
+def state_peaks(desc, samples: Samples, batch: int = 64) -> dict[str, dict[str, int]]:
+    """Largest ``|u|`` and ``|v|`` per group (Loihi units) over ``samples`` in the lava-dl model
+    of the description's integers, for ``export.legality``'s 24-bit state check."""
+    from i2e_neuro.models.qat import SpikingGraph
+
+    model = SpikingGraph.from_deploy(desc.deploy_record()).eval()
+    peaks: dict[str, dict[str, int]] = {}
+    with torch.no_grad():
+        for start in range(0, len(samples.data), batch):
+            model(sample_events(desc, samples, start, start + batch), states=peaks)
+    return peaks

@@ -1,18 +1,26 @@
-"""Network description -> a Lava process graph of stock processes that Loihi 2 implements.
+"""Network description -> the Lava process graph that Loihi 2 runs, legal by construction.
 
-* every spiking group -> ``lava.proc.lif.process.LIFReset`` (CUBA-LIF, reset at each sample
-  window start; du/dv/vth/bias exactly as described, ``bias_exp = 6`` as netx uses);
-* the readout group -> ``LIFReset`` with ``dv = 0`` and the largest threshold: an integrator;
-* conv connections -> ``lava.proc.conv.process.Conv`` with the effective integer weights
-  (mantissa << exponent, as netx passes them), flipped to Lava's true-convolution layout;
-* pooled-dense connections -> ``lava.proc.dense.process.Dense`` with the 8-bit mantissas and
-  ``weight_exp`` in Loihi's mixed-sign form (the global sum-pool is the weight repeated over
-  positions);
-* the residual stream -> several connections into one ``a_in`` port (Lava sums them).
+* every group, the readout included -> ``lava.proc.lif.process.LIFReset`` (CUBA-LIF; du/dv/vth/
+  bias exactly as described, ``bias_exp = 6`` as netx uses), reset at the first step of every
+  sample window (``reset_offset = 1``) with ``reset_interval = desc.window``: the trained window
+  rounded up to a power of two, which Loihi 2 requires (lava-dl
+  ``tutorials/lava/lib/dl/netx/mnist/run.ipynb``: "reset_interval on Loihi-2 Hardware has to be a
+  power of 2"). The padding is exact: trained biases keep a group silent once its input has
+  ended (README "Design: timing"), so the extra steps carry no spikes;
+* conv connections -> ``lava.proc.conv.process.Conv``, pooled-dense connections ->
+  ``lava.proc.dense.process.Dense``, both with the synapse format of ``lava.utils.weightutils``
+  (:func:`loihi_weights`): the training mantissa ``m`` and exponent ``e`` unchanged, mixed-sign
+  weights in Loihi's mixed form ``2m`` with ``weight_exp = e - 1`` (the format lava-dl's
+  ``netx.utils.optimize_weight_bits`` produces for full-range 8-bit mantissas), single-sign
+  weights as ``m`` with ``weight_exp = e``; ``num_weight_bits = 8``;
+* the residual stream -> several connections into one ``a_in`` port (Lava sums them);
+* host <-> chip: the input enters through an :class:`~export.processes.InputAdapter` and the
+  readout's spikes leave through an :class:`~export.processes.OutputAdapter` (lava-dl's netx
+  tutorials' pattern, ``tutorials/lava/lib/dl/netx/mnist/utils.py``): on Loihi 2 they are
+  ``lava.proc.embedded_io.spike.PyToNxAdapter`` / ``NxToPyAdapter``, on the CPU a pass-through
+  in the same step (see ``export.processes`` for the latency assumed).
 
-Every Lava connection delays by one step, exactly as the trained model does; all groups reset
-at the same step of each window (``reset_offset = 1``, the window's first step), which is exact
-because the trained biases keep a group silent once its input has ended (see README).
+Every Lava connection delays by one step, exactly as the trained model does.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import numpy as np
 from lava.proc.conv.process import Conv
 from lava.proc.dense.process import Dense
 from lava.proc.lif.process import LIFReset
+from lava.utils.weightutils import SignMode, determine_sign_mode
 
 from export.description import INPUT, LAVA_DU_OFFSET, Connection, NetworkDescription, NeuronGroup
 from i2e_neuro.layouts import chw_shape_to_lava
@@ -30,32 +39,80 @@ from i2e_neuro.layouts import chw_shape_to_lava
 #: Stock Lava processes that Loihi 2 implements, and all this builder creates for the network.
 LOIHI_PROCESSES = (LIFReset, Conv, Dense)
 #: Our own processes: host-side I/O that stays on the CPU in every run configuration.
-HOST_PROCESSES = ("I2ESource", "Readout", "SpikeMonitor")
+HOST_PROCESSES = ("I2ESource", "ReadoutCounter", "SpikeMonitor")
+WEIGHT_BITS = 8
+
+
+@dataclass(frozen=True)
+class LoihiWeights:
+    """A connection's weights in Loihi's synapse format (``lava.utils.weightutils``)."""
+
+    weights: np.ndarray  # int32, what the Lava process stores
+    weight_exp: int
+    num_weight_bits: int
+    sign_mode: SignMode
+
+
+def loihi_weights(mantissa: np.ndarray, exponent: int) -> LoihiWeights:
+    """Training mantissas ``m`` (int, [-128, 127]) and exponent ``e`` -> Loihi's synapse format.
+
+    The effective weight stays ``m * 2**e`` and the mantissas are not re-quantized:
+
+    * mixed signs (``weightutils.SignMode.MIXED``): Loihi keeps the sign in the 8 weight bits
+      and scales the stored value by 2 (Lava's ``Dense`` docstring: ``w_scale = 8 -
+      num_weight_bits + weight_exp + isMixed()``; its bit-accurate model drops the lowest bit
+      of mixed weights, ``weightutils.truncate_weights``), so ``m`` is stored as the even value
+      ``2m`` with ``weight_exp = e - 1``; for ``e = 0`` the right shift of the even sum is exact;
+    * one sign only (EXCITATORY / INHIBITORY, ``determine_sign_mode``): ``m`` itself, ``weight_exp = e``.
+    """
+    m = np.asarray(mantissa).astype(np.int32)
+    mode = determine_sign_mode(m) if m.size else SignMode.EXCITATORY
+    if mode == SignMode.MIXED:
+        return LoihiWeights(2 * m, int(exponent) - 1, WEIGHT_BITS, mode)
+    return LoihiWeights(m, int(exponent), WEIGHT_BITS, mode)
 
 
 @dataclass
 class LavaNetwork:
-    """The built graph: neuron processes per group, synapse processes per connection."""
+    """The built graph: neuron processes per group, synapse processes per connection, and the
+    host <-> chip adapters (``input_adapter`` feeds every connection from the input,
+    ``output_adapter`` carries the readout's spikes to the host)."""
 
     description: NetworkDescription
+    backend: str = "cpu"
     neurons: dict[str, LIFReset] = field(default_factory=dict)
     synapses: dict[str, Conv | Dense] = field(default_factory=dict)
+    formats: dict[str, LoihiWeights] = field(default_factory=dict)
+    input_adapter: object = None
+    output_adapter: object = None
 
     @property
     def readout(self) -> LIFReset:
         return self.neurons[self.description.readout.name]
 
+    @property
+    def window(self) -> int:
+        return self.description.window
+
     def connect_input(self, out_port) -> None:
-        """Connect a spike source of shape ``(W, H, C_in)`` to every connection from the input."""
-        for c in self.description.connections:
-            if c.source == INPUT:
-                out_port.connect(self.synapses[c.name].s_in)
+        """Connect a host spike source of shape ``(W, H, C_in)`` through the input adapter."""
+        out_port.connect(self.input_adapter.inp)
+
+    @property
+    def output(self):
+        """The host-side port that carries the readout's spikes (shape ``(K,)``)."""
+        return self.output_adapter.out
 
     def processes(self) -> list:
+        """Every Lava process of the network (chip processes, then the adapters)."""
+        adapters = [p for p in (self.input_adapter, self.output_adapter) if p is not None]
+        return [*self.neurons.values(), *self.synapses.values(), *adapters]
+
+    def chip_processes(self) -> list:
         return [*self.neurons.values(), *self.synapses.values()]
 
 
-def lif_process(g: NeuronGroup, steps: int) -> LIFReset:
+def lif_process(g: NeuronGroup, window: int) -> LIFReset:
     shape = chw_shape_to_lava(g.shape)
     bias = (
         np.broadcast_to(g.bias.astype(np.int32), shape)
@@ -69,7 +126,7 @@ def lif_process(g: NeuronGroup, steps: int) -> LIFReset:
         vth=g.vth,
         bias_mant=np.ascontiguousarray(bias),
         bias_exp=g.bias_exp,
-        reset_interval=steps,
+        reset_interval=window,
         reset_offset=1,
         name=g.name,
     )
@@ -83,48 +140,71 @@ def conv_weight_to_lava(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))
 
 
-def synapse_process(desc: NetworkDescription, c: Connection) -> Conv | Dense:
+def synapse_process(desc: NetworkDescription, c: Connection) -> tuple[Conv | Dense, LoihiWeights]:
     src_shape = desc.source_shape(c.source)
+    fmt = loihi_weights(c.weight, c.exponent)
     if c.kind == "conv":
-        return Conv(
-            weight=conv_weight_to_lava(c.effective_weight).astype(np.int32),
+        # Lava's Conv process has no sign_mode parameter: the sign mode is the one its weights
+        # imply (determine_sign_mode, as Lava's bit-accurate Dense model does by default).
+        proc = Conv(
+            weight=conv_weight_to_lava(fmt.weights).astype(np.int32),
+            weight_exp=fmt.weight_exp,
+            num_weight_bits=fmt.num_weight_bits,
             input_shape=chw_shape_to_lava(src_shape),
             padding=(c.padding, c.padding),
             stride=(c.stride, c.stride),
             name=c.name,
         )
+        return proc, fmt
     _, h, w = src_shape
-    # Lava flattens (x, y, f) in C order: index = (x * H + y) * C + f; the weight depends on f only.
-    # Loihi stores a mixed-sign 8-bit mantissa m as the even 9-bit value 2m (Lava's Dense drops
-    # the lowest bit), so m * 2**e is written as 2m with exponent e - 1; for e = 0 the right shift
-    # of the (even) accumulated sum is exact.
-    weights = np.tile(2 * c.weight.astype(np.int32), (1, w * h))
-    return Dense(weights=weights, weight_exp=c.exponent - 1, num_weight_bits=8, name=c.name)
+    # Lava flattens (x, y, f) in C order: index = (x * H + y) * C + f; the weight depends on f
+    # only (the global sum-pool is the weight repeated over positions).
+    weights = np.tile(fmt.weights, (1, w * h))
+    proc = Dense(
+        weights=weights,
+        weight_exp=fmt.weight_exp,
+        num_weight_bits=fmt.num_weight_bits,
+        sign_mode=fmt.sign_mode,
+        name=c.name,
+    )
+    return proc, fmt
 
 
 def refuse_cpu_only(net: LavaNetwork) -> None:
     """The Loihi 2 path: refuse, by name, any network process that has no Loihi implementation."""
     cpu_only = [
         f"{p.name} ({type(p).__name__})"
-        for p in net.processes()
+        for p in net.chip_processes()
         if not isinstance(p, LOIHI_PROCESSES)
     ]
     if cpu_only:
         raise ValueError(f"not deployable on Loihi 2 (CPU-only processes): {', '.join(cpu_only)}")
 
 
-def build(desc: NetworkDescription) -> LavaNetwork:
-    """Create the processes and wire them; the input is connected later with ``connect_input``."""
+def build(desc: NetworkDescription, backend: str = "cpu") -> LavaNetwork:
+    """Create the processes and wire them, adapters included; a host source is connected later
+    with ``connect_input`` and a host sink to ``output``.
+
+    ``backend`` "cpu" or "loihi2" gives the same graph; it only selects the adapters' process
+    models at run time (``export.runner.run_config``).
+    """
+    from export.processes import InputAdapter, OutputAdapter
+
     desc.validate()
-    net = LavaNetwork(desc)
+    net = LavaNetwork(desc, backend)
     for g in desc.groups:
-        net.neurons[g.name] = lif_process(g, desc.steps)
+        net.neurons[g.name] = lif_process(g, desc.window)
+    net.input_adapter = InputAdapter(shape=chw_shape_to_lava(desc.input_shape))
     for c in desc.connections:
-        syn = synapse_process(desc, c)
-        net.synapses[c.name] = syn
-        if c.source != INPUT:
+        syn, fmt = synapse_process(desc, c)
+        net.synapses[c.name], net.formats[c.name] = syn, fmt
+        if c.source == INPUT:
+            net.input_adapter.out.connect(syn.s_in)
+        else:
             out = net.neurons[c.source].s_out
             out.flatten().connect(syn.s_in) if c.kind == "pool_dense" else out.connect(syn.s_in)
         for t in c.targets:
             syn.a_out.connect(net.neurons[t].a_in)
+    net.output_adapter = OutputAdapter(shape=net.readout.s_out.shape)
+    net.readout.s_out.connect(net.output_adapter.inp)
     return net

@@ -1,8 +1,9 @@
-"""Lava processes of our own: the streaming I2E spike input, the readout and spike monitors.
+"""Lava processes of our own: the streaming I2E spike input, the readout spike counter, spike
+monitors, and the host <-> chip adapters.
 
-All three run on the host CPU (they are the I/O around the network, not part of it); the
-Loihi 2 path keeps them on the host and refuses nothing else by name (see ``lava_graph``).
-Process declarations are separate from their models, as Lava wants.
+Source, counter and monitors run on the host CPU (they are the I/O around the network, not part
+of it); the adapters are what connects them to the chip (``lava_graph``). Process declarations
+are separate from their models, as Lava wants.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 from lava.magma.core.decorator import implements, requires
 from lava.magma.core.model.py.model import PyLoihiProcessModel
-from lava.magma.core.model.py.ports import PyInPort, PyOutPort, PyRefPort
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
 from lava.magma.core.model.py.type import LavaPyType
-from lava.magma.core.process.ports.ports import InPort, OutPort, RefPort
+from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
@@ -104,35 +105,122 @@ class PyI2ESourceModel(PyLoihiProcessModel):
             self.s_out.send(self.zero)
 
 
-class Readout(AbstractProcess):
-    """Reads the readout integrators' voltages at the end of every sample window.
+class ReadoutCounter(AbstractProcess):
+    """Counts the readout group's spikes per sample window on the host, as lava-dl's netx
+    tutorials do (``tutorials/lava/lib/dl/netx/mnist/run.ipynb``, ``OutSpkToCls``: spikes
+    accumulated over each presentation window, fed from the network through an output adapter).
 
-    ``logits[k]`` is the final ``v`` of sample ``k`` (Loihi units: 4096 x the trained logit sum);
-    the prediction is its argmax.
+    ``counts[k, i]`` is the number of spikes of class neuron ``i`` in window ``k`` and
+    ``first[k, i]`` the step (within the window) of its first spike, -1 if none; the prediction is
+    ``i2e_neuro.models.readout.predict(counts, first)``. ``latency`` is the number of steps the
+    output path adds after the network (0 on the CPU; see :class:`OutputAdapter`): a spike at
+    run step ``t`` belongs to window ``(t - 1 - latency) // window``.
     """
 
-    def __init__(self, *, num_classes: int, num_samples: int, steps: int):
-        super().__init__(num_classes=num_classes, num_samples=num_samples, steps=steps)
-        self.v = RefPort(shape=(num_classes,))
-        self.logits = Var(shape=(max(1, num_samples), num_classes), init=0)
+    def __init__(self, *, num_classes: int, num_samples: int, window: int, latency: int = 0):
+        super().__init__(
+            num_classes=num_classes, num_samples=num_samples, window=window, latency=latency
+        )
+        self.s_in = InPort(shape=(num_classes,))
+        self.counts = Var(shape=(max(1, num_samples), num_classes), init=0)
+        self.first = Var(shape=(max(1, num_samples), num_classes), init=-1)
 
 
-@implements(proc=Readout, protocol=LoihiProtocol)
+@implements(proc=ReadoutCounter, protocol=LoihiProtocol)
 @requires(CPU)
-class PyReadoutModel(PyLoihiProcessModel):
-    v: PyRefPort = LavaPyType(PyRefPort.VEC_DENSE, np.int32)
-    logits: np.ndarray = LavaPyType(np.ndarray, np.int64)
-
-    def post_guard(self) -> bool:
-        return self.time_step % self.proc_params["steps"] == 0
-
-    def run_post_mgmt(self) -> None:
-        k = self.time_step // self.proc_params["steps"] - 1
-        if k < self.logits.shape[0]:
-            self.logits[k] = self.v.read()
+class PyReadoutCounterModel(PyLoihiProcessModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=1)
+    counts: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    first: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
 
     def run_spk(self) -> None:
-        pass
+        spikes = self.s_in.recv() != 0
+        p = self.proc_params
+        step = self.time_step - 1 - p["latency"]
+        if step < 0 or not spikes.any():
+            return
+        k, j = divmod(step, p["window"])
+        if k < p["num_samples"]:
+            self.counts[k] += spikes
+            self.first[k] = np.where(spikes & (self.first[k] < 0), j, self.first[k])
+
+
+class InputAdapter(AbstractProcess):
+    """Host -> chip spikes: ``lava.proc.embedded_io.spike.PyToNxAdapter`` on Loihi 2, a
+    pass-through on the CPU (the netx tutorials' ``InputAdapter``,
+    ``tutorials/lava/lib/dl/netx/mnist/utils.py``)."""
+
+    def __init__(self, *, shape: tuple[int, ...]):
+        super().__init__(shape=shape)
+        self.inp = InPort(shape=shape)
+        self.out = OutPort(shape=shape)
+
+
+class OutputAdapter(AbstractProcess):
+    """Chip -> host spikes: ``lava.proc.embedded_io.spike.NxToPyAdapter`` on Loihi 2, a
+    pass-through on the CPU (the netx tutorials' ``OutputAdapter``).
+
+    Latency assumed: the CPU models pass a spike on in the step it arrives (a Lava
+    ``recv``/``send`` pair in one ``run_spk``), so the simulated timing is the chip's own
+    neuron and synapse timing. On Loihi 2 the tutorials (``mnist/run.ipynb``: ``OutSpkToCls``
+    accumulates exactly the steps of each window, ``post_guard`` at ``time_step % n_ts == 0``)
+    count output spikes as if the adapters added no step; that is assumed here too, and is not
+    measured (no hardware). The count is robust to it anyway: the last ``window - steps`` steps
+    of every window are silent, so a fixed output latency up to that many steps, given as
+    ``ReadoutCounter(latency=...)``, changes no count, and first-spike order is unchanged.
+    """
+
+    def __init__(self, *, shape: tuple[int, ...]):
+        super().__init__(shape=shape)
+        self.inp = InPort(shape=shape)
+        self.out = OutPort(shape=shape)
+
+
+class _PyPassThrough(PyLoihiProcessModel):
+    inp: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=1)
+    out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=1)
+
+    def run_spk(self) -> None:
+        self.out.send(self.inp.recv())
+
+
+@implements(proc=InputAdapter, protocol=LoihiProtocol)
+@requires(CPU)
+class PyInputAdapterModel(_PyPassThrough):
+    """CPU: pass-through in the same step."""
+
+
+@implements(proc=OutputAdapter, protocol=LoihiProtocol)
+@requires(CPU)
+class PyOutputAdapterModel(_PyPassThrough):
+    """CPU: pass-through in the same step."""
+
+
+def loihi_adapter_models() -> dict:
+    """``{InputAdapter: Nx model, OutputAdapter: Nx model}`` wrapping lava-loihi's embedded I/O
+    adapters (sub-process models on ``Loihi2NeuroCore``, as in the netx tutorials' utils.py);
+    raises ImportError where lava-loihi (``lava.proc.embedded_io``) is not installed."""
+    from lava.magma.core.model.sub.model import AbstractSubProcessModel
+    from lava.magma.core.resources import Loihi2NeuroCore
+    from lava.proc import embedded_io as eio  # lava-loihi only
+
+    @implements(proc=InputAdapter, protocol=LoihiProtocol)
+    @requires(Loihi2NeuroCore)
+    class NxInputAdapterModel(AbstractSubProcessModel):
+        def __init__(self, proc):
+            self.adapter = eio.spike.PyToNxAdapter(shape=proc.proc_params.get("shape"))
+            proc.inp.connect(self.adapter.inp)
+            self.adapter.out.connect(proc.out)
+
+    @implements(proc=OutputAdapter, protocol=LoihiProtocol)
+    @requires(Loihi2NeuroCore)
+    class NxOutputAdapterModel(AbstractSubProcessModel):
+        def __init__(self, proc):
+            self.adapter = eio.spike.NxToPyAdapter(shape=proc.proc_params.get("shape"))
+            proc.inp.connect(self.adapter.inp)
+            self.adapter.out.connect(proc.out)
+
+    return {InputAdapter: NxInputAdapterModel, OutputAdapter: NxOutputAdapterModel}
 
 
 class SpikeMonitor(AbstractProcess):

@@ -38,9 +38,10 @@ def fan_in(desc: NetworkDescription, group: str) -> int:
 
 
 def resource_report(
-    desc: NetworkDescription, hardware: str = "loihi2", chips: int = 1
+    desc: NetworkDescription, hardware: str = "loihi2", chips: int = 1, check_fan_in: bool = True
 ) -> list[GroupResources]:
-    """Resources per group; raises :class:`DoesNotFit` naming the first broken limit."""
+    """Resources per group; raises :class:`DoesNotFit` naming the first broken limit
+    (``check_fan_in=False`` leaves the fan-in limit to the caller, e.g. ``export.legality``)."""
     cfg = load_hw_config(hardware)
     per_core = int(hw_value(cfg, "limits.max_neurons_per_core"))
     memory = int(hw_value(cfg, "limits.synaptic_memory_per_core_bytes"))
@@ -49,7 +50,7 @@ def resource_report(
     rows = []
     for g in desc.groups:
         n, f = g.size, fan_in(desc, g.name)
-        if f > max_fan_in:
+        if check_fan_in and f > max_fan_in:
             raise DoesNotFit(
                 f"group {g.name!r}: fan-in {f} per neuron exceeds {hardware}'s limit of {max_fan_in} (max_fan_in_per_core)"
             )

@@ -7,7 +7,6 @@ a process model raises).
 
 from __future__ import annotations
 
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -23,7 +22,8 @@ from i2e_neuro.layouts import lava_to_chw
 
 @dataclass
 class SimulationResult:
-    logits: np.ndarray  # [N, K] readout voltages (Loihi units)
+    readout_counts: np.ndarray  # [N, K] readout spikes per sample window, counted on the host
+    readout_first: np.ndarray  # [N, K] step of each readout neuron's first spike (-1: none)
     counts: dict[str, np.ndarray]  # group -> spikes per sample [N]
     neuron_counts: dict[str, np.ndarray] = field(
         default_factory=dict
@@ -32,10 +32,15 @@ class SimulationResult:
         default_factory=dict
     )  # group -> [M, steps, *CHW] (recorded samples)
     seconds: float = 0.0
+    #: spikes of the recorded samples in the padding steps (window - steps), all groups: 0 by
+    #: the silence guarantee; ``trains`` hold the trained ``steps`` only, as lava-dl's do
+    padding_spikes: int = 0
 
     @property
     def predictions(self) -> np.ndarray:
-        return self.logits.argmax(axis=1)
+        from i2e_neuro.models.readout import predict
+
+        return predict(self.readout_counts, self.readout_first)
 
 
 def simulate(
@@ -48,36 +53,50 @@ def simulate(
 ) -> SimulationResult:
     """Stream ``samples`` through the network; record full spike trains of the first ``record`` samples.
 
+    Each sample gets ``desc.window`` steps (the trained ``steps`` padded to a power of two);
+    recorded trains are ``[M, steps, C, H, W]`` per group (the readout included, CPU only), the
+    spikes of the padding steps are counted in ``padding_spikes``.
+
     ``samples``: images ``[N, C, H, W]`` (converted by the I2E source process) or, with
     ``events=True``, event frames ``[N, T, 2, H, W]``: an array, tensor, or iterable / torch
     dataset of samples.
     """
-    from export.processes import I2ESource, Readout, SpikeMonitor, as_sample_array, monitor_arrays
-    from export.supervision import run_checked
+    from export.legality import require_legal
+    from export.processes import (
+        I2ESource,
+        ReadoutCounter,
+        SpikeMonitor,
+        as_sample_array,
+        monitor_arrays,
+    )
+    from export.supervision import private_folder, run_checked
 
     samples = as_sample_array(samples)
     check_samples(desc, samples, events)
     cfg = run_config(backend, fast)  # fails before anything starts when the back end is missing
     n, record = len(samples), min(record, len(samples))
-    net = build(desc)
-    if backend == "loihi2":
-        refuse_cpu_only(net)
+    net = build(desc, backend)
+    refuse_cpu_only(net)
+    window = desc.window
     i2e_params = {} if events else desc.i2e_params()
     source = I2ESource(
-        samples=samples, steps=desc.steps, timesteps=desc.timesteps, i2e=i2e_params, events=events
+        samples=samples, steps=window, timesteps=desc.timesteps, i2e=i2e_params, events=events
     )
     net.connect_input(source.s_out)
-    readout = Readout(num_classes=desc.readout.shape[0], num_samples=n, steps=desc.steps)
-    readout.v.connect_var(net.readout.v)
-    with tempfile.TemporaryDirectory(prefix="i2e-neuro-monitors-") as tmp:
+    counter = ReadoutCounter(num_classes=desc.readout.shape[0], num_samples=n, window=window)
+    net.output.connect(counter.s_in)
+    # The deployable graph (network, adapters, host source and counter) must be legal on Loihi 2.
+    require_legal(net, extra=(source, counter))
+    with private_folder("i2e-neuro-monitors-") as tmp:
         monitors = {}
-        for g in desc.spiking_groups:
+        # Diagnostics only on the CPU: a host monitor on a chip group's spikes has no adapter.
+        for g in desc.groups if backend == "cpu" else ():
             shape = net.neurons[g.name].s_out.shape
             folder = f"{tmp}/{len(monitors)}"
             Path(folder).mkdir()
-            monitor_arrays(folder, shape, n, desc.steps, record, "w+")
+            monitor_arrays(folder, shape, n, window, record, "w+")
             mon = SpikeMonitor(
-                shape=shape, num_samples=n, steps=desc.steps, folder=folder, record_samples=record
+                shape=shape, num_samples=n, steps=window, folder=folder, record_samples=record
             )
             net.neurons[g.name].s_out.connect(mon.s_in)
             monitors[g.name] = (folder, shape)
@@ -89,18 +108,30 @@ def simulate(
                 warnings.filterwarnings(
                     "ignore", message="Cannot import module", category=UserWarning
                 )
-                run_checked(source, n * desc.steps, cfg)
-            logits = np.asarray(readout.logits.get(), dtype=np.int64)[:n]
+                run_checked(source, n * window, cfg)
+            readout_counts = np.asarray(counter.counts.get(), dtype=np.int64)[:n]
+            readout_first = np.asarray(counter.first.get(), dtype=np.int64)[:n]
         finally:
             _stop(source)
-        counts, per_neuron, trains = {}, {}, {}
+        counts, per_neuron, trains, padding = {}, {}, {}, 0
         for name, (folder, shape) in monitors.items():
-            arrays = monitor_arrays(folder, shape, n, desc.steps, record, "r")
+            arrays = monitor_arrays(folder, shape, n, window, record, "r")
             counts[name] = np.array(arrays["counts"])
-            per_neuron[name] = lava_to_chw(np.array(arrays["neuron_counts"]))
+            to_chw = lava_to_chw if len(shape) == 3 else np.asarray
+            per_neuron[name] = to_chw(np.array(arrays["neuron_counts"]))
             if record:
-                trains[name] = lava_to_chw(np.array(arrays["trains"][:record]))
-    return SimulationResult(logits, counts, per_neuron, trains, time.perf_counter() - start)
+                full = np.array(arrays["trains"][:record])  # [M, window, ...]
+                padding += int(full[:, desc.steps :].sum())
+                trains[name] = to_chw(full[:, : desc.steps])
+    return SimulationResult(
+        readout_counts,
+        readout_first,
+        counts,
+        per_neuron,
+        trains,
+        time.perf_counter() - start,
+        padding,
+    )
 
 
 def _stop(process) -> None:

@@ -4,11 +4,25 @@ Lava 0.10 deadlocks when a process model raises: the runtime service waits forev
 neighbours of the dead worker, and ``proc.stop()`` then hangs too, leaving the worker OS
 processes behind.  ``run_checked`` is a ``proc.run(RunSteps(n))`` that watches the workers and
 raises ``LavaRunError`` instead; ``abort_runtime`` ends every worker of a runtime.
+
+Workers must also end when the main process is killed (SIGKILL, a ``timeout``): ``guard_children``
+makes every process forked from here on die with its parent, and ``private_folder`` is a
+temporary folder that a tiny watcher process removes once this process and all its forked
+workers are gone, whatever killed them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 import typing as ty
 
@@ -18,6 +32,103 @@ from lava.magma.runtime.mgmt_token_enums import MGMT_RESPONSE, enum_equal
 
 class LavaRunError(RuntimeError):
     """A Lava worker process failed (or the run timed out); the workers have been ended."""
+
+
+_PR_SET_PDEATHSIG = 1
+_guard_installed = False
+_forking_pid = 0
+_prctl = None  # libc's prctl, looked up before any fork (no dlopen in a forked child)
+
+
+def _record_parent() -> None:
+    global _forking_pid
+    _forking_pid = os.getpid()
+
+
+def _die_with_parent() -> None:
+    """In a freshly forked child: end when the process that forked it ends."""
+    parent = _forking_pid
+    if getattr(signal.getsignal(signal.SIGTERM), "ends_main_command", False):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a worker ends on SIGTERM, as usual
+    armed = _prctl is not None and _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    if not armed:  # no prctl: watch the parent from a thread
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="i2e-neuro-parent-watch", daemon=True).start()
+
+
+def guard_children() -> None:
+    """Make every process forked from now on (Lava's workers, its shared-memory manager, ...)
+    end when its parent ends, however the parent was killed.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` in the child (fires when the forking *thread*
+    ends, so fork Lava runtimes from a thread that outlives them, as ``run_checked`` does);
+    elsewhere a watcher thread per child.  Idempotent; children inherit the guard.
+    """
+    global _guard_installed, _prctl
+    if not _guard_installed:
+        if sys.platform.startswith("linux"):
+            try:
+                _prctl = ctypes.CDLL(None, use_errno=True).prctl
+            except (OSError, AttributeError):
+                _prctl = None
+        os.register_at_fork(before=_record_parent, after_in_child=_die_with_parent)
+        _guard_installed = True
+
+
+def remove_when_gone(folder: str) -> ty.Optional[subprocess.Popen]:
+    """Start a watcher that removes ``folder`` once this process and all it forked are gone.
+
+    The watcher (``sh``, in its own session so that Ctrl-C does not reach it) reads a pipe
+    whose write end this process and every process it forks hold; when the last of them has
+    ended, whatever killed it, the watcher reads end-of-file and removes the folder.  Close the
+    returned process's ``stdin`` to let it go early.  ``None`` where there is no ``sh``.
+    """
+    try:
+        return subprocess.Popen(
+            ["sh", "-c", 'cat >/dev/null; rm -rf -- "$1"', "i2e-neuro-cleanup", folder],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError:
+        return None
+
+
+_mp_tempdir_watched = 0
+_watchers: list = []  # kept referenced: they run until this process ends
+
+
+def _watch_multiprocessing_tempdir() -> None:
+    """multiprocessing's ``pymp-*`` folder (the manager's socket) goes too, even on SIGKILL."""
+    global _mp_tempdir_watched
+    if _mp_tempdir_watched != os.getpid():
+        from multiprocessing import util
+
+        _watchers.append(remove_when_gone(util.get_temp_dir()))
+        _mp_tempdir_watched = os.getpid()
+
+
+@contextlib.contextmanager
+def private_folder(prefix: str) -> ty.Iterator[str]:
+    """A temporary folder removed on exit, and also when this process is killed outright."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    watcher = remove_when_gone(folder)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if watcher is not None:
+            watcher.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                watcher.wait(timeout=5)
 
 
 def _actors(runtime) -> list:
@@ -94,6 +205,8 @@ def run_checked(
     the workers (``proc.run`` raising) also ends them before re-raising.  Call ``proc.stop()``
     when done, as always (harmless after a failure).
     """
+    guard_children()
+    _watch_multiprocessing_tempdir()
     try:
         proc.run(condition=RunSteps(num_steps=num_steps, blocking=False), run_cfg=run_cfg)
     except BaseException:

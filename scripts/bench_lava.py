@@ -242,7 +242,10 @@ def worker_cpu(pids) -> float:
 
 def run_slayer(p: Params, threads: int | None) -> dict:
     import torch
-    from lava.lib.dl import slayer
+
+    from i2e_neuro.quiet import import_lava_dl
+
+    slayer = import_lava_dl().slayer
 
     if threads:
         torch.set_num_threads(threads)

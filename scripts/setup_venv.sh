@@ -33,5 +33,6 @@ MSG
     "$py" -m venv .venv
 fi
 echo "setup: installing i2e-neuro and its dependencies into .venv (first time: a few minutes)"
-.venv/bin/python -m pip install --quiet --upgrade pip
+# setuptools>=77 in the venv too, so that the wheel test can build without network access
+.venv/bin/python -m pip install --quiet --upgrade pip 'setuptools>=77'
 .venv/bin/python -m pip install --quiet -e '.[test]'

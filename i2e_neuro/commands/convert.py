@@ -196,6 +196,18 @@ def check_args(args) -> list[str]:
         parse_shard(args.shard)
     except ValueError as e:
         problems.append(str(e))
+    from i2e_neuro.atomic import refuse_overwriting_inputs
+
+    try:
+        from i2e_neuro.commands.train import image_folders
+
+        refuse_overwriting_inputs(
+            [("--out", args.out)],
+            [("input", i) for i in args.inputs or []] + image_folders(args.dataset, args.root),
+            [("--root", args.root)],
+        )
+    except ValueError as e:
+        problems.append(str(e))
     if args.device == "cuda":
         import torch
 

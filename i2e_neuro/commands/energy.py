@@ -148,6 +148,15 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from i2e_neuro.atomic import refuse_overwriting_inputs
+
+    try:
+        refuse_overwriting_inputs(
+            [("--chart", args.chart)],
+            [(f"--{k}", getattr(args, k)) for k in ("model", "data", "root", "hw")],
+        )
+    except ValueError as exc:
+        return _fail(str(exc))
     if args.model is not None or args.data is not None:
         if args.first_layer:
             return _fail("--first-layer cannot be combined with --model/--data")

@@ -1,4 +1,7 @@
-"""``i2e-neuro export``: trained checkpoint -> network description (HDF5) + layer and resource tables."""
+"""``i2e-neuro export``: trained checkpoint (or exported HDF5) -> network description in HDF5 or
+NIR + layer and resource tables; the Lava graph Loihi 2 would run is built and checked against the
+chip's register formats (``export.legality``) first, and an illegal one is refused naming process,
+parameter, value and limit (exit 3)."""
 
 from __future__ import annotations
 
@@ -11,13 +14,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "checkpoint",
         type=Path,
-        help="checkpoint of a quantized lava-dl model (train --backend slayer)",
+        help="checkpoint of a quantized lava-dl model (train --backend slayer), an exported .h5, "
+        "or a .nir graph in the form export.nir writes",
     )
     p.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="HDF5 file to write (default: network.h5 beside the checkpoint)",
+        help="file to write (default: network.h5 / network.nir beside the checkpoint; "
+        "for an .h5 input, the same name with .nir)",
+    )
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="hdf5 (netx layout + residual extension) or nir (Neuromorphic Intermediate "
+        "Representation); default from the --out suffix (.nir -> nir), else hdf5",
     )
     p.add_argument(
         "--hardware",
@@ -29,27 +41,78 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def check_legal(desc, chips: int):
+    """Build the deployable Lava graph and refuse it (IllegalGraph) if Loihi 2 cannot hold it."""
+    from export.legality import IllegalGraph, deployable_report
+
+    report = deployable_report(desc, "loihi2", chips)
+    if not report.ok:
+        raise IllegalGraph("not legal on loihi2: " + "; ".join(c.text() for c in report.violations))
+    return report
+
+
+FORMATS = ("hdf5", "nir")
+
+
+def output_format(args: argparse.Namespace) -> str:
+    if args.format:
+        return args.format
+    return "nir" if args.out is not None and args.out.suffix == ".nir" else "hdf5"
+
+
+def output_path(args: argparse.Namespace, fmt: str) -> Path:
+    """``--out``, or a default beside the input."""
+    from export import CHECKPOINT_SUFFIXES
+
+    src = args.checkpoint
+    if args.out is not None:
+        out = args.out
+    elif src.suffix in CHECKPOINT_SUFFIXES:
+        out = src.with_name("network.nir" if fmt == "nir" else "network.h5")
+    else:
+        out = src.with_suffix(".nir" if fmt == "nir" else ".h5")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
-    from export.description import from_checkpoint
+    from export import load
     from export.hdf5 import save_hdf5
+    from export.legality import IllegalGraph
     from export.report import layer_table
     from export.resources import DoesNotFit, format_report, resource_report
+    from i2e_neuro.atomic import refuse_overwriting_inputs
 
+    fmt = output_format(args)
     try:
-        desc = from_checkpoint(args.checkpoint)
+        desc = load(args.checkpoint)
         rows = resource_report(desc, args.hardware, args.chips)
+        legality = check_legal(desc, args.chips) if args.hardware == "loihi2" else None
+        out = output_path(args, fmt)
+        refuse_overwriting_inputs([("--out", out)], [("checkpoint", args.checkpoint)])
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2 if not isinstance(e, DoesNotFit) else 3
-    out = args.out or args.checkpoint.with_name("network.h5")
+        return 3 if isinstance(e, (DoesNotFit, IllegalGraph)) else 2
     try:
-        save_hdf5(desc, out)
+        if fmt == "nir":
+            from export.nir import save_nir
+
+            save_nir(desc, out)
+        else:
+            save_hdf5(desc, out)
+    except ValueError as e:
+        print(f"error: {args.checkpoint}: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"error: --out {out}: {e}", file=sys.stderr)
         return 2
     print(layer_table(desc))
     print()
     print(format_report(rows, args.hardware))
+    if legality is not None:
+        print(
+            f"\nLoihi 2 legality: LEGAL ({len(legality.checks)} checks, "
+            f"{len(legality.warnings)} risks; `i2e-neuro deploy-check {out}` prints them)"
+        )
     print(
         f"\n{desc.name}: {len(desc.groups)} neuron groups, {len(desc.connections)} connections, "
         f"{desc.timesteps} frames + {desc.steps - desc.timesteps} latency steps per sample -> {out}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 PROG = "i2e-neuro train"
 
@@ -177,10 +178,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def image_folders(dataset: str | None, root: str | None) -> list[tuple[str, Path]]:
+    """The folders an ``imagefolder`` dataset reads recursively (outputs must stay out)."""
+    if dataset != "imagefolder" or root is None:
+        return []
+    return [(f"--root {root} ({sub}/)", Path(root) / sub) for sub in ("train", "val")]
+
+
 def run(args) -> int:
     import os
     from pathlib import Path
 
+    from i2e_neuro.atomic import refuse_overwriting_inputs
     from i2e_neuro.errors import flag_wording
     from i2e_neuro.train import (
         NonFiniteLoss,
@@ -193,6 +202,16 @@ def run(args) -> int:
 
     given = {k: getattr(args, k, None) for k in _CONFIG_ARGS}
     try:
+        if args.out:
+            try:
+                root = getattr(args, "root", None)
+                refuse_overwriting_inputs(
+                    [("--out", args.out), ("--out", Path(args.out) / "checkpoint.pt")],
+                    [("--init", args.init)] + image_folders(getattr(args, "dataset", None), root),
+                    [("--root", root)],
+                )
+            except ValueError as e:
+                raise TrainError(str(e)) from None
         if args.threads is not None and args.threads < 1:
             raise TrainError(f"--threads {args.threads}: must be at least 1")
         if args.stop_after is not None and args.stop_after < 0:

@@ -141,9 +141,78 @@ class Converter:
     def run(self, progress: bool = False, label: str = "convert") -> Summary:
         """Convert this shard's missing units and write the index; :class:`OSError` when the
         output cannot be written. ``progress``: a progress bar on stderr."""
+        self.check_out()
+        claim = self.claim_out()
+        try:
+            return self._run(progress, label)
+        finally:
+            self.release_out(claim)
+
+    def release_out(self, fd) -> None:
+        """Drop this run's lock; the last run of the conversion removes the lock file."""
+        if fd is None:
+            return
+        import fcntl
+
+        gate = _lock(self.out)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            (self.out / LOCK).unlink(missing_ok=True)
+        except BlockingIOError:
+            pass  # a shard still runs: it removes the file
+        finally:
+            os.close(fd)
+            _unlock(gate)
+
+    def claim_out(self):
+        """Hold a shared lock on ``out/.convert.lock`` for the whole run, stamped with this
+        conversion's parameters: shards of the same conversion share it, a conversion with other
+        parameters running into the same folder is refused (``ConvertError`` naming its pid).
+
+        The folder itself is the gate (locked briefly, as :meth:`write_index` does), so that
+        checking the stamp and taking the lock are one step.
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return None
+        self.out.mkdir(parents=True, exist_ok=True)
+        stamp = {"params": {**self.params, "suffix": self.suffix}, "source": self.described}
+        path = self.out / LOCK
+        gate = _lock(self.out)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                idle = True
+            except BlockingIOError:
+                idle = False
+            if idle:  # nobody converting: stamp it with ours, keep it shared
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps({**stamp, "pid": os.getpid()}).encode(), 0)
+                fcntl.flock(fd, fcntl.LOCK_SH)  # safe: every taker holds the gate
+                return fd
+            with open(path) as f:
+                try:
+                    holder = json.loads(f.read() or "{}")
+                except ValueError:
+                    holder = {}
+            if {k: holder.get(k) for k in stamp} == stamp:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # a shard of the same conversion
+                return fd
+            os.close(fd)
+            raise ConvertError(
+                f"{self.out}: another conversion with other parameters (pid "
+                f"{holder.get('pid', '?')}) is writing into this folder; wait for it to end "
+                "or use another --out",
+                "out",
+            )
+        finally:
+            _unlock(gate)
+
+    def _run(self, progress: bool, label: str) -> Summary:
         from tqdm import tqdm
 
-        self.check_out()
         mine = self.mine
         bar = tqdm(
             total=sum(len(u.indices) for u in mine),
@@ -380,6 +449,10 @@ def dumps_index(index: dict) -> str:
     entries = ",\n  ".join(json.dumps(entry) for entry in index["files"])
     files = f'"files": [\n  {entries}\n ]' if entries else '"files": []'
     return (head[:-2] + ",\n " + files + "\n}" if head != "{}" else "{\n " + files + "\n}") + "\n"
+
+
+#: lock file of a running conversion (see ``Converter.claim_out``)
+LOCK = ".convert.lock"
 
 
 def _lock(folder: Path):

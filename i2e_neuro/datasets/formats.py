@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from i2e_neuro.atomic import atomic_path
+from i2e_neuro.atomic import hdf5_file, savez
+from i2e_neuro.integrity import add_hdf5_checksums, verify_hdf5, verify_zip
 
 FORMATS = ("packed", "dense", "list")
 SUFFIXES = (".npz", ".h5", ".hdf5")
@@ -118,17 +119,14 @@ def save_events(
     if labels is not None:
         arrays["labels"] = np.asarray(labels, dtype=np.int64)
     header = json.dumps({"format": fmt, **(meta or {})})
-    with atomic_path(path) as tmp:
-        if path.suffix == ".npz":
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, header=np.asarray(header), **arrays)
-        else:
-            import h5py
-
-            with h5py.File(tmp, "w") as f:
-                f.attrs["header"] = header
-                for k, v in arrays.items():
-                    f.create_dataset(k, data=v, compression="gzip" if v.size > 1024 else None)
+    if path.suffix == ".npz":
+        savez(path, header=np.asarray(header), **arrays)
+    else:
+        with hdf5_file(path) as f:
+            f.attrs["header"] = header
+            for k, v in arrays.items():
+                f.create_dataset(k, data=v, compression="gzip" if v.size > 1024 else None)
+            add_hdf5_checksums(f)
     return path
 
 
@@ -151,6 +149,7 @@ def _read(path: Path, data: bool) -> tuple[dict, tuple[int, ...], dict[str, np.n
     """``(header, shape, arrays)`` of an event file: the JSON header, the stored dense shape and,
     when ``data``, every other member (else none: only the small members are read)."""
     if path.suffix == ".npz":
+        verify_zip(path)
         with np.load(path, allow_pickle=False) as f:
             keys = set(f.files)
             header = json.loads(str(f["header"]))
@@ -160,6 +159,7 @@ def _read(path: Path, data: bool) -> tuple[dict, tuple[int, ...], dict[str, np.n
         import h5py
 
         with h5py.File(path, "r") as f:
+            verify_hdf5(f, path)
             keys = set(f.keys())
             header = json.loads(str(f.attrs["header"]))
             shape = tuple(int(s) for s in f["shape"][()])

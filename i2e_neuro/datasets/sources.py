@@ -17,6 +17,7 @@ import numpy as np
 
 from i2e_neuro.datasets.registry import IMAGES_RATIO, REGISTRY
 from i2e_neuro.datasets.registry import names as registry_names
+from i2e_neuro.errors import ParameterError
 from i2e_neuro.i2e.images import IMAGE_SUFFIXES, load_image
 
 #: Default threshold ratio per dataset (the I2E paper's per-dataset ratios; the registry's for the
@@ -53,6 +54,14 @@ _TORCHVISION = {
         "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte",
     ),
 }
+
+
+class SourceError(ParameterError, ValueError):
+    """A source that cannot be made as asked; ``params``: the parameters the message names."""
+
+
+class SourceNotFound(ParameterError, FileNotFoundError):
+    """The data of a source is not where it was looked for (the message shows the layout)."""
 
 
 class Item(NamedTuple):
@@ -272,15 +281,17 @@ def load_torchvision_source(dataset: str, root: str | Path, split: str = "train"
         root = root.parent
     expected = f"{root}/{folder}/ with {files}"
     if not (root / folder).is_dir():
-        raise FileNotFoundError(
-            f"{dataset}: not found under --root {root} (no download is attempted); expected {expected}"
+        raise SourceNotFound(
+            f"{dataset}: not found under root {root} (no download is attempted); expected "
+            f"{expected}",
+            "root",
         )
     import torchvision.datasets as tvd
 
     try:
         ds = getattr(tvd, cls_name)(str(root), train=split == "train", download=False)
     except (RuntimeError, OSError, ValueError) as e:
-        raise FileNotFoundError(
+        raise SourceNotFound(
             f"{dataset}: cannot read {root / folder} ({e}); expected {expected}"
         ) from e
     data = ds.data.numpy() if hasattr(ds.data, "numpy") else np.asarray(ds.data)
@@ -304,7 +315,9 @@ def dataset_source(
     if dataset not in DATASETS:
         raise ValueError(f"dataset={dataset!r}: must be one of {DATASETS}")
     if root is None:
-        raise ValueError(f"{dataset}: give --root, the folder holding {_TORCHVISION[dataset][1]}/")
+        raise SourceError(
+            f"{dataset}: give root, the folder holding {_TORCHVISION[dataset][1]}/", "root"
+        )
     return load_torchvision_source(dataset, root, split)
 
 

@@ -289,7 +289,7 @@ def build_arrays(cfg):
         train_images, train_labels, _ = _array_split(cfg.dataset, cfg.root, "train")
         test_images, test_labels, _ = _array_split(cfg.dataset, cfg.root, "test")
     except (FileNotFoundError, OSError) as e:
-        raise DataError(str(e)) from e
+        raise DataError(str(e), *getattr(e, "params", ())) from e
     size = cfg.size
     small = True
     train_tf = image_transform(cfg.augment, size, True, small, native=size)

@@ -21,6 +21,8 @@ multiple of 1/255) is done in float instead.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -43,11 +45,20 @@ def check_parameters(ratio: float, timesteps: int, order: Any, padding: str) -> 
     """Validate the conversion parameters; return the parsed order. Errors name the argument."""
     if (
         isinstance(ratio, bool)
-        or not isinstance(ratio, (int, float))
+        or not isinstance(ratio, numbers.Real)
         or not (0 <= float(ratio) < float("inf"))
     ):
         raise ValueError(f"ratio={ratio!r}: must be a finite number >= 0 (paper: 0.07 to 0.15)")
-    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or not 1 <= timesteps <= 8:
+    if float(ratio) >= 1:
+        raise ValueError(
+            f"ratio={ratio!r}: must be below 1 (no difference between two pixels exceeds the "
+            "image's range, so a ratio >= 1 never fires; paper: 0.07 to 0.15)"
+        )
+    if (
+        isinstance(timesteps, bool)
+        or not isinstance(timesteps, numbers.Integral)
+        or not 1 <= timesteps <= 8
+    ):
         raise ValueError(f"timesteps={timesteps!r}: must be an integer from 1 to 8")
     if padding not in PADDINGS:
         raise ValueError(f"padding={padding!r}: must be one of {sorted(PADDINGS)}")
@@ -106,7 +117,9 @@ def i2e(
         ``[T, 2, H, W]`` for a single unbatched image.
     """
     names = check_parameters(ratio, timesteps, order, padding)[:timesteps]
+    timesteps = int(timesteps)
     batch, batched = as_image_batch(images)
+    batch = _within_float_range(batch)
     pairs = draw_pairs(names, random_vectors, generator)
     if batch.device.type == "cpu":
         out = _i2e_cpu(batch.detach(), pairs, float(ratio), PADDINGS[padding])
@@ -123,6 +136,17 @@ def i2e(
             out[:, start : start + step],
         )
     return out if batched else out[:, 0]
+
+
+def _within_float_range(batch: torch.Tensor) -> torch.Tensor:
+    """Float images with huge finite values (e.g. +-3e38) scaled by a power of two (exact, and
+    I2E is invariant to scale) so that differences of two pixels cannot overflow to inf."""
+    if not batch.is_floating_point():
+        return batch
+    peak = float(batch.detach().abs().amax())
+    if peak <= 2.0**60:
+        return batch
+    return batch * 2.0 ** -math.ceil(math.log2(peak))
 
 
 def _fire(

@@ -16,7 +16,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as an RGB ``uint8`` array ``[H, W, 3]``; errors name the file."""
+    """Read an image file as an RGB ``uint8`` array ``[H, W, 3]``; errors name the file.
+
+    Every bit depth is scaled to 0..255 as a viewer shows it: 16-bit integers by 255/65535,
+    32-bit integers by their full range, floats from [0, 1] (other float ranges, negative
+    integers and NaN are refused).  Transparent images are composited on black (the colour of
+    "no light", which I2E treats as no event).
+    """
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -25,9 +31,51 @@ def load_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            return np.array(im.convert("RGB"))
+            return _to_rgb8(im, path)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        if str(e).startswith(f"{path}:"):
+            raise
         raise ValueError(f"{path}: not a readable image ({e})") from e
+
+
+def _to_rgb8(im, path: Path | str) -> np.ndarray:
+    """Pillow image of any mode -> RGB uint8, scaled by bit depth (see ``load_image``)."""
+    mode = im.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        values = np.asarray(im)
+        if mode == "F":
+            lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+            if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+                raise ValueError(
+                    f"{path}: float image with values from {lo:g} to {hi:g}; float images "
+                    "must hold values in [0, 1] (convert it to 8 or 16 bits, or rescale it)"
+                )
+            scaled = values.astype(np.float64) * 255.0
+        else:
+            bits = 16 if mode.startswith("I;16") else _integer_bits(im)
+            if values.size and values.min() < 0:
+                raise ValueError(
+                    f"{path}: {bits}-bit image with negative values (min {values.min()}): "
+                    "signed images are not supported; save it as unsigned 8 or 16 bits"
+                )
+            scaled = values.astype(np.float64) * (255.0 / (2.0**bits - 1))
+        grey = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
+        rgba = np.asarray(im.convert("RGBA")).astype(np.uint16)
+        # composite on black: premultiply by alpha, rounded
+        return ((rgba[..., :3] * rgba[..., 3:] + 127) // 255).astype(np.uint8)
+    return np.array(im.convert("RGB"))
+
+
+def _integer_bits(im) -> int:
+    """Bit depth of a 32-bit-mode ("I") Pillow image: TIFF says it; PNG/PGM "I" are 16-bit."""
+    tags = getattr(im, "tag_v2", None)
+    if tags is not None and 258 in tags:
+        first = lambda v: int(v[0] if isinstance(v, tuple) else v)  # noqa: E731
+        signed = 339 in tags and first(tags[339]) == 2
+        return first(tags[258]) - (1 if signed else 0)  # signed: 0..2**31-1 is the range
+    return 16 if im.format in ("PNG", "PPM") else 32
 
 
 def as_image_batch(images: Any) -> tuple[torch.Tensor, bool]:
@@ -39,7 +87,7 @@ def as_image_batch(images: Any) -> tuple[torch.Tensor, bool]:
     """
     batched = True
     if _is_pil(images):
-        images = np.asarray(images.convert("RGB"))
+        images = _to_rgb8(images, "images (PIL image)")
     if isinstance(images, np.ndarray):
         if images.dtype.kind not in "biuf":
             raise TypeError(f"images: non-numeric dtype {images.dtype}")
@@ -48,8 +96,18 @@ def as_image_batch(images: Any) -> tuple[torch.Tensor, bool]:
             arr, batched = arr[None, None], False
         elif arr.ndim == 3:
             batched = False
+            if arr.shape[0] not in (1, 3) and arr.shape[-1] not in (1, 3):
+                raise ValueError(
+                    f"images: a 3-D array must be [C, H, W] or [H, W, C] with 1 (grey) or 3 "
+                    f"(RGB) channels, got shape {arr.shape}"
+                )
             arr = arr[None] if arr.shape[0] in (1, 3) else np.moveaxis(arr, -1, 0)[None]
-        elif arr.ndim == 4 and arr.shape[1] not in (1, 3) and arr.shape[-1] in (1, 3):
+        elif arr.ndim == 4 and arr.shape[1] not in (1, 3):
+            if arr.shape[-1] not in (1, 3):
+                raise ValueError(
+                    f"images: a 4-D array must be [B, C, H, W] or [B, H, W, C] with 1 or 3 "
+                    f"channels (grey or RGB), got shape {arr.shape}"
+                )
             arr = np.moveaxis(arr, -1, 1)
         tensor = torch.from_numpy(np.ascontiguousarray(arr))
     elif isinstance(images, torch.Tensor):

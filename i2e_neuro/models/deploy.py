@@ -39,6 +39,10 @@ class NeuronParams:
             self.threshold = self.vth_mant / THRESHOLD_SCALE
 
 
+#: The readout this version trains and exports (see ``i2e_neuro.models.readout``).
+READOUT = "spike_count"
+
+
 @dataclass
 class DeployRecord:
     """Topology, neuron parameters and integers of one quantized network.
@@ -57,6 +61,9 @@ class DeployRecord:
     steps: int = 0
     i2e: dict = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)
+    #: how the output is read: "spike_count" (the readout group spikes, the host counts its
+    #: spikes; ``i2e_neuro.models.readout``); entries without it had an integrator readout
+    readout: str = READOUT
 
     def to_dict(self) -> dict:
         """The checkpoint's ``deploy`` entry."""
@@ -72,6 +79,7 @@ class DeployRecord:
                 "scale_grad": float(n.scale_grad),
             },
             "steps": int(self.steps),
+            "readout": str(self.readout),
             "i2e": dict(self.i2e),
             "conns": {
                 c.name: {"weight": self.weights[c.name], "exponent": int(self.exponents[c.name])}
@@ -105,6 +113,7 @@ class DeployRecord:
                 steps=int(d.get("steps", 0)),
                 i2e=dict(d.get("i2e", {})),
                 classes=[str(c) for c in d.get("classes", [])],
+                readout=str(d.get("readout", "integrator")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"deploy entry is incomplete or malformed: missing/invalid {e}") from e

@@ -24,11 +24,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from lava.lib.dl import slayer
 
 from i2e_neuro.layouts import i2e_to_slayer
 from i2e_neuro.models.deploy import DeployRecord, NeuronParams, as_record
+from i2e_neuro.models.readout import spike_scores
 from i2e_neuro.models.spec import INPUT, NetSpec
+from i2e_neuro.quiet import import_lava_dl
+
+slayer = import_lava_dl().slayer
 
 WEIGHT_SCALE = 64  # slayer's neuron scale: float weight 1.0 == integer 64
 CURRENT_DECAY = 4096  # u[t] = input[t]
@@ -122,16 +125,15 @@ class SpikingGraph(torch.nn.Module):
                 self.norms[_key(c.name)] = torch.nn.BatchNorm3d(c.out_channels)
         self.neurons = torch.nn.ModuleDict()
         self.biases = torch.nn.ParameterDict()
-        for g in spec.groups:
-            if not g.readout:
-                self.neurons[_key(g.name)] = slayer.neuron.cuba.Neuron(
-                    threshold=cfg.threshold,
-                    current_decay=CURRENT_DECAY / 4096,
-                    voltage_decay=VOLTAGE_DECAY / 4096,
-                    tau_grad=cfg.tau_grad,
-                    scale_grad=cfg.scale_grad,
-                    scale=WEIGHT_SCALE,
-                )
+        for g in spec.groups:  # the readout spikes too: the host counts its spikes
+            self.neurons[_key(g.name)] = slayer.neuron.cuba.Neuron(
+                threshold=cfg.threshold,
+                current_decay=CURRENT_DECAY / 4096,
+                voltage_decay=VOLTAGE_DECAY / 4096,
+                tau_grad=cfg.tau_grad,
+                scale_grad=cfg.scale_grad,
+                scale=WEIGHT_SCALE,
+            )
             self.biases[_key(g.name)] = torch.nn.Parameter(
                 torch.zeros(g.shape[0]), requires_grad=False
             )
@@ -139,11 +141,14 @@ class SpikingGraph(torch.nn.Module):
         self.register_buffer("exponents", torch.zeros(len(spec.conns), dtype=torch.int64))
 
     # ------------------------------------------------------------------ forward
-    def forward(self, events: torch.Tensor, record: bool = False):
+    def forward(self, events: torch.Tensor, record: bool = False, states: dict | None = None):
         """``events`` ``[T, B, 2, H, W]`` -> logits ``[B, K]`` (and spikes per group if ``record``).
 
-        The logits are the readout integrators' final voltages, ``sum_t fc[t]``, divided by
-        ``threshold * T`` to give the loss a sensible scale (argmax unchanged).
+        The logits are the readout group's spike counts over the sample window plus a detached
+        tie-break below 0.5 (earliest first spike), :func:`~i2e_neuro.models.readout.spike_scores`:
+        what the chip delivers to the host through ``NxToPyAdapter`` and the host counts.
+        ``states``, a dict, receives per group the largest ``|u|`` and ``|v|`` (voltage before
+        the spike reset) in Loihi's integer units, for the 24-bit overflow check.
         """
         if (
             events.ndim != 5
@@ -157,7 +162,6 @@ class SpikingGraph(torch.nn.Module):
         x = i2e_to_slayer(events, self.spec.steps)
         spikes: dict[str, torch.Tensor] = {INPUT: x}
         outputs: dict[str, torch.Tensor] = {}
-        currents: dict[str, torch.Tensor] = {}
         for g in self.spec.groups:
             total = None
             for c in self.spec.incoming(g.name):
@@ -170,17 +174,17 @@ class SpikingGraph(torch.nn.Module):
             total = (
                 total.float()
             )  # under CUDA autocast the synapses give float16; the neurons take float32
-            if g.readout:
-                currents[g.name] = total
-            else:
-                spikes[g.name] = self.neurons[_key(g.name)](total)
-        readout = currents[self.spec.readout.name]
-        logits = readout.sum(-1) / (self.neuron_config.threshold * self.spec.timesteps)
+            neuron = self.neurons[_key(g.name)]
+            if states is not None:
+                with torch.no_grad():
+                    current, voltage = neuron.dynamics(total)
+                peak = states.setdefault(g.name, {"u": 0, "v": 0})
+                for k, x in (("u", current), ("v", voltage)):
+                    peak[k] = max(peak[k], int(round(float(x.abs().max()) * neuron.s_scale)))
+            spikes[g.name] = neuron(total)
+        logits = spike_scores(spikes[self.spec.readout.name])
         if record:
-            return logits, {
-                **{k: v for k, v in spikes.items() if k != INPUT},
-                self.spec.readout.name: readout.cumsum(-1),
-            }
+            return logits, {k: v for k, v in spikes.items() if k != INPUT}
         return logits
 
     def _synapse(self, c, source_spikes: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ class ConnSpec:
 
 @dataclass
 class GroupSpec:
-    """A neuron group; ``shape`` is ``(C, H, W)``, or ``(K,)`` for the readout integrators."""
+    """A neuron group; ``shape`` is ``(C, H, W)``, or ``(K,)`` for the spiking readout (one neuron per class)."""
 
     name: str
     shape: tuple[int, ...]
@@ -193,7 +193,7 @@ def msresnet_spec(
     block adds ``sn1 -> conv1x1(stride)``, which starts a new stream. The paper's stem
     (conv stride 2 + max-pool stride 2 on membrane input) becomes one conv of stride 4: Loihi
     has no max-pool on synaptic input. The head is ``sn -> global sum-pool -> dense`` into
-    non-spiking readout integrators.
+    a spiking readout group whose spikes the host counts.
     """
     spec = NetSpec(name, tuple(input_shape), timesteps)
 

@@ -11,11 +11,13 @@ model adds ``spec`` and, once folded, ``deploy`` (the integers and parameters fo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from i2e_neuro.atomic import atomic_path
 from i2e_neuro.datasets.train_data import DataInfo
+from i2e_neuro.integrity import DamagedFile, check_torch_file, torch_error_text
 from i2e_neuro.train.config import TrainError
 
 CHECKPOINT = "checkpoint.pt"
@@ -44,10 +46,14 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", param: bool = Fa
     if not path.is_file():
         raise CheckpointError(f"{what} {path}: no such file", *params)
     try:
+        check_torch_file(path)
+    except DamagedFile as e:
+        raise CheckpointError(f"{what} {e}", *params) from None
+    try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{what} {path}: unreadable or corrupt ({msg[:200]})", *params) from e
+        msg = torch_error_text(e)
+        raise CheckpointError(f"{what} {path}: unreadable or corrupt ({msg})", *params) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{what} {path}: not an i2e-neuro training checkpoint", *params)
     if int(ckpt.get("version", 0)) > CHECKPOINT_VERSION:
@@ -208,6 +214,24 @@ def load_init(model, ckpt: dict, path: str, backend: str) -> list[str]:
     return sorted(set(replaced))
 
 
+def apply_init(model, init: dict, cfg, num_classes: int, log: Callable[[str], None]) -> None:
+    """Start ``model`` from the ``init`` checkpoint's weights; a folded (QAT) one folds the model
+    and skips the float phase (``cfg.epochs`` becomes 0)."""
+    if init["config"].get("backend") == "slayer" and is_folded_state(init["model"]):
+        model.fold()
+        if cfg.epochs:
+            log(
+                f"the init checkpoint {cfg.init} is already folded (QAT): skipping the "
+                f"{cfg.epochs} float epoch(s)"
+            )
+        cfg.epochs = 0
+    replaced = load_init(model, init, cfg.init, cfg.backend)
+    log(
+        f"initialised from {cfg.init}"
+        + (f" (classifier replaced: {num_classes} classes)" if replaced else "")
+    )
+
+
 def deploy_entry(model, info: DataInfo) -> dict:
     """The checkpoint's ``deploy`` entry (:class:`~i2e_neuro.models.deploy.DeployRecord`)."""
     i2e = {
@@ -248,3 +272,13 @@ def make_payload(trainer, phase: str, epoch: int, interrupted: bool = False, ste
         if is_folded(model):
             payload["deploy"] = deploy_entry(model, trainer.info)
     return payload
+
+
+def resume_hint(out: Path, completed: int) -> str:
+    """How to continue a run stopped after ``completed`` epochs."""
+    if completed:
+        return (
+            f"resume from the last complete epoch ({completed}, {out / CHECKPOINT}) with: "
+            f"i2e-neuro train --resume --out {out}"
+        )
+    return "no epoch had completed, so there is nothing to resume: run the same command again"

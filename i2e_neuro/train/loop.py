@@ -34,13 +34,14 @@ from i2e_neuro.datasets.train_data import (
 from i2e_neuro.train.checkpoint import (
     CHECKPOINT,
     INTERRUPTED,
+    apply_init,
     check_resumed_data,
     is_folded,
     is_folded_state,
-    load_init,
     load_init_checkpoint,
     load_run,
     make_payload,
+    resume_hint,
     save_checkpoint,
     set_rng_state,
 )
@@ -88,6 +89,15 @@ def make_optimizer(model, cfg: TrainConfig, phase: str, steps_per_epoch: int):
         optimizer, T_max=max(1, epochs * steps_per_epoch), eta_min=min(cfg.min_lr, lr)
     )
     return optimizer, scheduler
+
+
+def make_loaders(cfg: TrainConfig, train_set, test_set, batch_size: int, dist, generator):
+    """``(train_sampler, train_loader, test_sampler, test_loader)`` of this process's shard."""
+    train_sampler = EpochSampler(len(train_set), cfg.seed, True, dist.rank, dist.world)
+    test_sampler = EpochSampler(len(test_set), cfg.seed, False, dist.rank, dist.world)
+    train_loader = make_loader(train_set, batch_size, train_sampler, cfg.workers, generator)
+    test_loader = make_loader(test_set, batch_size, test_sampler, cfg.workers)
+    return train_sampler, train_loader, test_sampler, test_loader
 
 
 class Trainer:
@@ -150,11 +160,15 @@ class Trainer:
             from i2e_neuro.i2e.conversion import I2E
 
             self.i2e = I2E(cfg.ratio, self.info.timesteps, cfg.order)
-        self._make_loaders()
+        self.batch_size = max(1, math.ceil(cfg.batch_size / self.dist.world))
+        self.loader_generator = torch.Generator()
+        self.train_sampler, self.train_loader, self.test_sampler, self.test_loader = make_loaders(
+            cfg, self.train_set, self.test_set, self.batch_size, self.dist, self.loader_generator
+        )
         self.amp = bool(cfg.amp) and self.device.type == "cuda"
         self.scaler = torch.cuda.amp.GradScaler(enabled=self.amp)
         if init is not None:
-            self._load_init(init)
+            apply_init(self.model, init, cfg, len(self.info.classes), self.log)
         if ckpt is not None:
             if is_folded_state(ckpt["model"]):
                 self.model.fold()
@@ -173,38 +187,6 @@ class Trainer:
         if ckpt is not None and "rng" in ckpt:
             set_rng_state(ckpt["rng"])
         self.ddp = self.dist.wrap(self.model, self.device)
-
-    def _make_loaders(self) -> None:
-        cfg, dist = self.cfg, self.dist
-        self.batch_size = max(1, math.ceil(cfg.batch_size / dist.world))
-        self.train_sampler = EpochSampler(
-            len(self.train_set), cfg.seed, True, dist.rank, dist.world
-        )
-        self.test_sampler = EpochSampler(len(self.test_set), cfg.seed, False, dist.rank, dist.world)
-        self.loader_generator = torch.Generator()
-        self.train_loader = make_loader(
-            self.train_set, self.batch_size, self.train_sampler, cfg.workers, self.loader_generator
-        )
-        self.test_loader = make_loader(
-            self.test_set, self.batch_size, self.test_sampler, cfg.workers
-        )
-
-    def _load_init(self, init: dict) -> None:
-        """Start from another run's weights; a folded (QAT) one skips the float phase."""
-        cfg = self.cfg
-        if init["config"].get("backend") == "slayer" and is_folded_state(init["model"]):
-            self.model.fold()
-            if cfg.epochs:
-                self.log(
-                    f"the init checkpoint {cfg.init} is already folded (QAT): skipping the "
-                    f"{cfg.epochs} float epoch(s)"
-                )
-            cfg.epochs = 0
-        replaced = load_init(self.model, init, cfg.init, cfg.backend)
-        self.log(
-            f"initialised from {cfg.init}"
-            + (f" (classifier replaced: {len(self.info.classes)} classes)" if replaced else "")
-        )
 
     def phase_of(self, epoch: int) -> str:
         return "float" if epoch < self.cfg.epochs else "qat"
@@ -413,18 +395,9 @@ class Trainer:
         except Exception as e:  # noqa: BLE001 - report, the interrupt still wins
             saved = f"could not save {path} ({e})"
         self.records.curves(self.history, self.cfg)
-        if self.completed:
-            how = (
-                f"resume from the last complete epoch ({self.completed}, {self.out / CHECKPOINT}) "
-                f"with: i2e-neuro train --resume --out {self.out}"
-            )
-        else:
-            how = (
-                "no epoch had completed, so there is nothing to resume: run the same command again"
-            )
         print(
             f"i2e-neuro train: interrupted in epoch {self.completed + 1} (step "
-            f"{self.step_in_epoch}); {saved}; {how}",
+            f"{self.step_in_epoch}); {saved}; {resume_hint(self.out, self.completed)}",
             file=sys.stderr,
             flush=True,
         )

@@ -107,7 +107,8 @@ def epoch_line(row: dict, total: int) -> str:
 
 
 def progress(iterable, desc: str, enabled: bool):
-    """A tqdm bar over ``iterable`` on stderr (disabled: a bar that shows nothing)."""
+    """A tqdm bar over ``iterable`` on stderr, shown only when ``enabled`` and stderr is a
+    terminal (in a log file the per-epoch lines are the progress)."""
     from tqdm import tqdm
 
     return tqdm(
@@ -115,7 +116,7 @@ def progress(iterable, desc: str, enabled: bool):
         desc=desc,
         unit="batch",
         leave=False,
-        disable=not enabled,
+        disable=not (enabled and getattr(sys.stderr, "isatty", lambda: False)()),
         file=sys.stderr,
         dynamic_ncols=True,
     )

@@ -49,14 +49,18 @@ def test_build_graph_lists_every_lava_process(checkpoint):
     from lava.magma.core.process.process import AbstractProcess
 
     from export.lava_graph import LOIHI_PROCESSES
+    from export.processes import InputAdapter, OutputAdapter
 
     desc = export.from_checkpoint(checkpoint)
     for backend in ("cpu", "loihi2"):
         net = export.build_graph(desc, backend=backend)
         procs = net.processes()
-        assert len(procs) == len(desc.groups) + len(desc.connections)
-        assert all(isinstance(p, AbstractProcess) and isinstance(p, LOIHI_PROCESSES) for p in procs)
-        assert {p.name for p in procs} == {g.name for g in desc.groups} | {
+        # the network's chip processes, then the host <-> chip adapters (export.processes)
+        assert len(procs) == len(desc.groups) + len(desc.connections) + 2
+        chip, adapters = procs[:-2], procs[-2:]
+        assert all(isinstance(p, AbstractProcess) and isinstance(p, LOIHI_PROCESSES) for p in chip)
+        assert [type(p) for p in adapters] == [InputAdapter, OutputAdapter]
+        assert {p.name for p in chip} == {g.name for g in desc.groups} | {
             c.name for c in desc.connections
         }
     with pytest.raises(ValueError, match="backend='gpu'"):
@@ -70,11 +74,23 @@ def test_importing_export_does_not_import_lava():
 
 
 def test_one_run_config_builder():
-    from export.fast_models import fast_exception_map, fast_run_config
+    from lava.proc.conv.process import Conv
 
-    assert run_config("cpu").exception_proc_model_map == fast_exception_map()
-    assert fast_run_config().exception_proc_model_map == fast_exception_map()
-    assert run_config("cpu", fast=False).exception_proc_model_map == {}
+    from export.fast_models import LoihiConvModelReference, fast_exception_map, fast_run_config
+    from export.processes import (
+        InputAdapter,
+        OutputAdapter,
+        PyInputAdapterModel,
+        PyOutputAdapterModel,
+    )
+
+    adapters = {InputAdapter: PyInputAdapterModel, OutputAdapter: PyOutputAdapterModel}
+    assert run_config("cpu").exception_proc_model_map == {**adapters, **fast_exception_map()}
+    assert fast_run_config().exception_proc_model_map == {**adapters, **fast_exception_map()}
+    assert run_config("cpu", fast=False).exception_proc_model_map == {
+        **adapters,
+        Conv: LoihiConvModelReference,
+    }
     assert run_config("cpu").select_tag == "fixed_pt"
     with pytest.raises(ValueError, match="backend='tpu'"):
         run_config("tpu")

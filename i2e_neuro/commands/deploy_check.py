@@ -1,0 +1,55 @@
+"""``i2e-neuro deploy-check FILE``: is the exported network legal on Loihi 2? The whole table.
+
+Builds the Lava graph that Loihi 2 would run (``export.lava_graph.build``, adapters included,
+with the host input and readout counter attached), checks every process against the register
+formats of ``hw_configs/loihi2.yaml`` (``export.legality``) and prints every check with the core
+and chip mapping. ``--data`` also runs the lava-dl model of the same integers on a few samples
+to measure the largest ``|u|``, ``|v|`` and flag 24-bit overflow risk. Exit 0 legal, 1 illegal,
+2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", type=Path, help="network file (.h5 from export) or a checkpoint (.pt)")
+    p.add_argument("--hardware", default="loihi2", help="hw_configs target (default loihi2)")
+    p.add_argument(
+        "--chips", type=int, default=None, help="chips available (default: as many as needed)"
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="measure the largest |u|, |v| on samples of this data set (digits, cifar10, ...)",
+    )
+    p.add_argument("--root", default=None, help="dataset folder for --data")
+    p.add_argument("--limit", type=int, default=32, help="samples for --data (default 32)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from export import load as load_description
+    from export.legality import deployable_report
+
+    try:
+        desc = load_description(args.model)
+        peaks = None
+        if args.data:
+            from export.lava_dl_run import state_peaks
+            from i2e_neuro.datasets.eval_data import load_samples
+
+            samples = load_samples(args.data, desc.input_shape[1:], args.root, "test", args.limit)
+            peaks = state_peaks(desc, samples)
+        report = deployable_report(desc, args.hardware, args.chips, peaks)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report.table())
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    return 0 if report.ok else 1
