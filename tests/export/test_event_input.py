@@ -13,9 +13,10 @@ from i2e_neuro import i2e
 from i2e_neuro.datasets.cifar10_dvs import CLASSES
 from i2e_neuro.datasets.eval_data import Samples, load_samples
 from i2e_neuro.datasets.formats import load_events, save_events
-from i2e_neuro.layouts import batch_first_to_time_first, slayer_to_samples
+from i2e_neuro.layouts import batch_first_to_time_first
 from i2e_neuro.models.spec import build_spec
 from tests.datasets.test_cifar10_dvs import write_events
+from tests.export.test_export import assert_same_spikes  # every group, readout too
 from tests.oracles import random_folded_description
 
 # Runs Lava process graphs (OS processes per process model): left out of `make test-fast`.
@@ -29,15 +30,6 @@ def reference(model, events_ntchw: np.ndarray) -> dict:
             batch_first_to_time_first(torch.from_numpy(events_ntchw)), record=True
         )
     return rec
-
-
-def assert_same_spikes(result, rec, desc) -> None:
-    for g in desc.spiking_groups:
-        ref = slayer_to_samples(rec[g.name]).numpy().astype(bool)  # [N, steps, C, H, W]
-        assert ref.sum() > 0, f"{g.name}: silent group makes a weak test"
-        assert np.array_equal(result.trains[g.name], ref), f"{g.name}: spikes differ"
-    logits = rec[desc.readout.name][..., -1].numpy() * 4096
-    assert np.array_equal(result.logits, logits.astype(np.int64))
 
 
 def assert_polarity_matters(model, events: np.ndarray, desc) -> None:
