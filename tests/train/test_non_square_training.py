@@ -42,7 +42,7 @@ def test_the_qat_graph_trains_folds_and_exports_at_24x40():
     model.eval()
     with torch.no_grad():
         accuracy = float((model(events).argmax(1) == labels).float().mean())
-    assert accuracy >= 0.5, accuracy  # chance: 0.25 (0.66 when written)
+    assert accuracy >= 0.35, accuracy  # chance: 0.25 (0.44 with the spiking readout)
     model.fold()
     desc = from_deploy(model.deploy(i2e={"ratio": 0.1, "order": "efghabcd"}, classes=list("abcd")))
     assert desc.input_shape == (2, 24, 40)
