@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -356,10 +357,15 @@ def report(summary: dict, as_json: bool) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(grace_s: float = 10.0) -> None:
     """In a ``--workers`` child: get SIGTERM when the parent dies (``PR_SET_PDEATHSIG``), exit
-    at once if it is already gone, and turn SIGTERM into KeyboardInterrupt so that the Lava
-    runtime is stopped on the way out (``export.runner.simulate``'s ``finally``)."""
+    at once if it is already gone.
+
+    SIGTERM takes the command's clean path (``i2e_neuro.cli``: it unwinds like Ctrl-C, so the
+    Lava runtime is stopped in ``export.runner.simulate``'s ``finally``). A watchdog thread makes
+    sure of it: when the parent is gone it sends SIGTERM itself (a signal can be lost while Lava
+    forks), and ends the process ``grace_s`` later if the clean path has not; the Lava workers
+    then die with it (``export.supervision``)."""
     parent = os.environ.get(PARENT_ENV)
     if parent is None:
         return
@@ -368,15 +374,19 @@ def _die_with_parent() -> None:
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the parent's finally still ends us
+    except (OSError, AttributeError):  # not Linux: the watchdog below still ends us
         pass
     if os.getppid() != int(parent):
         os._exit(130)
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+    def watchdog() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(143)
 
-    signal.signal(signal.SIGTERM, interrupt)
+    threading.Thread(target=watchdog, name="die-with-parent", daemon=True).start()
 
 
 def _child_command(args: argparse.Namespace, shard: int, shards: int, folder: Path) -> list[str]:
