@@ -99,8 +99,12 @@ def quantize_weight(w: torch.Tensor, exponent: int) -> torch.Tensor:
     return slayer.utils.quantize(w, step=step).clamp(-128 * step, 127 * step)
 
 
+#: The lowest bias Loihi's 13-bit signed bias mantissa holds at exponent 6 (weight units).
+MIN_BIAS = -4096 * BIAS_STEP
+
+
 def quantize_bias(b: torch.Tensor, max_bias: float) -> torch.Tensor:
-    return slayer.utils.quantize(b, step=BIAS_STEP).clamp(-4096 * BIAS_STEP, max_bias)
+    return slayer.utils.quantize(b, step=BIAS_STEP).clamp(MIN_BIAS, max_bias)
 
 
 class SpikingGraph(torch.nn.Module):
@@ -259,9 +263,10 @@ class SpikingGraph(torch.nn.Module):
             if not conns:
                 continue
             total = sum(self._bn_shift(c) for c in conns)
-            excess = (total - limit).clamp(min=0)
-            if bool(excess.any()):
-                moved += int((excess > 0).sum())
+            # above max_bias, or below the 13-bit bias mantissa's floor: move back inside
+            excess = (total - limit).clamp(min=0) + (total - MIN_BIAS).clamp(max=0)
+            if bool((excess != 0).any()):
+                moved += int((excess != 0).sum())
                 for c in conns:
                     self.norms[_key(c.name)].bias.sub_(excess / (th * len(conns)))
         return moved
