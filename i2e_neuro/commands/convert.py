@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from i2e_neuro.shards import parse_shard
+
 _EXAMPLES = """\
 examples:
   i2e-neuro convert photos/ -o events/photos                 one .npz per image, ratio 0.12
@@ -137,24 +139,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --- argument checks ----------------------------------------------------------------------------
 
 
-def parse_shard(spec: str | None, environ=os.environ) -> tuple[int, int]:
-    """``"i/n"`` -> (i, n); None -> RANK/WORLD_SIZE if both are set, else (0, 1)."""
-    if spec is None:
-        rank, world = environ.get("RANK"), environ.get("WORLD_SIZE")
-        if rank is None or world is None:
-            return 0, 1
-        spec, what = f"{rank}/{world}", f"RANK={rank}, WORLD_SIZE={world}"
-    else:
-        what = f"--shard {spec}"
-    try:
-        i, n = (int(part) for part in spec.split("/"))
-    except ValueError:
-        raise ValueError(f"{what}: expected I/N with integers, e.g. 0/4") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"{what}: need N >= 1 and 0 <= I < N")
-    return i, n
-
-
 def memory_needed(size: list[int], timesteps: int, images: int) -> int:
     """Bytes to convert ``images`` images resized to ``size`` (H W, or the short side: a lower
     bound): the uint8 RGB images, the bool events ``[T, 2, H, W]`` and their packed copy."""
@@ -272,7 +256,7 @@ def run(args) -> int:
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"{PROG}: error: {flag_wording(e)}", file=sys.stderr)
         return 2
-    shard, shards = parse_shard(args.shard)
+    shard, shards = parse_shard(args.shard) or (0, 1)
     ratio = (
         args.ratio if args.ratio is not None else sources.DEFAULT_RATIOS[args.dataset or "images"]
     )

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from i2e_neuro.shards import parse_shard
+
 SHARD_KIND = "i2e-neuro simulate shard"
 #: Environment variable naming the parent of a ``--workers`` child (the child dies with it).
 PARENT_ENV = "I2E_NEURO_SIMULATE_PARENT"
@@ -135,24 +137,6 @@ def dry_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"dry_run": True, "backend": args.backend, **report.to_dict()}))
     return 0 if report.ok else 1
-
-
-def parse_shard(spec: str | None, environ=os.environ) -> tuple[int, int] | None:
-    """``"I/N"`` -> (I, N); None -> RANK/WORLD_SIZE when both are set, else None (no sharding)."""
-    if spec is None:
-        rank, world = environ.get("RANK"), environ.get("WORLD_SIZE")
-        if rank is None or world is None:
-            return None
-        spec, what = f"{rank}/{world}", f"RANK={rank}, WORLD_SIZE={world}"
-    else:
-        what = f"--shard {spec}"
-    try:
-        i, n = (int(part) for part in spec.split("/"))
-    except ValueError:
-        raise ValueError(f"{what}: expected I/N with integers, e.g. 0/4") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"{what}: need N >= 1 and 0 <= I < N")
-    return i, n
 
 
 def shard_bounds(total: int, shard: int, shards: int) -> tuple[int, int]:
