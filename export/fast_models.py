@@ -33,6 +33,7 @@ process (``_torch_is_safe``), numpy otherwise.
 
 from __future__ import annotations
 
+import concurrent.futures
 import multiprocessing
 import os
 import typing as ty
@@ -57,6 +58,8 @@ from lava.proc.conv.process import Conv
 from lava.proc.lif.models import PyLifModelBitAcc, PyLifResetModelBitAcc
 from lava.proc.lif.process import LIF, LIFReset
 from lava.utils.weightutils import SignMode, clip_weights, determine_sign_mode, truncate_weights
+
+from export.inprocess_runtime import compute_pool, result
 
 __all__ = [
     "FastConvModelFixed",
@@ -418,18 +421,34 @@ class FastConvModelFixed(AbstractPyConvModel):
         super().__init__(proc_params)
         _prepare_worker()  # at build time, in the worker process, not in the first step
         self._synapse = None  # see _prepared
+        self._pending: ty.Optional[concurrent.futures.Future] = None  # next a_buf, computing
 
     def run_spk(self) -> None:
+        self.a_out.send(self._settled_a_buf())
+
+        s_in = self.s_in.recv()
+        # The result is only sent at the next step (the synaptic delay), so in the in-process
+        # runtime it is computed on a compute thread while the other models run this step.
+        pool = compute_pool() if s_in.any() else None
+        if pool is None:
+            self.a_buf = self._synaptic_input(s_in)
+        else:
+            self._pending = pool.submit(self._synaptic_input, s_in)
+
+    def _settled_a_buf(self) -> np.ndarray:
+        """``a_buf``, once the convolution of the previous step has finished."""
+        if self._pending is not None:
+            self.a_buf, self._pending = result(self._pending), None
         if self.a_buf is None:  # as in the stock model (never true: the Var has init=0)
             self.a_buf = np.zeros_like(self.a_out.shape)
+        return self.a_buf
 
-        self.a_out.send(self.a_buf)
-
-        if self.num_message_bits.item() > 0:
-            s_in = self.s_in.recv()
-        else:
-            s_in = self.s_in.recv().astype(bool)
-
+    def _synaptic_input(self, s_in: np.ndarray) -> np.ndarray:
+        """The convolution of ``s_in`` as Loihi 2's synapses compute it, wrapped to 24 bits;
+        binary spikes (``num_message_bits == 0``) count as 1 where nonzero, as in the stock
+        model."""
+        if self.num_message_bits.item() == 0:
+            s_in = s_in.astype(bool)
         weight, weight_exp, plan = self._prepared()
         a_out, bound = _conv_exact(
             s_in,
@@ -447,9 +466,16 @@ class FastConvModelFixed(AbstractPyConvModel):
                 bound = bound << weight_exp if weight_exp > 0 else (bound >> -weight_exp) + 1
         if bound is not None and bound < _CLAMP_FREE and a_out.dtype.kind == "i":
             # |a_out| <= bound < 2**23: the 24-bit wrap-around is the identity.
-            self.a_buf = a_out.astype(np.int32, copy=False)
-        else:
-            self.a_buf = self.clamp_precision(a_out).astype(np.int32)
+            return a_out.astype(np.int32, copy=False)
+        return self.clamp_precision(a_out).astype(np.int32)
+
+    def _get_var(self) -> None:
+        self._settled_a_buf()  # the host reads the Vars as they are after the last step
+        super()._get_var()
+
+    def _set_var(self) -> None:
+        self._settled_a_buf()
+        super()._set_var()
 
     def clamp_precision(self, x: np.ndarray) -> np.ndarray:
         return utils.signed_clamp(x, bits=24)
@@ -534,13 +560,24 @@ class _FastLifFixedMixin:
     """
 
     def scale_bias(self):
+        """The stock scaling, done again only when ``bias_mant`` or ``bias_exp`` changed (the
+        stock model redoes it every step; the host replaces a Var's array when it sets it, and
+        ``on_var_update`` follows every ``set``)."""
+        source = getattr(self, "_bias_source", None)
+        if source is not None and source[0] is self.bias_mant and source[1] is self.bias_exp:
+            return
         # A zero mantissa gives a zero effective bias whatever the exponent (0 << e == 0 >> e
-        # == 0); the stock method builds that array of zeros every step.
+        # == 0); the stock method would build that array of zeros.
         if not np.any(self.bias_mant):
             self.effective_bias = 0
             self.isbiasscaled = True
         else:
             super().scale_bias()
+        self._bias_source = (self.bias_mant, self.bias_exp)
+
+    def on_var_update(self):
+        self._bias_source = None
+        super().on_var_update()
 
     def subthr_dynamics(self, activation_in: np.ndarray):
         factor_u = _exact_int(self.decay_unity - (self.du + self.ds_offset))

@@ -164,7 +164,9 @@ def _synapse_checks(proc, fmt: dict) -> list[Check]:
     checks.append(_range_check(proc, "num_weight_bits", [bits], 1, fmt["weight_bits"]))
     # Loihi keeps num_weight_bits of the 8 (mixed: the sign takes one): lower bits are dropped.
     step = 1 << max(0, fmt["weight_bits"] - bits + (mode == SignMode.MIXED))
-    lost = int(np.count_nonzero(np.asarray(w, dtype=np.int64) % step)) if w.size else 0
+    # step is a power of two: for integers the low bits are the remainder mod step.
+    rest = np.bitwise_and(w, step - 1) if w.dtype.kind in "iu" else np.mod(w, step)
+    lost = int(np.count_nonzero(rest)) if w.size else 0
     checks.append(
         Check(
             proc.name,

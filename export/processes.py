@@ -338,7 +338,10 @@ def _monitors_init(self, proc_params):
 def _monitors_run_spk(self) -> None:
     k, j = divmod(self.time_step - 1, self.steps)
     for i, out in enumerate(self.outs):
-        spikes = getattr(self, f"s_in{i}").recv() != 0
+        spikes = getattr(self, f"s_in{i}").recv()
+        if not spikes.any():
+            continue  # nothing to add: the files start as zeros
+        spikes = spikes != 0
         if k < len(out["counts"]):
             out["counts"][k] += int(np.count_nonzero(spikes))
             out["neuron_counts"] += spikes

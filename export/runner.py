@@ -51,6 +51,7 @@ def simulate(
     backend: str = "cpu",
     record: int = 0,
     fast: bool = True,
+    in_process: bool = True,
 ) -> SimulationResult:
     """Stream ``samples`` through the network; record full spike trains of the first ``record`` samples.
 
@@ -61,6 +62,10 @@ def simulate(
     ``samples``: images ``[N, C, H, W]`` (converted by the I2E source process) or, with
     ``events=True``, event frames ``[N, T, 2, H, W]``: an array, tensor, or iterable / torch
     dataset of samples.
+
+    ``in_process`` (CPU only): every Lava process model on a thread of this process
+    (``export.inprocess_runtime``) instead of one forked OS process each; same models, same
+    values, several times less overhead.  False: Lava's own multiprocessing runtime.
     """
     from export.legality import require_legal
     from export.processes import (
@@ -119,7 +124,7 @@ def simulate(
                 )
                 if backend == "cpu":
                     pin_models(cfg, [*host, *net.processes()])
-                run_checked(source, n * window, cfg)
+                run_checked(source, n * window, cfg, in_process=in_process and backend == "cpu")
             readout_counts = np.asarray(counter.counts.get(), dtype=np.int64)[:n]
             readout_first = np.asarray(counter.first.get(), dtype=np.int64)[:n]
         finally:

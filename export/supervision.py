@@ -146,6 +146,15 @@ def abort_runtime(proc) -> None:
     runtime = getattr(proc, "runtime", None)
     if runtime is None:
         return
+    from export.inprocess_runtime import is_in_process
+
+    if is_in_process(runtime):  # threads: release every blocked port, they end by themselves
+        runtime._messaging_infrastructure.abort()
+        runtime._messaging_infrastructure.join(5.0)
+        runtime._is_running = runtime._is_started = False
+        with contextlib.suppress(Exception):
+            runtime.stop()  # only joins the ended threads now
+        return
     actors = _actors(runtime)
     for actor in actors:
         if actor.is_alive():
@@ -180,11 +189,13 @@ def _failure_text(actors) -> str:
     lines = []
     for actor in actors:
         exc = actor.exception
+        forked = hasattr(actor, "pid")  # Lava's SystemProcess; else an in-process actor
+        who = f"worker pid {actor.pid}" if forked else f"in-process actor {actor.name}"
         if exc:
             err, tb = exc
-            lines.append(f"worker pid {actor.pid}: {err!r}\n{tb}")
-        elif not actor.is_alive():
-            lines.append(f"worker pid {actor.pid} exited with code {actor.exitcode}")
+            lines.append(f"{who}: {err!r}\n{tb}")
+        elif forked and not actor.is_alive():
+            lines.append(f"{who} exited with code {actor.exitcode}")
     return "\n".join(lines)
 
 
@@ -195,8 +206,14 @@ def run_checked(
     *,
     timeout_s: ty.Optional[float] = None,
     poll_s: float = 0.005,
+    in_process: bool = False,
 ) -> None:
     """``proc.run(RunSteps(num_steps), run_cfg)`` that raises instead of hanging.
+
+    ``in_process``: when ``proc`` has no runtime yet, create Lava's runtime with every model
+    on a thread of this process (``export.inprocess_runtime``) instead of a forked OS process
+    each; the same models compute the same values, with much less hand-off and start-up
+    cost.  A failing model then releases the others at once, so nothing is polled.
 
     The run is started non-blocking and watched: when every runtime service has answered
     DONE the run is finished as usual (``proc.wait()``); when a worker process dies (a
@@ -205,6 +222,8 @@ def run_checked(
     the workers (``proc.run`` raising) also ends them before re-raising.  Call ``proc.stop()``
     when done, as always (harmless after a failure).
     """
+    if in_process and getattr(proc, "runtime", None) is None:
+        return _run_in_process(proc, num_steps, run_cfg, timeout_s)
     guard_children()
     _watch_multiprocessing_tempdir()
     try:
@@ -236,6 +255,31 @@ def run_checked(
     except BaseException:
         abort_runtime(proc)
         raise
+
+
+def _run_in_process(proc, num_steps: int, run_cfg, timeout_s: ty.Optional[float]) -> None:
+    from export.inprocess_runtime import ChannelClosed, create_runtime
+
+    create_runtime(proc, run_cfg)  # a model that fails to build is raised from here
+    infra = proc.runtime._messaging_infrastructure
+    timer = None
+    if timeout_s is not None:
+        timer = threading.Timer(timeout_s, infra.abort)
+        timer.daemon = True
+        timer.start()
+    try:
+        proc.run(condition=RunSteps(num_steps=num_steps, blocking=True))
+    except BaseException as e:
+        failed = _failure_text(infra.actors)
+        abort_runtime(proc)
+        if failed:
+            raise LavaRunError("Lava model failed:\n" + failed) from e
+        if isinstance(e, ChannelClosed) and timer is not None and not timer.is_alive():
+            raise LavaRunError(f"Lava run did not finish {num_steps} steps in {timeout_s} s") from e
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def _is_normal_answer(msg) -> bool:

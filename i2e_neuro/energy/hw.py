@@ -22,6 +22,8 @@ used without installing, ``hw_configs/`` beside ``i2e_neuro/``.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import os
 from pathlib import Path
@@ -92,14 +94,21 @@ def config_path(name_or_path: str | os.PathLike) -> Path:
 
 
 def load_hw_config(name_or_path: str | os.PathLike) -> dict:
-    """Load and check one hardware description; return it as a dict (plus ``"_path"``)."""
-    import yaml
+    """Load and check one hardware description; return it as a dict (plus ``"_path"``).
 
+    Parsed once per file content (a fresh copy each call: callers may change it)."""
     path = config_path(name_or_path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise HardwareConfigError(f"{path}: cannot read hardware config ({exc})") from exc
+    return copy.deepcopy(_parse_hw_config(str(path), text))
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_hw_config(path: str, text: str) -> dict:
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -115,7 +124,7 @@ def load_hw_config(name_or_path: str | os.PathLike) -> dict:
     _check(data, "", problems)
     if problems:
         raise HardwareConfigError(f"{path}: " + "; ".join(problems))
-    data["_path"] = str(path)
+    data["_path"] = path
     return data
 
 

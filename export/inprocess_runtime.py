@@ -1,0 +1,519 @@
+"""Lava's CPU runtime with every process model in this OS process, as cooperative greenlets.
+
+Lava 0.10 runs each process model, and each runtime service, in its own forked OS process
+(``lava.magma.runtime.message_infrastructure.multiprocessing.MultiProcessing``); every channel
+is a shared-memory ring with two cross-process semaphores and a relay thread at each end.  For
+MS-ResNet-18 that is about 45 OS processes and 160 messages per time step, and a profile
+(BENCHMARKS.md) shows the simulation spending most of its time in those hand-offs, in forking
+the workers from a large parent and in joining them, not in the models.  Threads instead of
+processes do not help much: every numpy call releases the GIL and hands it to another of the
+45 threads.
+
+This module is the same runtime with another message infrastructure, through the interface
+Lava defines for that (``MessageInfrastructureInterface``: start, stop, build_actor, actors,
+channel_class):
+
+* ``InProcessRuntime`` is Lava's ``Runtime`` with only the infrastructure replaced: the same
+  executable (the compiler's builders, the models the run configuration selected), the same
+  runtime service and synchronisation protocol, the same channel shapes, dtypes and copies,
+  the same commands and Var access;
+* every actor (process model or runtime service) is a greenlet on one "hub" thread: a model
+  runs until it waits for a message, then the hub resumes the next actor that has one.  A
+  switch costs about a microsecond, with no kernel, GIL or fork involved.  Only one actor
+  computes at a time; torch's own threads still parallelise each convolution;
+* ``LocalChannel``: an in-memory queue with Lava's port semantics (``send`` blocks while
+  ``size`` messages are in flight, ``recv`` blocks while there are none, ``probe``, ``peek``,
+  and the ``observer`` hook of Lava's ``CspSelector``), for greenlets of the hub and for
+  ordinary threads (the caller's thread talks to the runtime service through them).
+
+What is computed is unchanged: each model still runs its phases when the runtime service
+tells it to and exchanges the same arrays (tests compare every spike with Lava's own
+multiprocessing runtime).  Nothing is forked, so nothing can outlive this process.
+
+One private Lava attribute is used: a process model's ``_selector`` (its ``CspSelector``,
+which would block the hub thread while waiting) is replaced by a cooperative one with the
+same ``select`` contract; lava-nc is pinned to 0.10.0.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import os
+import threading
+import traceback
+import typing as ty
+
+import greenlet
+import numpy as np
+from lava.magma.compiler.builders.py_builder import PyProcessBuilder
+from lava.magma.compiler.channels.interfaces import Channel, ChannelType
+from lava.magma.compiler.channels.pypychannel import CspRecvPort, CspSendPort
+from lava.magma.core.process.message_interface_enum import ActorType
+from lava.magma.runtime.message_infrastructure.message_infrastructure_interface import (
+    MessageInfrastructureInterface,
+)
+from lava.magma.runtime.runtime import Runtime
+from scipy.sparse import csr_matrix
+
+__all__ = [
+    "InProcessRuntime",
+    "create_runtime",
+    "ChannelClosed",
+    "is_in_process",
+    "compute_pool",
+    "result",
+]
+
+
+class ChannelClosed(Exception):
+    """A waiting send or receive was released because the runtime is being aborted."""
+
+
+_HUB = threading.local()  # in a hub thread: .pool, the hub's compute threads
+
+
+def compute_pool() -> ty.Optional[concurrent.futures.Executor]:
+    """In a model running in an in-process runtime: threads for work that may finish later
+    in the time step (see ``FastConvModelFixed``); None anywhere else."""
+    return getattr(_HUB, "pool", None)
+
+
+def result(future: concurrent.futures.Future):
+    """``future.result()``; in a greenlet of the hub, the other actors run meanwhile."""
+    if not future.done():
+        hub = getattr(_HUB, "hub", None)
+        if hub is not None and hub.in_hub():
+            me = greenlet.getcurrent()
+            future.add_done_callback(lambda _: hub.schedule(me))
+            hub.suspend()
+    return future.result()
+
+
+class _Hub:
+    """One OS thread that runs the actors as greenlets, one at a time, in the order they
+    became ready; ``pool``: threads for models' background work (``compute_pool``)."""
+
+    def __init__(self, compute_threads: int):
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, compute_threads), thread_name_prefix="lava-in-process-compute"
+        )
+        self._ready: collections.deque = collections.deque()  # greenlets and callables
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._stopped = False
+        self._greenlet: ty.Optional[greenlet.greenlet] = None
+        self.thread = threading.Thread(target=self._loop, name="lava-in-process", daemon=True)
+        self.thread.start()
+
+    def in_hub(self) -> bool:
+        return threading.get_ident() == self.thread.ident
+
+    def schedule(self, item) -> None:
+        """Resume a waiting greenlet, or run a callable as a new greenlet, soon; from any
+        thread."""
+        self._ready.append(item)  # deque.append is atomic
+        if not self.in_hub():  # the hub may be waiting for work
+            with self._lock:
+                self._wake.notify()
+
+    def suspend(self) -> None:
+        """From a greenlet of the hub: give way until ``schedule`` resumes this greenlet."""
+        self._greenlet.switch()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._wake.notify()
+        if not self.in_hub():
+            self.thread.join()
+        self.pool.shutdown(wait=True)
+
+    def _loop(self) -> None:
+        self._greenlet = greenlet.getcurrent()
+        _HUB.pool, _HUB.hub = self.pool, self
+        ready = self._ready
+        while True:
+            try:
+                item = ready.popleft()
+            except IndexError:
+                with self._lock:
+                    while not ready and not self._stopped:
+                        self._wake.wait()
+                    if not ready:
+                        return
+                continue
+            if isinstance(item, greenlet.greenlet):
+                if not item.dead:
+                    item.switch()
+            else:
+                greenlet.greenlet(item, parent=self._greenlet).switch()
+
+
+class _Waiter:
+    """One suspended greenlet, or one blocked thread, waiting on one or more channels."""
+
+    __slots__ = ("target", "done")
+
+    def __init__(self, target):
+        self.target = target  # a greenlet, or a threading.Event for a thread
+        self.done = False
+
+
+class _Queue:
+    """What a channel's two ports share: the messages in flight, in order, and who waits.
+
+    Between greenlets of the hub nothing runs concurrently, so no lock is taken.  A channel
+    that the caller's thread uses too (the runtime's channels to and from the runtime
+    service, ``shared = True``) is guarded by ``lock``."""
+
+    __slots__ = ("hub", "messages", "size", "lock", "shared", "readers", "writers", "aborted")
+    __slots__ += ("send_port", "recv_port")
+
+    def __init__(self, hub: _Hub, size: int):
+        self.hub = hub
+        self.messages: collections.deque = collections.deque()
+        self.size = max(1, int(size))
+        self.lock = threading.Lock()
+        self.shared = False
+        self.readers: list[_Waiter] = []  # wait for a message
+        self.writers: list[_Waiter] = []  # wait for room
+        self.aborted = False
+
+    def wake(self, waiters: list[_Waiter]) -> None:
+        """Resume everyone in ``waiters`` (once each); with ``lock`` held if shared."""
+        for w in waiters:
+            if not w.done:
+                w.done = True
+                if isinstance(w.target, threading.Event):
+                    w.target.set()
+                else:
+                    self.hub.schedule(w.target)
+        waiters.clear()
+
+
+def _wait(queues: list[_Queue], lists: list[list[_Waiter]]) -> None:
+    """Register one waiter in every list of ``lists`` and wait until a ``wake``.  Called
+    with the ``lock`` of every shared queue in ``queues`` held; releases them."""
+    hub = queues[0].hub
+    target = greenlet.getcurrent() if hub.in_hub() else threading.Event()
+    w = _Waiter(target)
+    for waiters in lists:
+        waiters.append(w)
+    for q in queues:
+        if q.shared:
+            q.lock.release()
+    if isinstance(target, threading.Event):
+        target.wait()
+    else:
+        hub.suspend()
+
+
+def _notify(observer) -> None:
+    if observer is not None:
+        observer()
+
+
+class LocalSendPort(CspSendPort):
+    """The sending end of a ``LocalChannel`` (a ``CspSendPort``, as Lava's builders require)."""
+
+    def __init__(self, name: str, queue_: _Queue, shape, dtype, size: int):
+        self._name, self._shape, self._dtype, self._size = name, tuple(shape), dtype, size
+        self._queue = queue_
+        self.observer: ty.Optional[ty.Callable[[], ty.Any]] = None
+        self.thread = None
+
+    def start(self) -> None:
+        pass
+
+    def probe(self) -> bool:
+        """True when ``send`` will not block."""
+        return len(self._queue.messages) < self._queue.size or self._queue.aborted
+
+    def send(self, data) -> None:
+        if data.shape != self._shape:
+            raise AssertionError(f"{data.shape=} {self._shape=} Mismatch")  # as Lava's port
+        if type(data) is not np.ndarray and isinstance(data, csr_matrix):
+            from lava.utils.sparse import find
+
+            data = find(data, explicit_zeros=True)[2]
+        # The copy Lava's shared-memory channel makes (assignment into a buffer of the
+        # channel's dtype): the receiver gets the same values in an array of its own.
+        message = np.empty(self._shape, self._dtype)
+        message[...] = data
+        q = self._queue
+        if q.shared:
+            q.lock.acquire()
+        while len(q.messages) >= q.size and not q.aborted:
+            _wait([q], [q.writers])
+            if q.shared:
+                q.lock.acquire()
+        if q.aborted:
+            if q.shared:
+                q.lock.release()
+            raise ChannelClosed(self._name)
+        q.messages.append(message)
+        if q.readers:
+            q.wake(q.readers)
+        if q.shared:
+            q.lock.release()
+        _notify(q.recv_port.observer)
+
+    def join(self) -> None:
+        pass
+
+
+class LocalRecvPort(CspRecvPort):
+    """The receiving end of a ``LocalChannel``."""
+
+    def __init__(self, name: str, queue_: _Queue, shape, dtype, size: int):
+        self._name, self._shape, self._dtype, self._size = name, tuple(shape), dtype, size
+        self._queue = queue_
+        self.observer: ty.Optional[ty.Callable[[], ty.Any]] = None
+        self.thread = None
+
+    def start(self) -> None:
+        pass
+
+    def probe(self) -> bool:
+        """True when ``recv`` will not block (an aborted channel raises at once)."""
+        return bool(self._queue.messages) or self._queue.aborted
+
+    def _take(self, pop: bool) -> np.ndarray:
+        q = self._queue
+        if q.shared:
+            q.lock.acquire()
+        while not q.messages and not q.aborted:
+            _wait([q], [q.readers])
+            if q.shared:
+                q.lock.acquire()
+        if not q.messages:
+            if q.shared:
+                q.lock.release()
+            raise ChannelClosed(self._name)
+        if pop:
+            message = q.messages.popleft()
+            if q.writers:
+                q.wake(q.writers)
+        else:
+            message = q.messages[0].copy()
+        if q.shared:
+            q.lock.release()
+        if pop:
+            _notify(q.send_port.observer)
+        return message
+
+    def peek(self) -> np.ndarray:
+        return self._take(pop=False)
+
+    def recv(self) -> np.ndarray:
+        return self._take(pop=True)
+
+    def join(self) -> None:
+        pass
+
+
+class LocalChannel(Channel):
+    """Lava's ``PyPyChannel`` contract in memory: the same constructor arguments (the
+    watchdogs are accepted and unused, as with Lava's default ``NoOPWatchdog``)."""
+
+    def __init__(self, message_infrastructure, src_name, dst_name, shape, dtype, size, *watchdogs):
+        queue_ = _Queue(message_infrastructure.hub, size)
+        self._src_port = queue_.send_port = LocalSendPort(src_name, queue_, shape, dtype, size)
+        self._dst_port = queue_.recv_port = LocalRecvPort(dst_name, queue_, shape, dtype, size)
+        message_infrastructure.register(queue_)
+
+    @property
+    def src_port(self) -> LocalSendPort:
+        return self._src_port
+
+    @property
+    def dst_port(self) -> LocalRecvPort:
+        return self._dst_port
+
+
+class _Selector:
+    """Lava's ``CspSelector.select`` contract, waiting cooperatively on ``LocalRecvPort``s:
+    run the action of the first channel that has a message."""
+
+    def __init__(self, fallback):
+        self._fallback = fallback
+
+    def select(self, *channel_actions):
+        ports = [channel for channel, _ in channel_actions]
+        if not all(isinstance(p, LocalRecvPort) for p in ports):
+            return self._fallback.select(*channel_actions)
+        while True:
+            for channel, action in channel_actions:
+                if channel.probe():
+                    return action()
+            # Wait on every channel at once; the first message (or an abort) resumes us.
+            queues = [p._queue for p in ports]
+            for q in queues:
+                if q.shared:
+                    q.lock.acquire()
+            if any(q.messages or q.aborted for q in queues):
+                for q in queues:
+                    if q.shared:
+                        q.lock.release()
+                continue
+            _wait(queues, [q.readers for q in queues])
+
+
+class Actor:
+    """One process model (or runtime service) as a greenlet of the hub; the part of Lava's
+    ``SystemProcess`` interface that the runtime and ``export.supervision`` use."""
+
+    def __init__(self, infra: "InProcessInfrastructure", target_fn, builder, exception_q):
+        self.name = f"{type(builder).__name__}-{getattr(builder, '_model_id', '')}"
+        self._infra, self._target_fn = infra, target_fn
+        self._builder, self._exception_q = builder, exception_q
+        self._exception: ty.Optional[tuple] = None
+        self._ended = threading.Event()
+
+    def main(self) -> None:
+        try:
+            if isinstance(self._builder, PyProcessBuilder):
+                self._run_model()
+            else:  # a runtime service: Lava's own target function
+                self._target_fn(builder=self._builder, exception_q=self._exception_q)
+        except ChannelClosed:
+            pass  # aborted: not a failure of this actor
+        except BaseException as e:  # noqa: BLE001 - reported through .exception, as Lava does
+            self._exception = (e, traceback.format_exc())
+            self._infra.abort()  # release the others: they may wait for this actor forever
+        finally:
+            self._builder = None
+            self._ended.set()
+
+    def _run_model(self) -> None:
+        """Lava's ``target_fn`` for a process model, with the cooperative selector."""
+        try:
+            model = self._builder.build()
+        except Exception as e:
+            e.trace = traceback.format_exc()
+            self._exception_q.put(e)
+            raise
+        self._exception_q.put(None)
+        model._selector = _Selector(model._selector)
+        model.start()
+
+    def is_alive(self) -> bool:
+        return not self._ended.is_set()
+
+    def join(self, timeout: ty.Optional[float] = None) -> None:
+        self._ended.wait(timeout)
+
+    @property
+    def exception(self) -> ty.Optional[tuple]:
+        return self._exception
+
+    @property
+    def exitcode(self) -> ty.Optional[int]:
+        return None if self.is_alive() else (1 if self._exception else 0)
+
+
+class InProcessInfrastructure(MessageInfrastructureInterface):
+    """Actors as greenlets of one hub thread, channels as in-memory queues."""
+
+    def __init__(self):
+        self.hub: ty.Optional[_Hub] = None
+        self._actors: list[Actor] = []
+        self._queues: list[_Queue] = []
+
+    @property
+    def actors(self) -> list[Actor]:
+        return self._actors
+
+    @property
+    def smm(self):  # no shared memory: nothing crosses a process boundary
+        return None
+
+    def start(self) -> None:
+        self.hub = _Hub(compute_threads=int(os.environ.get("CT", len(os.sched_getaffinity(0)))))
+
+    def register(self, queue_: _Queue) -> None:
+        self._queues.append(queue_)
+
+    def build_actor(self, target_fn, builder, exception_q=None) -> Actor:
+        actor = Actor(self, target_fn, builder, exception_q)
+        self._actors.append(actor)
+        self.hub.schedule(actor.main)
+        return actor
+
+    def abort(self) -> None:
+        """Release every waiting send and receive, now and later: they raise
+        ``ChannelClosed``, which ends their actor quietly.  Safe from any thread."""
+        for q in self._queues:
+            with q.lock:
+                q.aborted = True
+                q.wake(q.readers)
+                q.wake(q.writers)
+            _notify(q.recv_port.observer)  # a selector of a thread, or Lava's in the service
+            _notify(q.send_port.observer)
+        if self.hub is not None and not self.hub.in_hub():
+            # A greenlet may have checked ``aborted`` just before this call and be about to
+            # wait: wake everyone again from inside the hub, where nothing runs concurrently.
+            self.hub.schedule(self._wake_all)
+
+    def _wake_all(self) -> None:
+        for q in self._queues:
+            q.wake(q.readers)
+            q.wake(q.writers)
+
+    def join(self, timeout_s: ty.Optional[float] = None) -> None:
+        """Wait for the actors to end (each at most ``timeout_s``), then for the hub."""
+        for actor in self._actors:
+            actor.join(timeout_s)
+        if all(not a.is_alive() for a in self._actors) and self.hub is not None:
+            self.hub.stop()
+
+    def stop(self) -> None:
+        """After the runtime's STOP handshake every actor returns; wait for them."""
+        self.join()
+
+    def channel_class(self, channel_type: ChannelType) -> type[Channel]:
+        if channel_type == ChannelType.PyPy:
+            return LocalChannel
+        raise NotImplementedError(
+            f"the in-process runtime has Python-Python channels only, not {channel_type!r} "
+            "(a C or Loihi process model needs Lava's own runtime)"
+        )
+
+
+class InProcessRuntime(Runtime):
+    """Lava's ``Runtime`` with ``InProcessInfrastructure`` as its message infrastructure."""
+
+    def _build_message_infrastructure(self) -> None:
+        self._messaging_infrastructure = InProcessInfrastructure()
+        self._messaging_infrastructure.start()
+
+    def _build_sync_channels(self) -> None:
+        super()._build_sync_channels()
+        # The runtime's own ports are used from the caller's thread: lock those channels.
+        for port in [*self.runtime_to_service, *self.service_to_runtime]:
+            port._queue.shared = True
+
+
+def is_in_process(runtime) -> bool:
+    return isinstance(getattr(runtime, "_messaging_infrastructure", None), InProcessInfrastructure)
+
+
+def create_runtime(proc, run_cfg, compile_config: ty.Optional[dict] = None) -> InProcessRuntime:
+    """``proc.create_runtime(run_cfg)`` with an ``InProcessRuntime``: compile the network of
+    ``proc``, assign the runtime to all of its processes and initialize it (build every
+    model).  Then ``proc.run(...)``, ``proc.wait()``, ``proc.stop()`` as usual."""
+    executable = proc.compile(run_cfg, compile_config)
+    runtime = InProcessRuntime(
+        executable, ActorType.MultiProcessing, loglevel=proc._log_config.level
+    )
+    executable.assign_runtime_to_all_processes(runtime)
+    try:
+        runtime.initialize()
+    except BaseException:
+        infra = runtime._messaging_infrastructure
+        if infra is not None:
+            infra.abort()
+            infra.join(5.0)
+        raise
+    return runtime
