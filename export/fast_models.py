@@ -47,7 +47,12 @@ except ImportError:  # pragma: no cover - torch is a dependency of lava-dl
     torch = None
 
 from lava.magma.core.decorator import implements, requires, tag
-from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.ports import (
+    IdentityTransformer,
+    PyInPort,
+    PyInPortVectorDense,
+    PyOutPort,
+)
 from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.run_configs import Loihi2SimCfg
@@ -197,8 +202,8 @@ class _ConvPlan:
             or min(self.padding) < 0
         ):
             return
-        w64 = weight.astype(np.int64, copy=False)
-        self.l1 = int(np.abs(w64).reshape(c_out, -1).sum(axis=1).max()) if w64.size else 0
+        rows = weight.reshape(c_out, -1)
+        self.l1 = int(np.abs(rows, dtype=np.int64).sum(axis=1).max()) if weight.size else 0
         self.ok = True
 
     def accepts(self, input_: np.ndarray) -> bool:
@@ -239,8 +244,10 @@ def _conv_exact(
     dilation,
     groups: int,
     plan: ty.Optional[_ConvPlan] = None,
+    weight_exp: int = 0,
 ) -> tuple[np.ndarray, ty.Optional[int]]:
-    """Drop-in replacement for ``lava.proc.conv.utils.conv`` on integer data, same result.
+    """Drop-in replacement for ``lava.proc.conv.utils.conv`` on integer data, same result;
+    with ``weight_exp``, that result scaled as Loihi's synapses do (:func:`shift_by_exponent`).
 
     ``utils.conv`` (scipy path) accumulates in float64 and returns ``output.astype(
     weight.dtype)``; this function returns exactly that array.  Layouts are Lava's: input
@@ -262,9 +269,36 @@ def _conv_exact(
     and ``m = max |input|``, float32 when ``L * m < 2**24``, float64 when ``L * m < 2**53``,
     otherwise (or for non-integer data) ``utils.conv`` itself.
 
-    Returns ``(output, bound)``: ``bound`` is ``L * m`` (every output has magnitude <= it), or
-    None when the stock routine computed the output.
+    ``weight_exp`` != 0: on the float paths the sum ``y`` (an exact integer) is scaled in
+    float, ``floor(y * 2**e)``, which is exact and equals the arithmetic shift, as long as
+    ``L * m * 2**max(e, 0) < 2**30`` (so the int32 result cannot overflow); otherwise the
+    integer result is shifted in int64.
+
+    Returns ``(output, bound)``: ``bound`` bounds the magnitude of every output (``L * m``,
+    scaled), or None when the stock routine computed the output.
     """
+    out, bound = _conv_unscaled(
+        input_, weight, kernel_size, stride, padding, dilation, groups, plan, weight_exp
+    )
+    if isinstance(out, tuple):  # already scaled on the float path
+        return out
+    if weight_exp != 0:
+        out = shift_by_exponent(out.astype(np.int64), weight_exp)
+        if bound is not None:
+            bound = _scaled_bound(bound, weight_exp)
+    return out, bound
+
+
+def _scaled_bound(bound: int, weight_exp: int) -> int:
+    """A bound on ``|floor(y * 2**e)|`` given ``|y| <= bound``."""
+    return bound << weight_exp if weight_exp >= 0 else (bound >> -weight_exp) + 1
+
+
+def _conv_unscaled(
+    input_, weight, kernel_size, stride, padding, dilation, groups, plan, weight_exp
+):
+    """``_conv_exact`` before the scaling: ``(output, bound)``, or ``((scaled output, scaled
+    bound), None)`` when the float path could scale exactly."""
     if plan is None:
         plan = _ConvPlan(weight, kernel_size, stride, padding, dilation, groups)
     if not plan.accepts(input_):
@@ -289,7 +323,7 @@ def _conv_exact(
         # All-zero input: the stock float64 sum is 0 everywhere, cast to 0.
         wo = (w_ + 2 * px - dx * (k_w - 1) - 1) // sx + 1
         ho = (h_ + 2 * py - dy * (k_h - 1) - 1) // sy + 1
-        return np.zeros((wo, ho, c_out), weight.dtype), 0
+        return (np.zeros((wo, ho, c_out), weight.dtype), 0), None  # any scaling of 0 is 0
 
     backend = _BACKEND
     if backend == "auto":
@@ -304,6 +338,10 @@ def _conv_exact(
         plan.dilation,
         plan.groups,
     )
+    if weight_exp != 0 and _scaled_bound(bound, max(weight_exp, 0)) < 1 << 30:
+        np.multiply(out, 2.0**weight_exp, out=out)  # exact: a power of two, no underflow
+        np.floor(out, out=out)  # = the arithmetic right shift of the integer sum
+        return (out.astype(np.int32, order="C"), _scaled_bound(bound, weight_exp)), None
     if dtype is np.float32:
         # Exact integers below 2**24: the cast is exact, no need for a contiguous copy first.
         return out.astype(weight.dtype, order="C"), bound
@@ -426,7 +464,7 @@ class FastConvModelFixed(AbstractPyConvModel):
     def run_spk(self) -> None:
         self.a_out.send(self._settled_a_buf())
 
-        s_in = self.s_in.recv()
+        s_in = _recv_dense(self.s_in)
         # The result is only sent at the next step (the synaptic delay), so in the in-process
         # runtime it is computed on a compute thread while the other models run this step.
         pool = compute_pool() if s_in.any() else None
@@ -459,11 +497,8 @@ class FastConvModelFixed(AbstractPyConvModel):
             self.dilation,
             int(np.asarray(self.groups).reshape(-1)[0]),
             plan=plan,
+            weight_exp=weight_exp,
         )
-        if weight_exp != 0:
-            a_out = shift_by_exponent(a_out.astype(np.int64), weight_exp)
-            if bound is not None:
-                bound = bound << weight_exp if weight_exp > 0 else (bound >> -weight_exp) + 1
         if bound is not None and bound < _CLAMP_FREE and a_out.dtype.kind == "i":
             # |a_out| <= bound < 2**23: the 24-bit wrap-around is the identity.
             return a_out.astype(np.int32, copy=False)
@@ -551,6 +586,24 @@ def _decay_into(state: np.ndarray, factor: int, scratch: np.ndarray) -> None:
     np.copyto(state, scratch, casting="unsafe")
 
 
+def _recv_dense(port) -> np.ndarray:
+    """``port.recv()`` of a ``PyInPortVectorDense``: the sum of what its channels deliver, in
+    the port's dtype, computed by Lava as ``zeros + x1 + x2 ...``.  When one untransformed
+    channel delivers an array of the port's shape and dtype, that array (a fresh copy, in
+    both of Lava's channel implementations) is the sum; nothing else takes this shortcut."""
+    channels = getattr(port, "csp_ports", ())
+    if (
+        type(port) is PyInPortVectorDense
+        and len(channels) == 1
+        and type(getattr(port, "_transformer", None)) is IdentityTransformer
+    ):
+        x = channels[0].recv()
+        if x.shape == port._shape and x.dtype == port._d_type:
+            return x
+        return np.zeros(port._shape, port._d_type) + x
+    return port.recv()
+
+
 class _FastLifFixedMixin:
     """Same results as ``AbstractPyLifModelFixed.subthr_dynamics`` / ``scale_bias`` /
     ``reset_voltage``, with fewer passes over the arrays.
@@ -558,6 +611,23 @@ class _FastLifFixedMixin:
     Falls back to the stock methods for anything outside the cases proven equal: decay
     constants that are not integers in [0, 4096], state arrays that are not int32.
     """
+
+    def run_spk(self):
+        # The stock ``run_spk`` of both models, step for step (LIFReset also zeroes u and v
+        # at the start of each reset interval); only the input is read by ``_recv_dense``.
+        a_in_data = _recv_dense(self.a_in)
+        if hasattr(self, "reset_interval") and (
+            self.time_step % self.reset_interval == self.reset_offset
+        ):
+            self.u *= 0
+            self.v *= 0
+        self.scale_bias()
+        if not self.isthrscaled:
+            self.scale_threshold()
+        self.subthr_dynamics(activation_in=a_in_data)
+        self.s_out_buff = self.spiking_activation()
+        self.reset_voltage(spike_vector=self.s_out_buff)
+        self.s_out.send(self.s_out_buff)
 
     def scale_bias(self):
         """The stock scaling, done again only when ``bias_mant`` or ``bias_exp`` changed (the

@@ -65,7 +65,7 @@ def loihi_weights(mantissa: np.ndarray, exponent: int) -> LoihiWeights:
       ``2m`` with ``weight_exp = e - 1``; for ``e = 0`` the right shift of the even sum is exact;
     * one sign only (EXCITATORY / INHIBITORY, ``determine_sign_mode``): ``m`` itself, ``weight_exp = e``.
     """
-    m = np.asarray(mantissa).astype(np.int32)
+    m = np.asarray(mantissa).astype(np.int32, copy=False)
     mode = determine_sign_mode(m) if m.size else SignMode.EXCITATORY
     if mode == SignMode.MIXED:
         return LoihiWeights(2 * m, int(exponent) - 1, WEIGHT_BITS, mode)
@@ -147,7 +147,7 @@ def synapse_process(desc: NetworkDescription, c: Connection) -> tuple[Conv | Den
         # Lava's Conv process has no sign_mode parameter: the sign mode is the one its weights
         # imply (determine_sign_mode, as Lava's bit-accurate Dense model does by default).
         proc = Conv(
-            weight=conv_weight_to_lava(fmt.weights).astype(np.int32),
+            weight=conv_weight_to_lava(fmt.weights).astype(np.int32, copy=False),
             weight_exp=fmt.weight_exp,
             num_weight_bits=fmt.num_weight_bits,
             input_shape=chw_shape_to_lava(src_shape),

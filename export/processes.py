@@ -19,6 +19,7 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+from export.fast_models import _recv_dense
 from i2e_neuro.layouts import batch_first_to_time_first, chw_to_lava
 
 
@@ -338,7 +339,7 @@ def _monitors_init(self, proc_params):
 def _monitors_run_spk(self) -> None:
     k, j = divmod(self.time_step - 1, self.steps)
     for i, out in enumerate(self.outs):
-        spikes = getattr(self, f"s_in{i}").recv()
+        spikes = _recv_dense(getattr(self, f"s_in{i}"))
         if not spikes.any():
             continue  # nothing to add: the files start as zeros
         spikes = spikes != 0
