@@ -70,6 +70,7 @@ class ChannelClosed(Exception):
     """A waiting send or receive was released because the runtime is being aborted."""
 
 
+_get_ident = threading.get_ident
 _HUB = threading.local()  # in a hub thread: .pool, the hub's compute threads
 
 
@@ -105,15 +106,16 @@ class _Hub:
         self._greenlet: ty.Optional[greenlet.greenlet] = None
         self.thread = threading.Thread(target=self._loop, name="lava-in-process", daemon=True)
         self.thread.start()
+        self._ident = self.thread.ident
 
     def in_hub(self) -> bool:
-        return threading.get_ident() == self.thread.ident
+        return _get_ident() == self._ident
 
     def schedule(self, item) -> None:
         """Resume a waiting greenlet, or run a callable as a new greenlet, soon; from any
         thread."""
         self._ready.append(item)  # deque.append is atomic
-        if not self.in_hub():  # the hub may be waiting for work
+        if _get_ident() != self._ident:  # the hub may be waiting for work
             with self._lock:
                 self._wake.notify()
 
@@ -153,11 +155,12 @@ class _Hub:
 class _Waiter:
     """One suspended greenlet, or one blocked thread, waiting on one or more channels."""
 
-    __slots__ = ("target", "done")
+    __slots__ = ("target", "done", "thread")
 
     def __init__(self, target):
         self.target = target  # a greenlet, or a threading.Event for a thread
         self.done = False
+        self.thread = isinstance(target, threading.Event)
 
 
 class _Queue:
@@ -185,7 +188,7 @@ class _Queue:
         for w in waiters:
             if not w.done:
                 w.done = True
-                if isinstance(w.target, threading.Event):
+                if w.thread:
                     w.target.set()
                 else:
                     self.hub.schedule(w.target)
@@ -239,9 +242,19 @@ class LocalSendPort(CspSendPort):
             data = find(data, explicit_zeros=True)[2]
         # The copy Lava's shared-memory channel makes (assignment into a buffer of the
         # channel's dtype): the receiver gets the same values in an array of its own.
-        message = np.empty(self._shape, self._dtype)
-        message[...] = data
+        message = np.array(data, dtype=self._dtype)
         q = self._queue
+        if q.shared or q.aborted or len(q.messages) >= q.size:
+            self._send_slow(q, message)
+        else:  # between greenlets of the hub: nothing runs concurrently
+            q.messages.append(message)
+            if q.readers:
+                q.wake(q.readers)
+        observer = q.recv_port.observer
+        if observer is not None:
+            observer()
+
+    def _send_slow(self, q: _Queue, message: np.ndarray) -> None:
         if q.shared:
             q.lock.acquire()
         while len(q.messages) >= q.size and not q.aborted:
@@ -253,11 +266,9 @@ class LocalSendPort(CspSendPort):
                 q.lock.release()
             raise ChannelClosed(self._name)
         q.messages.append(message)
-        if q.readers:
-            q.wake(q.readers)
+        q.wake(q.readers)
         if q.shared:
             q.lock.release()
-        _notify(q.recv_port.observer)
 
     def join(self) -> None:
         pass
@@ -307,7 +318,16 @@ class LocalRecvPort(CspRecvPort):
         return self._take(pop=False)
 
     def recv(self) -> np.ndarray:
-        return self._take(pop=True)
+        q = self._queue
+        if q.shared or not q.messages:
+            return self._take(pop=True)
+        message = q.messages.popleft()  # between greenlets of the hub: nothing concurrent
+        if q.writers:
+            q.wake(q.writers)
+        observer = q.send_port.observer
+        if observer is not None:
+            observer()
+        return message
 
     def join(self) -> None:
         pass
@@ -340,6 +360,14 @@ class _Selector:
         self._fallback = fallback
 
     def select(self, *channel_actions):
+        if len(channel_actions) == 1:  # the usual case: commands from the runtime service
+            port, action = channel_actions[0]
+            if type(port) is LocalRecvPort:
+                q = port._queue
+                if not q.shared:
+                    while not q.messages and not q.aborted:
+                        _wait([q], [q.readers])
+                    return action()
         ports = [channel for channel, _ in channel_actions]
         if not all(isinstance(p, LocalRecvPort) for p in ports):
             return self._fallback.select(*channel_actions)
@@ -430,7 +458,7 @@ class InProcessInfrastructure(MessageInfrastructureInterface):
         return None
 
     def start(self) -> None:
-        self.hub = _Hub(compute_threads=int(os.environ.get("CT", len(os.sched_getaffinity(0)))))
+        self.hub = _Hub(compute_threads=len(os.sched_getaffinity(0)))
 
     def register(self, queue_: _Queue) -> None:
         self._queues.append(queue_)
