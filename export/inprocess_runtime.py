@@ -40,6 +40,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import os
+import queue
 import threading
 import traceback
 import typing as ty
@@ -53,7 +54,7 @@ from lava.magma.core.process.message_interface_enum import ActorType
 from lava.magma.runtime.message_infrastructure.message_infrastructure_interface import (
     MessageInfrastructureInterface,
 )
-from lava.magma.runtime.runtime import Runtime
+from lava.magma.runtime.runtime import Runtime, target_fn
 from scipy.sparse import csr_matrix
 
 __all__ = [
@@ -399,6 +400,10 @@ class Actor:
         self._exception: ty.Optional[tuple] = None
         self._ended = threading.Event()
 
+    def _report(self, error: ty.Optional[BaseException]) -> None:
+        """Tell ``Runtime.initialize`` whether the build succeeded."""
+        self._exception_q.put(error)
+
     def main(self) -> None:
         try:
             if isinstance(self._builder, PyProcessBuilder):
@@ -420,9 +425,9 @@ class Actor:
             model = self._builder.build()
         except Exception as e:
             e.trace = traceback.format_exc()
-            self._exception_q.put(e)
+            self._report(e)
             raise
-        self._exception_q.put(None)
+        self._report(None)
         model._selector = _Selector(model._selector)
         model.start()
 
@@ -515,6 +520,23 @@ class InProcessRuntime(Runtime):
     def _build_message_infrastructure(self) -> None:
         self._messaging_infrastructure = InProcessInfrastructure()
         self._messaging_infrastructure.start()
+
+    # Lava's two methods (lava-nc 0.10.0, runtime.py) with one change: the queue on which each
+    # actor reports its build is a ``queue.SimpleQueue``, not a multiprocessing queue (whose
+    # feeder thread would outlive the run).
+    def _build_processes(self) -> None:
+        for proc, proc_builder in (self._executable.proc_builders or {}).items():
+            if isinstance(proc_builder, PyProcessBuilder):
+                proc._runtime = self
+                exception_q = queue.SimpleQueue()
+                self.exception_q.append(exception_q)
+                self._create_external_channels(proc, proc_builder)
+                self._messaging_infrastructure.build_actor(target_fn, proc_builder, exception_q)
+
+    def _build_runtime_services(self) -> None:
+        for rs_builder in (self._executable.runtime_service_builders or {}).values():
+            self.exception_q.append(queue.SimpleQueue())
+            self._messaging_infrastructure.build_actor(target_fn, rs_builder, self.exception_q[-1])
 
     def _build_sync_channels(self) -> None:
         super()._build_sync_channels()

@@ -74,11 +74,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="use Lava's stock Conv model instead of the fast exact one",
     )
     p.add_argument(
+        "--lava-processes",
+        action="store_true",
+        help="Lava's own runtime, one forked OS process per model (same spikes, several times "
+        "slower), instead of every model in this process",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=1,
         metavar="N",
-        help="split the samples over N Lava runtimes (OS processes) on this machine and merge",
+        help="split the samples over N Lava runtimes (one OS process each) on this machine and "
+        "merge",
     )
     p.add_argument(
         "--shard",
@@ -197,6 +204,7 @@ def run_counts(args: argparse.Namespace, shard: int = 0, shards: int = 1) -> dic
         backend=args.backend,
         record=check,
         fast=not args.stock,
+        in_process=not args.lava_processes,
     )
     counts["seconds"] = time.perf_counter() - began
     reference = run_lava_dl(desc, samples, check)
@@ -383,6 +391,8 @@ def _child_command(args: argparse.Namespace, shard: int, shards: int, folder: Pa
         cmd += ["--limit", str(args.limit)]
     if args.stock:
         cmd.append("--stock")
+    if args.lava_processes:
+        cmd.append("--lava-processes")
     return cmd
 
 

@@ -1,0 +1,180 @@
+"""The in-process Lava runtime (``export.inprocess_runtime``): the same results as Lava's own
+multiprocessing runtime, Var access and resumed runs, and failures that end every actor."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from lava.proc.conv.process import Conv
+from lava.proc.io.source import RingBuffer as SourceBuffer
+from lava.proc.lif.process import LIF, LIFReset
+
+from export.description import from_deploy
+from export.fast_models import FastConvModelFixed, fast_run_config
+from export.inprocess_runtime import is_in_process
+from export.runner import simulate
+from export.supervision import LavaRunError, run_checked
+from i2e_neuro.models.qat import SpikingGraph, randomize_batchnorm
+from i2e_neuro.models.spec import build_spec
+from tests.export.test_fast_models import _child_processes, _RaisesInInit, _RaisesInRunSpk
+
+
+def _net(steps: int = 12):
+    """Spikes -> Conv -> LIFReset (reset every 8 steps, bias) -> Conv -> LIF, with a second
+    path from the source into the last group (two connections into one port)."""
+    rng = np.random.default_rng(3)
+    source = SourceBuffer(data=(rng.random((6, 5, 3, steps)) < 0.3).astype(np.int32))
+    conv1 = Conv(
+        weight=rng.integers(-8, 9, (4, 3, 3, 3)).astype(np.int32) * 2,
+        input_shape=(6, 5, 3),
+        padding=1,
+        weight_exp=1,
+    )
+    lif1 = LIFReset(
+        shape=(6, 5, 4),
+        du=3000,
+        dv=1000,
+        vth=3,
+        bias_mant=rng.integers(-4, 5, (6, 5, 4)),
+        bias_exp=6,
+        reset_interval=8,
+        reset_offset=1,
+    )
+    conv2 = Conv(
+        weight=rng.integers(-8, 9, (2, 3, 3, 4)).astype(np.int32) * 2,
+        input_shape=(6, 5, 4),
+        padding=1,
+        weight_exp=-1,
+    )
+    skip = Conv(weight=np.ones((2, 1, 1, 3), np.int32) * 4, input_shape=(6, 5, 3))
+    lif2 = LIF(shape=(6, 5, 2), du=500, dv=200, vth=2)
+    source.s_out.connect(conv1.s_in)
+    source.s_out.connect(skip.s_in)
+    conv1.a_out.connect(lif1.a_in)
+    lif1.s_out.connect(conv2.s_in)
+    conv2.a_out.connect(lif2.a_in)
+    skip.a_out.connect(lif2.a_in)
+    return source, lif1, lif2
+
+
+def _states(*lifs) -> list[np.ndarray]:
+    return [np.asarray(var.get()) for lif in lifs for var in (lif.u, lif.v)]
+
+
+def _threads() -> set:
+    return {t for t in threading.enumerate() if t.is_alive()}
+
+
+def _wait_threads_gone(before: set, timeout_s: float = 10.0) -> set:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        left = _threads() - before
+        if not left:
+            return left
+        time.sleep(0.05)
+    return _threads() - before
+
+
+def test_state_equals_lavas_own_runtime_across_resumed_runs_and_var_sets():
+    """4 + 8 steps with a Var set in between: u and v of both groups equal Lava's
+    multiprocessing runtime doing the same, bit for bit."""
+    results = {}
+    for in_process in (True, False):
+        source, lif1, lif2 = _net()
+        try:
+            run_checked(source, 4, fast_run_config(), timeout_s=120, in_process=in_process)
+            assert is_in_process(source.runtime) == in_process
+            mid = _states(lif1, lif2)
+            lif2.vth.set(np.array([1]))
+            run_checked(source, 8, timeout_s=120, in_process=in_process)
+            results[in_process] = (mid, _states(lif1, lif2))
+        finally:
+            source.stop()
+    for ours, lavas in zip(
+        [*results[True][0], *results[True][1]], [*results[False][0], *results[False][1]]
+    ):
+        np.testing.assert_array_equal(ours, lavas)
+    assert any(np.any(a) for a in results[True][1])  # the network did something
+
+
+def test_simulate_equals_lavas_own_runtime():
+    """An MS-ResNet (random weights, BatchNorm folded) through ``simulate``: every spike of
+    every group, the readout and the counts are the same with the in-process runtime and with
+    Lava's, and no process is forked."""
+    torch.manual_seed(0)
+    net = randomize_batchnorm(SpikingGraph(build_spec("msresnet_tiny", (2, 32, 32), 10)))
+    net.eval().fold()
+    desc = from_deploy(net.deploy(i2e={"ratio": 0.12, "order": "efghabcd"}))
+    images = np.random.default_rng(0).integers(0, 256, (3, 3, 32, 32), np.uint8)
+    before = _child_processes()
+    ours = simulate(desc, images, record=3)
+    assert _child_processes() - before == set()
+    lavas = simulate(desc, images, record=3, in_process=False)
+    np.testing.assert_array_equal(ours.readout_counts, lavas.readout_counts)
+    np.testing.assert_array_equal(ours.readout_first, lavas.readout_first)
+    assert ours.trains.keys() == lavas.trains.keys()
+    for g in ours.trains:
+        np.testing.assert_array_equal(ours.trains[g], lavas.trains[g], err_msg=g)
+        np.testing.assert_array_equal(ours.counts[g], lavas.counts[g], err_msg=g)
+    assert sum(int(c.sum()) for c in ours.counts.values()) > 0
+
+
+@pytest.mark.parametrize("failure,expected", [("run_spk", LavaRunError), ("init", ValueError)])
+def test_a_failing_model_ends_every_actor(failure, expected):
+    models = {"run_spk": _RaisesInRunSpk, "init": _RaisesInInit}
+    before_threads, before_procs = _threads(), _child_processes()
+    mp_before = set(multiprocessing.active_children())
+    source, _, _ = _net()
+    cfg = fast_run_config(exception_proc_model_map={Conv: models[failure]})
+    with pytest.raises(expected, match="boom"):
+        try:
+            run_checked(source, 10, cfg, timeout_s=60, in_process=True)
+        finally:
+            source.stop()  # returns at once after a failure
+    assert _wait_threads_gone(before_threads) == set()
+    assert _child_processes() - before_procs == set()
+    assert set(multiprocessing.active_children()) - mp_before == set()
+
+    source, lif1, _ = _net()  # and the next run works
+    try:
+        run_checked(source, 10, fast_run_config(), timeout_s=60, in_process=True)
+        assert lif1.v.get().shape == (6, 5, 4)
+    finally:
+        source.stop()
+    assert _wait_threads_gone(before_threads) == set()
+
+
+class _Slow(FastConvModelFixed):
+    def run_spk(self):
+        time.sleep(0.2)
+        super().run_spk()
+
+
+def test_a_run_past_its_timeout_is_ended():
+    before = _threads()
+    source, _, _ = _net(steps=50)
+    cfg = fast_run_config(exception_proc_model_map={Conv: _Slow})
+    start = time.monotonic()
+    with pytest.raises(LavaRunError, match="did not finish 50 steps in 1"):
+        try:
+            run_checked(source, 50, cfg, timeout_s=1, in_process=True)
+        finally:
+            source.stop()
+    assert time.monotonic() - start < 8
+    assert _wait_threads_gone(before) == set()
+
+
+def test_a_successful_run_leaves_no_threads():
+    before = _threads()
+    source, _, lif2 = _net()
+    try:
+        run_checked(source, 12, fast_run_config(), in_process=True)
+        assert lif2.v.get().shape == (6, 5, 2)
+    finally:
+        source.stop()
+    assert _wait_threads_gone(before) == set()
