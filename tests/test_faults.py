@@ -62,7 +62,12 @@ def tagged(tag: str) -> list[int]:
 
 
 def lava_runs(processes: int, stdout: str) -> bool:
-    return processes >= 5  # the main process and Lava's manager and workers
+    """Lava runs inside the main process: it and the watcher of the monitors' folder."""
+    return processes >= 2
+
+
+def lava_workers_run(processes: int, stdout: str) -> bool:
+    return processes >= 5  # the main process and Lava's manager and forked workers
 
 
 def kill_when(args: list[str], sig: int, cwd: Path, ready=lava_runs) -> tuple:
@@ -121,6 +126,11 @@ def kill_when(args: list[str], sig: int, cwd: Path, ready=lava_runs) -> tuple:
 CASES = {
     "simulate": (lambda net: ["simulate", "--model", str(net), "--limit", "360"], lava_runs),
     "energy": (lambda net: ["energy", "--model", str(net), "--limit", "360"], lava_runs),
+    # Lava's own runtime: one forked OS process per model, all must die with the command.
+    "simulate-lava-processes": (
+        lambda net: ["simulate", "--model", str(net), "--limit", "360", "--lava-processes"],
+        lava_workers_run,
+    ),
     # Training comes before Lava in the demo: killed while it trains (forked data loaders).
     "demo": (
         lambda net: ["demo", "--out", "run", "--epochs", "1", "--qat-epochs", "1", "--limit", "8"],
