@@ -36,6 +36,7 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import threading
 import typing as ty
 
 import numpy as np
@@ -459,6 +460,8 @@ class FastConvModelFixed(AbstractPyConvModel):
         super().__init__(proc_params)
         _prepare_worker()  # at build time, in the worker process, not in the first step
         self._synapse = None  # see _prepared
+        self._synapse_lock = threading.Lock()
+        self._warming: ty.Optional[concurrent.futures.Future] = None
         self._pending: ty.Optional[concurrent.futures.Future] = None  # next a_buf, computing
 
     def run_spk(self) -> None:
@@ -467,8 +470,12 @@ class FastConvModelFixed(AbstractPyConvModel):
         s_in = _recv_dense(self.s_in)
         # The result is only sent at the next step (the synaptic delay), so in the in-process
         # runtime it is computed on a compute thread while the other models run this step.
-        pool = compute_pool() if s_in.any() else None
-        if pool is None:
+        pool = compute_pool()
+        if pool is not None and self._warming is None:
+            # Prepare the weights while the first layers run: they are needed only when the
+            # first spikes arrive here.
+            self._warming = pool.submit(self._warm)
+        if pool is None or not s_in.any():
             self.a_buf = self._synaptic_input(s_in)
         else:
             self._pending = pool.submit(self._synaptic_input, s_in)
@@ -504,21 +511,36 @@ class FastConvModelFixed(AbstractPyConvModel):
             return a_out.astype(np.int32, copy=False)
         return self.clamp_precision(a_out).astype(np.int32)
 
+    def _quiet(self) -> None:
+        """No work of this model in flight (before the host reads or writes a Var)."""
+        self._settled_a_buf()
+        if self._warming is not None:
+            result(self._warming)
+
     def _get_var(self) -> None:
-        self._settled_a_buf()  # the host reads the Vars as they are after the last step
+        self._quiet()  # the host reads the Vars as they are after the last step
         super()._get_var()
 
     def _set_var(self) -> None:
-        self._settled_a_buf()
+        self._quiet()
         super()._set_var()
 
     def clamp_precision(self, x: np.ndarray) -> np.ndarray:
         return utils.signed_clamp(x, bits=24)
 
+    def _warm(self) -> None:
+        _, _, plan = self._prepared()
+        if plan.ok and _torch_is_safe():
+            plan.weights(np.float32, "torch")
+
     def _prepared(self) -> tuple[np.ndarray, int, _ConvPlan]:
         """(weights as the synapses hold them, weight_exp, their ``_ConvPlan``): derived once
         from the Vars (static weights, no learning); again after the host set a Var
         (``on_var_update``) or when the weight array was replaced (a RefPort write)."""
+        with self._synapse_lock:
+            return self._prepare_locked()
+
+    def _prepare_locked(self) -> tuple[np.ndarray, int, _ConvPlan]:
         prepared = self._synapse
         if prepared is None or prepared[3] is not self.weight:
             weight = loihi_synapse_weights(self.weight, int(self.num_weight_bits.item()))
@@ -535,7 +557,7 @@ class FastConvModelFixed(AbstractPyConvModel):
         return prepared[:3]
 
     def on_var_update(self) -> None:
-        self._synapse = None
+        self._synapse, self._warming = None, None
 
 
 @implements(proc=Conv, protocol=LoihiProtocol)
