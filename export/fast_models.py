@@ -716,8 +716,8 @@ class _FastLifFixedMixin:
             and spike_vector.dtype == np.bool_
             and spike_vector.shape == self.v.shape
         ):
-            # v * 0 = 0 where it spiked, v * 1 = v elsewhere: one pass, any spike density.
-            np.multiply(self.v, ~spike_vector, out=self.v)
+            # v = 0 where it spiked: one pass, any spike density.
+            np.putmask(self.v, spike_vector, 0)
         else:
             super().reset_voltage(spike_vector)
 
