@@ -529,9 +529,12 @@ class FastConvModelFixed(AbstractPyConvModel):
         return utils.signed_clamp(x, bits=24)
 
     def _warm(self) -> None:
-        _, _, plan = self._prepared()
-        if plan.ok and _torch_is_safe():
-            plan.weights(np.float32, "torch")
+        try:
+            _, _, plan = self._prepared()
+            if plan.ok and _torch_is_safe():
+                plan.weights(np.float32, "torch")
+        except Exception:  # noqa: BLE001 - only a head start: the convolution redoes this
+            pass  # and reports any error where it belongs
 
     def _prepared(self) -> tuple[np.ndarray, int, _ConvPlan]:
         """(weights as the synapses hold them, weight_exp, their ``_ConvPlan``): derived once

@@ -55,6 +55,11 @@ GEOMETRIES = [
     (7, 9, 2, 2, (1, 1), (3, 3), (0, 0), (1, 1), 1),
     (16, 5, 3, 3, (2, 4), (1, 2), (1, 0), (2, 1), 1),
     (6, 6, 8, 8, (3, 3), (1, 1), (1, 1), (1, 1), 8),
+    # Maps smaller than the kernel (taps that only ever meet the padding)
+    (1, 1, 4, 6, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (1, 3, 4, 4, (3, 3), (1, 1), (1, 1), (1, 1), 2),
+    (2, 1, 3, 3, (5, 3), (2, 1), (2, 1), (1, 1), 1),
+    (1, 2, 2, 2, (3, 3), (1, 1), (2, 2), (2, 2), 1),
 ]
 
 
@@ -69,6 +74,31 @@ def _inputs(rng, shape):
         "silent_binary": np.zeros(shape, bool),  # no computation: all-zero output
         "silent_graded": np.zeros(shape, np.int32),
     }
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+@pytest.mark.parametrize("weight_exp", [-3, -1, 2])
+def test_conv_exact_scaled_equals_the_integer_shift(backend, weight_exp, monkeypatch):
+    """``weight_exp`` folded into the float convolution equals the stock integer sum shifted
+    as Loihi does (``shift_by_exponent`` on int64), in every geometry and input range."""
+    monkeypatch.setattr(fast_models, "_BACKEND", backend)
+    for geom in GEOMETRIES:
+        w_, h_, cin, cout, k, s, p, d, g = geom
+        rng = np.random.default_rng(300 + GEOMETRIES.index(geom))
+        weight = (rng.integers(-128, 128, (cout, *k, cin // g)) * 2).astype(np.int32)
+        for name, x in _inputs(rng, (w_, h_, cin)).items():
+            if name == "int32_extreme":
+                continue  # the stock cast to int32 overflows before the shift
+            with np.errstate(all="ignore"):  # graded_24bit overflows int32 in both
+                ref = fast_models.shift_by_exponent(
+                    utils.conv(x, weight, k, s, p, d, g).astype(np.int64), weight_exp
+                )
+                got, bound = fast_models._conv_exact(
+                    x, weight, k, s, p, d, g, weight_exp=weight_exp
+                )
+            assert np.array_equal(got, ref), (geom, name)
+            if bound is not None:
+                assert np.abs(ref).max(initial=0) <= bound, (geom, name)
 
 
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
