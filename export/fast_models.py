@@ -600,13 +600,18 @@ def _exact_int(x) -> ty.Optional[int]:
     return int(a.reshape(-1)[0])
 
 
+_max, _min = np.maximum.reduce, np.minimum.reduce
+
+
 def _decay_into(state: np.ndarray, factor: int, scratch: np.ndarray) -> None:
     """In place: ``state = sign(p) * (|p| >> 12)`` with ``p = int64(state) * factor``, for
     int32 ``state`` and ``0 <= factor <= 4096``; ``scratch`` is a float64 array of its shape.
 
     Computed as ``state * (factor / 4096)`` in float64, cast back to int32, which is exact
-    (docs/EXACTNESS.md, section 5).
+    (docs/EXACTNESS.md, section 5); factor 4096 keeps the state as it is.
     """
+    if factor == 4096:
+        return
     np.multiply(state, factor / 4096.0, out=scratch)
     np.copyto(state, scratch, casting="unsafe")
 
@@ -671,33 +676,42 @@ class _FastLifFixedMixin:
         self._bias_source = (self.bias_mant, self.bias_exp)
 
     def on_var_update(self):
-        self._bias_source = None
+        self._bias_source = self._decay_source = None
         super().on_var_update()
 
+    def _decay_factors(self) -> ty.Optional[tuple[int, int]]:
+        """``(factor_u, factor_v)`` when both are integers in [0, 4096] (else None), derived
+        again only when ``du`` or ``dv`` changed (as for the bias)."""
+        source = getattr(self, "_decay_source", None)
+        if source is None or source[0] is not self.du or source[1] is not self.dv:
+            factor_u = _exact_int(self.decay_unity - (self.du + self.ds_offset))
+            factor_v = _exact_int(self.decay_unity - (self.dv + self.dm_offset))
+            ok = (
+                factor_u is not None
+                and factor_v is not None
+                and 0 <= factor_u <= self.decay_unity
+                and 0 <= factor_v <= self.decay_unity
+            )
+            source = self._decay_source = (self.du, self.dv, (factor_u, factor_v) if ok else None)
+        return source[2]
+
     def subthr_dynamics(self, activation_in: np.ndarray):
-        factor_u = _exact_int(self.decay_unity - (self.du + self.ds_offset))
-        factor_v = _exact_int(self.decay_unity - (self.dv + self.dm_offset))
-        if (
-            factor_u is None
-            or factor_v is None
-            or not 0 <= factor_u <= self.decay_unity
-            or not 0 <= factor_v <= self.decay_unity
-            or self.u.dtype != np.int32
-            or self.v.dtype != np.int32
-        ):
+        factors = self._decay_factors()
+        u, v = self.u, self.v
+        if factors is None or u.dtype != np.int32 or v.dtype != np.int32:
             return super().subthr_dynamics(activation_in)
+        factor_u, factor_v = factors
 
         scratch = getattr(self, "_fast_scratch", None)
-        if scratch is None or scratch.shape != self.u.shape:
-            scratch = self._fast_scratch = np.empty(self.u.shape, np.float64)
+        if scratch is None or scratch.shape != u.shape:
+            scratch = self._fast_scratch = np.empty(u.shape, np.float64)
 
         # Current: decay, add the MSB-aligned input; int32 arithmetic (and wrap-around) as in
         # the stock code, done in place in u.
-        u = self.u
         _decay_into(u, factor_u, scratch)
         u += np.left_shift(activation_in, self.act_shift)
         lim = self.max_uv_val
-        if u.size and (u.max() > lim or u.min() <= -lim):
+        if u.size and (_max(u, axis=None) > lim or _min(u, axis=None) <= -lim):
             # The stock 24-bit wrap, verbatim (only reached when a value is out of range;
             # otherwise both np.where calls are the identity).
             wrapped = np.where(u > lim, u - 2 * lim, u)
@@ -705,13 +719,13 @@ class _FastLifFixedMixin:
             u[:] = wrapped
 
         # Voltage: decay, add current and bias (int32, in place in v), clip to 24 bits.
-        v = self.v
         _decay_into(v, factor_v, scratch)
         v += u
         bias = self.effective_bias
         if not (isinstance(bias, int) and bias == 0):
             v += bias
-        np.clip(v, -np.int32(lim) + 1, np.int32(lim) - 1, out=v)
+        np.minimum(v, lim - 1, out=v)  # np.clip(v, -lim + 1, lim - 1), in two ufunc calls
+        np.maximum(v, 1 - lim, out=v)
 
     def reset_voltage(self, spike_vector: np.ndarray):
         if (
