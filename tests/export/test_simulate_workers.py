@@ -172,7 +172,7 @@ def test_workers_do_not_outlive_a_killed_command(model):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "i2e_neuro.cli", "simulate", "--model", str(model)]
     parent = subprocess.Popen(
-        [*cmd, "--limit", "40", "--workers", "2"],
+        [*cmd, "--limit", "360", "--workers", "2"],  # long enough to be caught running
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -184,10 +184,11 @@ def test_workers_do_not_outlive_a_killed_command(model):
         seen: dict[int, str | None] = {}
         running: set[int] = set()
         while time.monotonic() < deadline and len(running) < 2:
+            assert parent.poll() is None, "the command ended before both shards were seen"
             for pid in _descendants(parent.pid) - seen.keys():
                 seen[pid] = _start_time(pid)
-            running = {pid for pid in seen if _threads(pid) >= 4}
-            time.sleep(0.5)
+            running |= {pid for pid in seen if _threads(pid) >= 4}
+            time.sleep(0.1)
         assert len(running) >= 2, f"shards did not start: {sorted(seen)}"
         parent.send_signal(signal.SIGKILL)  # no chance to clean up: the children must notice
         parent.wait()
