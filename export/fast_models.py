@@ -475,7 +475,9 @@ class FastConvModelFixed(AbstractPyConvModel):
             # Prepare the weights while the first layers run: they are needed only when the
             # first spikes arrive here.
             self._warming = pool.submit(self._warm)
-        if pool is None or not s_in.any():
+        if not s_in.any():
+            self.a_buf = np.zeros(self.a_out.shape, np.int32)  # no spike, no synaptic input
+        elif pool is None:
             self.a_buf = self._synaptic_input(s_in)
         else:
             self._pending = pool.submit(self._synaptic_input, s_in)

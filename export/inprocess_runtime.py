@@ -20,7 +20,8 @@ channel_class):
 * every actor (process model or runtime service) is a greenlet on one "hub" thread: a model
   runs until it waits for a message, then the hub resumes the next actor that has one.  A
   switch costs about a microsecond, with no kernel, GIL or fork involved.  Only one actor
-  computes at a time; torch's own threads still parallelise each convolution;
+  runs at a time; work whose result is needed later (a Conv's convolution, sent only at the
+  next step) runs on compute threads (``compute_pool``, ``result``) meanwhile;
 * ``LocalChannel``: an in-memory queue with Lava's port semantics (``send`` blocks while
   ``size`` messages are in flight, ``recv`` blocks while there are none, ``probe``, ``peek``,
   and the ``observer`` hook of Lava's ``CspSelector``), for greenlets of the hub and for
@@ -408,7 +409,10 @@ class Actor:
         try:
             if isinstance(self._builder, PyProcessBuilder):
                 self._run_model()
-            else:  # a runtime service: Lava's own target function
+            else:
+                # A runtime service: Lava's own target function.  Between runs it waits for
+                # the caller's next command in Lava's CspSelector, which blocks the hub thread;
+                # that is harmless, every model is idle then (it is built last, after them).
                 self._target_fn(builder=self._builder, exception_q=self._exception_q)
         except ChannelClosed:
             pass  # aborted: not a failure of this actor
