@@ -63,9 +63,10 @@ def simulate(
     ``events=True``, event frames ``[N, T, 2, H, W]``: an array, tensor, or iterable / torch
     dataset of samples.
 
-    ``in_process`` (CPU only): every Lava process model on a thread of this process
-    (``export.inprocess_runtime``) instead of one forked OS process each; same models, same
-    values, several times less overhead.  False: Lava's own multiprocessing runtime.
+    ``in_process`` (CPU only): every Lava process model inside this process
+    (``export.inprocess_runtime``: greenlets on one thread) instead of one forked OS process
+    each; same models, same values, several times less overhead.  False: Lava's own
+    multiprocessing runtime.
     """
     from export.legality import require_legal
     from export.processes import (

@@ -211,9 +211,10 @@ def run_checked(
     """``proc.run(RunSteps(num_steps), run_cfg)`` that raises instead of hanging.
 
     ``in_process``: when ``proc`` has no runtime yet, create Lava's runtime with every model
-    on a thread of this process (``export.inprocess_runtime``) instead of a forked OS process
-    each; the same models compute the same values, with much less hand-off and start-up
-    cost.  A failing model then releases the others at once, so nothing is polled.
+    inside this process (``export.inprocess_runtime``: greenlets on one thread) instead of a
+    forked OS process each; the same models compute the same values, with much less hand-off
+    and start-up cost.  A failing model then releases the others at once, so nothing is
+    polled.  A runtime created so is run the same way later, whatever ``in_process`` says.
 
     The run is started non-blocking and watched: when every runtime service has answered
     DONE the run is finished as usual (``proc.wait()``); when a worker process dies (a
@@ -222,8 +223,12 @@ def run_checked(
     the workers (``proc.run`` raising) also ends them before re-raising.  Call ``proc.stop()``
     when done, as always (harmless after a failure).
     """
+    from export.inprocess_runtime import create_runtime, is_in_process
+
     if in_process and getattr(proc, "runtime", None) is None:
-        return _run_in_process(proc, num_steps, run_cfg, timeout_s)
+        create_runtime(proc, run_cfg)  # a model that fails to build is raised from here
+    if is_in_process(getattr(proc, "runtime", None)):
+        return _run_in_process(proc, num_steps, timeout_s)
     guard_children()
     _watch_multiprocessing_tempdir()
     try:
@@ -257,10 +262,9 @@ def run_checked(
         raise
 
 
-def _run_in_process(proc, num_steps: int, run_cfg, timeout_s: ty.Optional[float]) -> None:
-    from export.inprocess_runtime import ChannelClosed, create_runtime
+def _run_in_process(proc, num_steps: int, timeout_s: ty.Optional[float]) -> None:
+    from export.inprocess_runtime import ChannelClosed
 
-    create_runtime(proc, run_cfg)  # a model that fails to build is raised from here
     infra = proc.runtime._messaging_infrastructure
     timer = None
     if timeout_s is not None:
