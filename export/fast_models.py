@@ -278,12 +278,10 @@ def _conv_exact(
     Returns ``(output, bound)``: ``bound`` bounds the magnitude of every output (``L * m``,
     scaled), or None when the stock routine computed the output.
     """
-    out, bound = _conv_unscaled(
+    out, bound, scaled = _convolve(
         input_, weight, kernel_size, stride, padding, dilation, groups, plan, weight_exp
     )
-    if isinstance(out, tuple):  # already scaled on the float path
-        return out
-    if weight_exp != 0:
+    if weight_exp != 0 and not scaled:
         out = shift_by_exponent(out.astype(np.int64), weight_exp)
         if bound is not None:
             bound = _scaled_bound(bound, weight_exp)
@@ -295,15 +293,14 @@ def _scaled_bound(bound: int, weight_exp: int) -> int:
     return bound << weight_exp if weight_exp >= 0 else (bound >> -weight_exp) + 1
 
 
-def _conv_unscaled(
-    input_, weight, kernel_size, stride, padding, dilation, groups, plan, weight_exp
-):
-    """``_conv_exact`` before the scaling: ``(output, bound)``, or ``((scaled output, scaled
-    bound), None)`` when the float path could scale exactly."""
+def _convolve(input_, weight, kernel_size, stride, padding, dilation, groups, plan, weight_exp):
+    """``_conv_exact`` up to the scaling: ``(output, bound, scaled)``; ``scaled`` tells whether
+    the float path already applied ``weight_exp`` (exactly) to the output and the bound."""
     if plan is None:
         plan = _ConvPlan(weight, kernel_size, stride, padding, dilation, groups)
     if not plan.accepts(input_):
-        return utils.conv(input_, weight, kernel_size, stride, padding, dilation, groups), None
+        stock = utils.conv(input_, weight, kernel_size, stride, padding, dilation, groups)
+        return stock, None, False
 
     w_, h_, _ = input_.shape
     c_out, k_w, k_h, _ = weight.shape
@@ -318,13 +315,14 @@ def _conv_unscaled(
     elif bound < _F64_EXACT:
         dtype = np.float64
     else:
-        return utils.conv(input_, weight, kernel_size, stride, padding, dilation, groups), None
+        stock = utils.conv(input_, weight, kernel_size, stride, padding, dilation, groups)
+        return stock, None, False
 
     if m == 0 or not input_.any():
         # All-zero input: the stock float64 sum is 0 everywhere, cast to 0.
         wo = (w_ + 2 * px - dx * (k_w - 1) - 1) // sx + 1
         ho = (h_ + 2 * py - dy * (k_h - 1) - 1) // sy + 1
-        return (np.zeros((wo, ho, c_out), weight.dtype), 0), None  # any scaling of 0 is 0
+        return np.zeros((wo, ho, c_out), weight.dtype), 0, True  # any scaling of 0 is 0
 
     backend = _BACKEND
     if backend == "auto":
@@ -342,13 +340,13 @@ def _conv_unscaled(
     if weight_exp != 0 and _scaled_bound(bound, max(weight_exp, 0)) < 1 << 30:
         np.multiply(out, 2.0**weight_exp, out=out)  # exact: a power of two, no underflow
         np.floor(out, out=out)  # = the arithmetic right shift of the integer sum
-        return (out.astype(np.int32, order="C"), _scaled_bound(bound, weight_exp)), None
+        return out.astype(np.int32, order="C"), _scaled_bound(bound, weight_exp), True
     if dtype is np.float32:
         # Exact integers below 2**24: the cast is exact, no need for a contiguous copy first.
-        return out.astype(weight.dtype, order="C"), bound
+        return out.astype(weight.dtype, order="C"), bound, False
     # float64: cast a C-contiguous array, as the stock code does (same numpy loop, so the
     # same result even where the cast overflows int32).
-    return np.ascontiguousarray(out).astype(weight.dtype), bound
+    return np.ascontiguousarray(out).astype(weight.dtype), bound, False
 
 
 def _conv_torch(input_, w, dtype, stride, padding, dilation, groups) -> np.ndarray:
@@ -446,9 +444,13 @@ class FastConvModelFixed(AbstractPyConvModel):
     (it is the identity there).  The dense method is used for binary spikes too (a scatter of
     the active spikes, ``np.add.at``, was slower at the event rates of I2E input).
 
+    In the in-process runtime (``export.inprocess_runtime``) the convolution of step t runs on
+    a compute thread while the other models of step t run (its result is only sent at step
+    t+1), and the weights are prepared there from the first step.
+
     Only selected when asked for: ``exception_proc_model_map={Conv: FastConvModelFixed}``
-    (see ``fast_run_config``).  Its constructor (run inside the Lava worker process) sets
-    torch and numpy's OpenBLAS to one thread there (see ``_prepare_worker``).
+    (see ``fast_run_config``).  Its constructor, in a forked worker of Lava's own runtime,
+    sets torch and numpy's OpenBLAS to one thread there (see ``_prepare_worker``).
     """
 
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
