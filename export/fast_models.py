@@ -533,10 +533,21 @@ class FastConvModelFixed(AbstractPyConvModel):
         return utils.signed_clamp(x, bits=24)
 
     def _warm(self) -> None:
+        """Prepare the weights, and let torch set up this convolution once (oneDNN builds a
+        primitive per shape on first use), on a silent frame of the input's shape."""
         try:
             _, _, plan = self._prepared()
             if plan.ok and _torch_is_safe():
-                plan.weights(np.float32, "torch")
+                silent = np.zeros(self.s_in.shape, np.float32)
+                _conv_torch(
+                    silent,
+                    plan.weights(np.float32, "torch"),
+                    np.float32,
+                    plan.stride,
+                    plan.padding,
+                    plan.dilation,
+                    plan.groups,
+                )
         except Exception:  # noqa: BLE001 - only a head start: the convolution redoes this
             pass  # and reports any error where it belongs
 
