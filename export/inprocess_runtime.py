@@ -5,9 +5,9 @@ Lava 0.10 runs each process model, and each runtime service, in its own forked O
 is a shared-memory ring with two cross-process semaphores and a relay thread at each end.  For
 MS-ResNet-18 that is about 45 OS processes and 160 messages per time step, and a profile
 (BENCHMARKS.md) shows the simulation spending most of its time in those hand-offs, in forking
-the workers from a large parent and in joining them, not in the models.  Threads instead of
-processes do not help much: every numpy call releases the GIL and hands it to another of the
-45 threads.
+the workers from a large parent and in joining them, not in the models.  One thread per
+model was measured too: where the per-step overhead dominates (small maps) it is slower than
+greenlets, since every numpy call releases the GIL and hands it to another of 45 threads.
 
 This module is the same runtime with another message infrastructure, through the interface
 Lava defines for that (``MessageInfrastructureInterface``: start, stop, build_actor, actors,
