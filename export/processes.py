@@ -329,7 +329,7 @@ class SpikeMonitors(AbstractProcess):
 def _monitors_init(self, proc_params):
     PyLoihiProcessModel.__init__(self, proc_params)
     p = proc_params
-    self.steps, self.record = p["steps"], p["record_samples"]
+    self.steps, self.record, self.num_samples = p["steps"], p["record_samples"], p["num_samples"]
     self.outs = [
         monitor_arrays(folder, shape, p["num_samples"], p["steps"], p["record_samples"], "r+")
         for folder, shape in zip(p["folders"], p["shapes"])
@@ -338,16 +338,22 @@ def _monitors_init(self, proc_params):
 
 def _monitors_run_spk(self) -> None:
     k, j = divmod(self.time_step - 1, self.steps)
+    recorded, counted = k < self.record, k < self.num_samples
     for i, out in enumerate(self.outs):
         spikes = _recv_dense(getattr(self, f"s_in{i}"))
-        if not spikes.any():
-            continue  # nothing to add: the files start as zeros
-        spikes = spikes != 0
-        if k < len(out["counts"]):
-            out["counts"][k] += int(np.count_nonzero(spikes))
-            out["neuron_counts"] += spikes
-        if k < self.record:
-            out["trains"][k, j] = spikes
+        if spikes.any():  # a silent step adds nothing: the files start as zeros
+            if recorded:
+                out["trains"][k, j] = spikes  # nonzero -> True; counted at the window's end
+            elif counted:
+                spikes = spikes != 0
+                out["counts"][k] += int(np.count_nonzero(spikes))
+                out["neuron_counts"] += spikes
+        if recorded and counted and j == self.steps - 1:
+            # A recorded sample's counts from its trains, once per window (cheaper than
+            # adding every step's spikes as they come).
+            window = out["trains"][k]
+            out["counts"][k] += int(np.count_nonzero(window))
+            out["neuron_counts"] += window.sum(axis=0, dtype=out["neuron_counts"].dtype)
 
 
 def spike_monitors(
