@@ -219,8 +219,10 @@ def _notify(observer) -> None:
         observer()
 
 
-class LocalSendPort(CspSendPort):
-    """The sending end of a ``LocalChannel`` (a ``CspSendPort``, as Lava's builders require)."""
+class _LocalPort:
+    """What both ends of a ``LocalChannel`` share: Lava's port attributes (``name``,
+    ``shape``, ``d_type``, ``size`` read them), the ``observer`` hook of Lava's
+    ``CspSelector``, and nothing to start or join (no relay thread, no shared memory)."""
 
     def __init__(self, name: str, queue_: _Queue, shape, dtype, size: int):
         self._name, self._shape, self._dtype, self._size = name, tuple(shape), dtype, size
@@ -230,6 +232,13 @@ class LocalSendPort(CspSendPort):
 
     def start(self) -> None:
         pass
+
+    def join(self) -> None:
+        pass
+
+
+class LocalSendPort(_LocalPort, CspSendPort):
+    """The sending end of a ``LocalChannel`` (a ``CspSendPort``, as Lava's builders require)."""
 
     def probe(self) -> bool:
         """True when ``send`` will not block."""
@@ -272,21 +281,9 @@ class LocalSendPort(CspSendPort):
         if q.shared:
             q.lock.release()
 
-    def join(self) -> None:
-        pass
 
-
-class LocalRecvPort(CspRecvPort):
+class LocalRecvPort(_LocalPort, CspRecvPort):
     """The receiving end of a ``LocalChannel``."""
-
-    def __init__(self, name: str, queue_: _Queue, shape, dtype, size: int):
-        self._name, self._shape, self._dtype, self._size = name, tuple(shape), dtype, size
-        self._queue = queue_
-        self.observer: ty.Optional[ty.Callable[[], ty.Any]] = None
-        self.thread = None
-
-    def start(self) -> None:
-        pass
 
     def probe(self) -> bool:
         """True when ``recv`` will not block (an aborted channel raises at once)."""
@@ -330,9 +327,6 @@ class LocalRecvPort(CspRecvPort):
         if observer is not None:
             observer()
         return message
-
-    def join(self) -> None:
-        pass
 
 
 class LocalChannel(Channel):
