@@ -65,7 +65,7 @@ from lava.proc.lif.models import PyLifModelBitAcc, PyLifResetModelBitAcc
 from lava.proc.lif.process import LIF, LIFReset
 from lava.utils.weightutils import SignMode, clip_weights, determine_sign_mode, truncate_weights
 
-from export.inprocess_runtime import compute_pool, result
+from export.inprocess_runtime import LocalSendPort, compute_pool, result
 
 __all__ = [
     "FastConvModelFixed",
@@ -465,11 +465,12 @@ class FastConvModelFixed(AbstractPyConvModel):
         self._synapse_lock = threading.Lock()
         self._warming: ty.Optional[concurrent.futures.Future] = None
         self._pending: ty.Optional[concurrent.futures.Future] = None  # next a_buf, computing
+        self._zeros: ty.Optional[np.ndarray] = None  # see _silence
 
     def run_spk(self) -> None:
         self.a_out.send(self._settled_a_buf())
 
-        s_in = _recv_dense(self.s_in)
+        s_in = recv_dense(self.s_in)
         # The result is only sent at the next step (the synaptic delay), so in the in-process
         # runtime it is computed on a compute thread while the other models run this step.
         pool = compute_pool()
@@ -477,12 +478,19 @@ class FastConvModelFixed(AbstractPyConvModel):
             # Prepare the weights while the first layers run: they are needed only when the
             # first spikes arrive here.
             self._warming = pool.submit(self._warm)
-        if not s_in.any():
-            self.a_buf = np.zeros(self.a_out.shape, np.int32)  # no spike, no synaptic input
+        if is_silent(s_in):
+            self.a_buf = self._silence()  # no spike, no synaptic input
         elif pool is None:
             self.a_buf = self._synaptic_input(s_in)
         else:
             self._pending = pool.submit(self._synaptic_input, s_in)
+
+    def _silence(self) -> np.ndarray:
+        """The synaptic input of a step without spikes: one read-only array of zeros, sent
+        without a copy (``frozen``) as often as needed."""
+        if self._zeros is None:
+            self._zeros = frozen(np.zeros(self.a_out.shape, np.int32))
+        return self._zeros
 
     def _settled_a_buf(self) -> np.ndarray:
         """``a_buf``, once the convolution of the previous step has finished."""
@@ -512,8 +520,9 @@ class FastConvModelFixed(AbstractPyConvModel):
         )
         if bound is not None and bound < _CLAMP_FREE and a_out.dtype.kind == "i":
             # |a_out| <= bound < 2**23: the 24-bit wrap-around is the identity.
-            return a_out.astype(np.int32, copy=False)
-        return self.clamp_precision(a_out).astype(np.int32)
+            return frozen(a_out.astype(np.int32, copy=False))
+        # A fresh result nobody writes into: sent without a copy in the in-process runtime.
+        return frozen(self.clamp_precision(a_out).astype(np.int32))
 
     def _quiet(self) -> None:
         """No work of this model in flight (before the host reads or writes a Var)."""
@@ -527,6 +536,8 @@ class FastConvModelFixed(AbstractPyConvModel):
 
     def _set_var(self) -> None:
         self._quiet()
+        if not self.a_buf.flags.writeable:  # Lava writes a Var's array in place
+            self.a_buf = self.a_buf.copy()
         super()._set_var()
 
     def clamp_precision(self, x: np.ndarray) -> np.ndarray:
@@ -631,22 +642,69 @@ def _decay_into(state: np.ndarray, factor: int, scratch: np.ndarray) -> None:
     np.copyto(state, scratch, casting="unsafe")
 
 
-def _recv_dense(port) -> np.ndarray:
-    """``port.recv()`` of a ``PyInPortVectorDense``: the sum of what its channels deliver, in
-    the port's dtype, computed by Lava as ``zeros + x1 + x2 ...``.  When one untransformed
-    channel delivers an array of the port's shape and dtype, that array (a fresh copy, in
-    both of Lava's channel implementations) is the sum; nothing else takes this shortcut."""
+def recv_dense(port) -> np.ndarray:
+    """``port.recv()`` of a ``PyInPortVectorDense``, without Lava's ``zeros + x1 + x2 ...``
+    where that sum is known: when every channel delivers an integer array of the port's shape,
+    all of one dtype that the port's dtype promotes to, the sum is ``x1`` for one channel and
+    ``x1 + x2 + ...`` otherwise, in that dtype (same values, same int wrap-around; floats keep
+    Lava's way, where ``0.0 + -0.0`` differs from ``-0.0``).  Anything else: ``port.recv()``.
+
+    With one channel the array is returned as it came; it may be read-only (an in-process
+    channel passes a sender's read-only array as it is), so callers do not write into it.
+    """
     channels = getattr(port, "csp_ports", ())
-    if (
+    if not (
         type(port) is PyInPortVectorDense
-        and len(channels) == 1
+        and channels
         and type(getattr(port, "_transformer", None)) is IdentityTransformer
     ):
-        x = channels[0].recv()
-        if x.shape == port._shape and x.dtype == port._d_type:
-            return x
-        return np.zeros(port._shape, port._d_type) + x
-    return port.recv()
+        return port.recv()
+    xs = [c.recv() for c in channels]
+    first = xs[0]
+    dtype = first.dtype
+    if (
+        dtype.kind in "iu"
+        and np.result_type(port._d_type, dtype) == dtype
+        and all(x.shape == port._shape and x.dtype == dtype for x in xs)
+    ):
+        if len(xs) == 1:
+            return first
+        total = first + xs[1]
+        for x in xs[2:]:
+            total += x
+        return total
+    total = np.zeros(port._shape, port._d_type)  # Lava's own sum, in Lava's order
+    for x in xs:
+        total = total + x
+    return total
+
+
+def is_silent(x: np.ndarray) -> bool:
+    """True when every element of ``x`` is zero (two SIMD reductions: cheaper than
+    ``not x.any()`` on integer arrays, which casts to bool first)."""
+    if x.dtype == np.bool_:
+        return not x.any()
+    return not (x.size and (_max(x, axis=None) or _min(x, axis=None)))
+
+
+def one_message(port, data: np.ndarray):
+    """What ``port.send(data)`` should be given: in the in-process runtime, ``data`` cast once
+    to the dtype its channels carry and ``frozen``, so that all of the port's channels pass that
+    one array (instead of each casting a copy of its own); elsewhere ``data`` as it is."""
+    channels = getattr(port, "csp_ports", ())
+    if type(data) is np.ndarray and channels and all(type(c) is LocalSendPort for c in channels):
+        dtype = channels[0]._dtype
+        if all(c._dtype == dtype for c in channels):
+            return frozen(np.array(data, dtype=dtype))
+    return data
+
+
+def frozen(x: np.ndarray) -> np.ndarray:
+    """``x`` marked read-only (in place) and returned: an in-process channel passes such an
+    array to its receivers without copying it.  Only for arrays that own their data and that
+    nobody writes into again (a fresh result)."""
+    x.flags.writeable = False
+    return x
 
 
 class _FastLifFixedMixin:
@@ -659,8 +717,8 @@ class _FastLifFixedMixin:
 
     def run_spk(self):
         # The stock ``run_spk`` of both models, step for step (LIFReset also zeroes u and v
-        # at the start of each reset interval); only the input is read by ``_recv_dense``.
-        a_in_data = _recv_dense(self.a_in)
+        # at the start of each reset interval); only the input is read by ``recv_dense``.
+        a_in_data = recv_dense(self.a_in)
         if hasattr(self, "reset_interval") and (
             self.time_step % self.reset_interval == self.reset_offset
         ):
@@ -672,7 +730,7 @@ class _FastLifFixedMixin:
         self.subthr_dynamics(activation_in=a_in_data)
         self.s_out_buff = self.spiking_activation()
         self.reset_voltage(spike_vector=self.s_out_buff)
-        self.s_out.send(self.s_out_buff)
+        self.s_out.send(one_message(self.s_out, self.s_out_buff))
 
     def scale_bias(self):
         """The stock scaling, done again only when ``bias_mant`` or ``bias_exp`` changed (the

@@ -19,7 +19,7 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from export.fast_models import _recv_dense
+from export.fast_models import is_silent, recv_dense
 from i2e_neuro.layouts import batch_first_to_time_first, chw_to_lava
 
 
@@ -340,8 +340,8 @@ def _monitors_run_spk(self) -> None:
     k, j = divmod(self.time_step - 1, self.steps)
     recorded, counted = k < self.record, k < self.num_samples
     for i, out in enumerate(self.outs):
-        spikes = _recv_dense(getattr(self, f"s_in{i}"))
-        if spikes.any():  # a silent step adds nothing: the files start as zeros
+        spikes = recv_dense(getattr(self, f"s_in{i}"))
+        if not is_silent(spikes):  # a silent step adds nothing: the files start as zeros
             if recorded:
                 out["trains"][k, j] = spikes  # nonzero -> True; counted at the window's end
             elif counted:

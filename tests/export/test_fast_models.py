@@ -260,22 +260,28 @@ def _build(net: Net, seed: int):
     return source, sinks, state
 
 
-def _run(net: Net, run_cfg, seed: int) -> dict:
+def _run(net: Net, run_cfg, seed: int, in_process: bool = False) -> dict:
     source, sinks, state = _build(net, seed)
     try:
-        run_checked(source, STEPS, run_cfg, timeout_s=120)
+        run_checked(source, STEPS, run_cfg, timeout_s=120, in_process=in_process)
         out = {k: s.data.get().copy() for k, s in sinks.items()}
         out.update({k: v.get().copy() for k, v in state.items()})
+        # The host writes a Var that the fast model may hold read-only (a result it sent
+        # without a copy), and reads it back.
+        a_buf = state["c2.a_buf"]
+        a_buf.set(np.arange(a_buf.size, dtype=np.int32).reshape(a_buf.shape) % 7)
+        out["c2.a_buf set"] = a_buf.get().copy()
     finally:
         source.stop()
     return out
 
 
+@pytest.mark.parametrize("in_process", [False, True], ids=["lava_runtime", "in_process"])
 @pytest.mark.parametrize("net", NETS, ids=lambda n: n.name)
-def test_fast_conv_model_identical_to_stock(net: Net):
+def test_fast_conv_model_identical_to_stock(net: Net, in_process: bool):
     seed = 1234 + NETS.index(net)
     stock = _run(net, Loihi2SimCfg(select_tag="fixed_pt"), seed)
-    fast = _run(net, fast_run_config(), seed)
+    fast = _run(net, fast_run_config(), seed, in_process)
     assert stock.keys() == fast.keys()
     for key in stock:
         assert stock[key].shape == fast[key].shape, key
@@ -324,7 +330,7 @@ LIF_CASES = [
 ]
 
 
-def _run_lif(case: dict, run_cfg, seed: int) -> dict:
+def _run_lif(case: dict, run_cfg, seed: int, in_process: bool = False) -> dict:
     """One source driving a LIF and a LIFReset with the same parameters."""
     rng = np.random.default_rng(seed)
     shape = (6, 5, 3)
@@ -346,7 +352,7 @@ def _run_lif(case: dict, run_cfg, seed: int) -> dict:
         sinks[name] = SinkBuffer(shape=shape, buffer=steps)
         neuron.s_out.connect(sinks[name].a_in)
     try:
-        run_checked(source, steps, run_cfg, timeout_s=120)
+        run_checked(source, steps, run_cfg, timeout_s=120, in_process=in_process)
         out = {}
         for name, neuron in neurons.items():
             out[f"{name}.s"] = sinks[name].data.get().copy()
@@ -357,11 +363,12 @@ def _run_lif(case: dict, run_cfg, seed: int) -> dict:
         source.stop()
 
 
+@pytest.mark.parametrize("in_process", [False, True], ids=["lava_runtime", "in_process"])
 @pytest.mark.parametrize("case", LIF_CASES, ids=lambda c: f"du{c['du']}_dv{c['dv']}_amp{c['amp']}")
-def test_fast_lif_models_identical_to_stock(case):
+def test_fast_lif_models_identical_to_stock(case, in_process: bool):
     seed = LIF_CASES.index(case)
     stock = _run_lif(case, Loihi2SimCfg(select_tag="fixed_pt"), seed)
-    fast = _run_lif(case, fast_run_config(), seed)
+    fast = _run_lif(case, fast_run_config(), seed, in_process)
     for key in stock:
         assert np.array_equal(stock[key], fast[key]), key
 
@@ -560,3 +567,18 @@ def test_pinned_models_are_the_ones_lava_selects():
                 )
             assert cfg.exception_proc_model_map[proc] is expected, type(proc).__name__
         assert (cfg.exception_proc_model_map[procs[0]] is FastConvModelFixed) == fast
+
+
+@pytest.mark.parametrize(
+    "x,silent",
+    [
+        (np.zeros((3, 4), np.int32), True),
+        (np.array([0, 0, -1], np.int32), False),  # graded input may be negative only
+        (np.array([0, 5, 0], np.int32), False),
+        (np.zeros(7, np.uint8), True),
+        (np.array([False, True]), False),
+        (np.zeros(0, np.int32), True),
+    ],
+)
+def test_is_silent(x, silent):
+    assert fast_models.is_silent(x) is silent
