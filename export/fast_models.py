@@ -634,9 +634,12 @@ def _decay_into(state: np.ndarray, factor: int, scratch: np.ndarray) -> None:
     int32 ``state`` and ``0 <= factor <= 4096``; ``scratch`` is a float64 array of its shape.
 
     Computed as ``state * (factor / 4096)`` in float64, cast back to int32, which is exact
-    (docs/EXACTNESS.md, section 5); factor 4096 keeps the state as it is.
+    (docs/EXACTNESS.md, section 5); factor 4096 keeps the state as it is, factor 0 zeroes it.
     """
     if factor == 4096:
+        return
+    if factor == 0:
+        state.fill(0)
         return
     np.multiply(state, factor / 4096.0, out=scratch)
     np.copyto(state, scratch, casting="unsafe")
@@ -781,8 +784,12 @@ class _FastLifFixedMixin:
 
         # Current: decay, add the MSB-aligned input; int32 arithmetic (and wrap-around) as in
         # the stock code, done in place in u.
-        _decay_into(u, factor_u, scratch)
-        u += np.left_shift(activation_in, self.act_shift)
+        if factor_u == 0:
+            # No current carried over (lava-dl's current_decay = 1): u = 0 + (a_in << shift).
+            np.left_shift(activation_in, self.act_shift, out=u)
+        else:
+            _decay_into(u, factor_u, scratch)
+            u += np.left_shift(activation_in, self.act_shift)
         lim = self.max_uv_val
         if u.size and (_max(u, axis=None) > lim or _min(u, axis=None) <= -lim):
             # The stock 24-bit wrap, verbatim (only reached when a value is out of range;

@@ -47,13 +47,13 @@ WEIGHT_BITS = 8
 class LoihiWeights:
     """A connection's weights in Loihi's synapse format (``lava.utils.weightutils``)."""
 
-    weights: np.ndarray  # int32, what the Lava process stores
+    weights: np.ndarray  # int32, what the Lava process stores (in its layout)
     weight_exp: int
     num_weight_bits: int
     sign_mode: SignMode
 
 
-def loihi_weights(mantissa: np.ndarray, exponent: int) -> LoihiWeights:
+def loihi_weights(mantissa: np.ndarray, exponent: int, layout=None) -> LoihiWeights:
     """Training mantissas ``m`` (int, [-128, 127]) and exponent ``e`` -> Loihi's synapse format.
 
     The effective weight stays ``m * 2**e`` and the mantissas are not re-quantized:
@@ -64,12 +64,17 @@ def loihi_weights(mantissa: np.ndarray, exponent: int) -> LoihiWeights:
       of mixed weights, ``weightutils.truncate_weights``), so ``m`` is stored as the even value
       ``2m`` with ``weight_exp = e - 1``; for ``e = 0`` the right shift of the even sum is exact;
     * one sign only (EXCITATORY / INHIBITORY, ``determine_sign_mode``): ``m`` itself, ``weight_exp = e``.
+
+    ``layout``: a function giving a view of ``m`` in the layout the weights are wanted in (e.g.
+    :func:`conv_weight_view`); the int32 weights are written in it, C-contiguous, in one pass.
     """
-    m = np.asarray(mantissa).astype(np.int32, copy=False)
+    m = np.asarray(mantissa)
     mode = determine_sign_mode(m) if m.size else SignMode.EXCITATORY
-    if mode == SignMode.MIXED:
-        return LoihiWeights(2 * m, int(exponent) - 1, WEIGHT_BITS, mode)
-    return LoihiWeights(m, int(exponent), WEIGHT_BITS, mode)
+    scale, weight_exp = (2, int(exponent) - 1) if mode == SignMode.MIXED else (1, int(exponent))
+    view = m if layout is None else layout(m)
+    weights = np.empty(view.shape, np.int32)
+    np.multiply(view, scale, out=weights, casting="unsafe")  # |2m| <= 256: no value changes
+    return LoihiWeights(weights, weight_exp, WEIGHT_BITS, mode)
 
 
 @dataclass
@@ -132,22 +137,28 @@ def lif_process(g: NeuronGroup, window: int) -> LIFReset:
     )
 
 
-def conv_weight_to_lava(weight: np.ndarray) -> np.ndarray:
-    """Torch cross-correlation weight ``(out, in, kh, kw)`` -> Lava Conv's ``(out, kx, ky, in)``.
+def conv_weight_view(weight: np.ndarray) -> np.ndarray:
+    """Torch cross-correlation weight ``(out, in, kh, kw)`` -> a view in Lava Conv's layout
+    ``(out, kx, ky, in)``.
 
     Lava's Conv computes a true convolution (it flips the kernel), so the kernel is flipped here.
     """
-    return np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))
+    return weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)
+
+
+def conv_weight_to_lava(weight: np.ndarray) -> np.ndarray:
+    """:func:`conv_weight_view`, as a C-contiguous array."""
+    return np.ascontiguousarray(conv_weight_view(weight))
 
 
 def synapse_process(desc: NetworkDescription, c: Connection) -> tuple[Conv | Dense, LoihiWeights]:
     src_shape = desc.source_shape(c.source)
-    fmt = loihi_weights(c.weight, c.exponent)
     if c.kind == "conv":
         # Lava's Conv process has no sign_mode parameter: the sign mode is the one its weights
         # imply (determine_sign_mode, as Lava's bit-accurate Dense model does by default).
+        fmt = loihi_weights(c.weight, c.exponent, layout=conv_weight_view)
         proc = Conv(
-            weight=conv_weight_to_lava(fmt.weights).astype(np.int32, copy=False),
+            weight=fmt.weights,
             weight_exp=fmt.weight_exp,
             num_weight_bits=fmt.num_weight_bits,
             input_shape=chw_shape_to_lava(src_shape),
@@ -156,6 +167,7 @@ def synapse_process(desc: NetworkDescription, c: Connection) -> tuple[Conv | Den
             name=c.name,
         )
         return proc, fmt
+    fmt = loihi_weights(c.weight, c.exponent)
     _, h, w = src_shape
     # Lava flattens (x, y, f) in C order: index = (x * H + y) * C + f; the weight depends on f
     # only (the global sum-pool is the weight repeated over positions).

@@ -327,6 +327,9 @@ LIF_CASES = [
     dict(du=1000, dv=77, vth=900, bias_mant="random", bias_exp="random", amp=50_000),
     dict(du=3, dv=4000, vth=131_071, bias_mant=-4096, bias_exp=7, amp=2**18),  # u wraps
     dict(du=2047, dv=1024, vth=20, bias_mant=4095, bias_exp=2, amp=2**26),  # int32 wrap
+    # No current carried over (factor 0, as lava-dl's CUBA models with current_decay 1), u wraps
+    dict(du=4096, dv=2048, vth=1024, bias_mant="random", bias_exp=6, amp=2**18),
+    dict(du=4096, dv=4096, vth=300, bias_mant=0, bias_exp=0, amp=2000),  # no state at all
 ]
 
 
