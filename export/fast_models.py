@@ -446,7 +446,10 @@ class FastConvModelFixed(AbstractPyConvModel):
 
     In the in-process runtime (``export.inprocess_runtime``) the convolution of step t runs on
     a compute thread while the other models of step t run (its result is only sent at step
-    t+1), and the weights are prepared there from the first step.
+    t+1), and the weights are prepared there from the first step.  Its results are fresh arrays
+    it never writes into again, so it marks them read-only (``frozen``) and the in-process
+    channels pass them without a copy; before the host writes ``a_buf`` it is copied back to a
+    writable array.
 
     Only selected when asked for: ``exception_proc_model_map={Conv: FastConvModelFixed}``
     (see ``fast_run_config``).  Its constructor, in a forked worker of Lava's own runtime,

@@ -15,7 +15,8 @@ channel_class):
 
 * ``InProcessRuntime`` is Lava's ``Runtime`` with only the infrastructure replaced: the same
   executable (the compiler's builders, the models the run configuration selected), the same
-  runtime service and synchronisation protocol, the same channel shapes, dtypes and copies,
+  runtime service and synchronisation protocol, the same channel shapes, dtypes and copies
+  (except for read-only arrays, passed as they are since they cannot change),
   the same commands and Var access;
 * every actor (process model or runtime service) is a greenlet on one "hub" thread: a model
   runs until it waits for a message, then the hub resumes the next actor that has one.  A
