@@ -110,7 +110,8 @@ def _parse_hw_config(path: str, text: str) -> dict:
     import yaml
 
     try:
-        data = yaml.safe_load(text)
+        # libyaml's parser when PyYAML has it (7x faster; the same safe subset of YAML).
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         detail = " ".join(str(exc).split())
         raise HardwareConfigError(f"{path}: malformed YAML ({detail})") from exc
