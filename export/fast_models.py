@@ -79,6 +79,9 @@ __all__ = [
 ]
 
 # Largest magnitude below which every integer is exactly representable.
+_max, _min = np.maximum.reduce, np.minimum.reduce
+#: Convolution geometries torch has already run once in this process (``FastConvModelFixed._warm``).
+_WARMED: set = set()
 _F32_EXACT = 1 << 24
 _F64_EXACT = 1 << 53
 # utils.signed_clamp(x, bits=24) is the identity for -2**23 <= x < 2**23.
@@ -204,7 +207,20 @@ class _ConvPlan:
         ):
             return
         rows = weight.reshape(c_out, -1)
-        self.l1 = int(np.abs(rows, dtype=np.int64).sum(axis=1).max()) if weight.size else 0
+        if not weight.size:
+            self.l1 = 0
+        elif weight.itemsize > 4:  # 64-bit weights (never Lava's int32 Var): Python ints
+            self.l1 = int(np.abs(rows.astype(object)).sum(axis=1).max())
+        elif int(_min(rows, axis=None)) > np.iinfo(weight.dtype).min:
+            # |w| fits the weights' own dtype (no value at its minimum): summed in blocks of
+            # rows, without a copy of all the weights
+            block = max(1, (1 << 16) // max(1, rows.shape[1]))
+            self.l1 = max(
+                int(np.abs(rows[i : i + block]).sum(axis=1, dtype=np.int64).max())
+                for i in range(0, c_out, block)
+            )
+        else:
+            self.l1 = int(np.abs(rows, dtype=np.int64).sum(axis=1).max())
         self.ok = True
 
     def accepts(self, input_: np.ndarray) -> bool:
@@ -408,6 +424,54 @@ def loihi_synapse_weights(weight: np.ndarray, num_weight_bits: int) -> np.ndarra
     return truncate_weights(w, mode, int(num_weight_bits)).astype(np.int32)
 
 
+_CLIP_RANGE = {
+    SignMode.MIXED: (-256, 255),
+    SignMode.EXCITATORY: (0, 255),
+    SignMode.INHIBITORY: (-255, 0),
+}
+
+
+def synapse_weights_fast(weight: np.ndarray, num_weight_bits: int) -> np.ndarray:
+    """:func:`loihi_synapse_weights` in two passes over int32 weights instead of Lava's eight
+    (copies, casts and shifts of the whole array), and none when the synapses hold the weights
+    as they are (then ``weight`` itself is returned), with the same values (tested): the same
+    sign mode, the clip in that mode (``clip_weights`` negates, clips and negates back for
+    inhibitory weights: the same as clipping to [-255, 0]), and the dropped low bits as a
+    mask (``(w >> n) << n`` is ``w & (-1 << n)`` in two's complement; inhibitory weights are
+    negated around it, as ``truncate_weights`` does).  Anything else (other dtypes, the most
+    negative int32, a shift outside [0, 31]): Lava's functions."""
+    w = np.asarray(weight)
+    if w.dtype != np.int32 or not w.size:
+        return loihi_synapse_weights(weight, num_weight_bits)
+    lowest, highest = int(_min(w, axis=None)), int(_max(w, axis=None))
+    if lowest >= 0:
+        mode = SignMode.EXCITATORY
+    elif highest <= 0:
+        mode = SignMode.INHIBITORY
+    else:
+        mode = SignMode.MIXED
+    shift = 8 - int(num_weight_bits) + int(mode == SignMode.MIXED)
+    if lowest == np.iinfo(np.int32).min or not 0 <= shift < 31:
+        return loihi_synapse_weights(weight, num_weight_bits)
+    low, high = _CLIP_RANGE[mode]
+    if (
+        low <= lowest
+        and highest <= high
+        and not int(np.bitwise_or.reduce(w, axis=None)) & ((1 << shift) - 1)
+    ):
+        # Already in range, and no value has a bit to drop (negation keeps the low zero bits,
+        # so this holds for inhibitory weights too): the synapses hold the weights as given.
+        return w
+    out = np.clip(w, low, high)
+    if shift:
+        if mode == SignMode.INHIBITORY:
+            np.negative(out, out=out)
+        np.bitwise_and(out, -1 << shift, out=out)
+        if mode == SignMode.INHIBITORY:
+            np.negative(out, out=out)
+    return out
+
+
 def shift_by_exponent(accum: np.ndarray, weight_exp: int) -> np.ndarray:
     """``accum * 2**weight_exp`` as Loihi / Lava's bit-accurate Dense apply it: a left shift,
     or an arithmetic right shift (rounding toward minus infinity) for a negative exponent."""
@@ -547,21 +611,21 @@ class FastConvModelFixed(AbstractPyConvModel):
         return utils.signed_clamp(x, bits=24)
 
     def _warm(self) -> None:
-        """Prepare the weights, and let torch set up this convolution once (oneDNN builds a
-        primitive per shape on first use), on a silent frame of the input's shape."""
+        """Prepare the weights, and let torch set up this convolution on a silent frame of the
+        input's shape (oneDNN builds a primitive per shape on first use), once per process."""
         try:
             _, _, plan = self._prepared()
-            if plan.ok and _torch_is_safe():
-                silent = np.zeros(self.s_in.shape, np.float32)
-                _conv_torch(
-                    silent,
-                    plan.weights(np.float32, "torch"),
-                    np.float32,
-                    plan.stride,
-                    plan.padding,
-                    plan.dilation,
-                    plan.groups,
-                )
+            if not (plan.ok and _torch_is_safe()):
+                return
+            weights = plan.weights(np.float32, "torch")
+            shapes = (self.s_in.shape, weights.shape, plan.stride, plan.padding, plan.dilation)
+            if (shapes, plan.groups) in _WARMED:
+                return  # torch keeps what it set up for the life of the process
+            _WARMED.add((shapes, plan.groups))
+            silent = np.zeros(self.s_in.shape, np.float32)
+            _conv_torch(
+                silent, weights, np.float32, plan.stride, plan.padding, plan.dilation, plan.groups
+            )
         except Exception:  # noqa: BLE001 - only a head start: the convolution redoes this
             pass  # and reports any error where it belongs
 
@@ -575,7 +639,7 @@ class FastConvModelFixed(AbstractPyConvModel):
     def _prepare_locked(self) -> tuple[np.ndarray, int, _ConvPlan]:
         prepared = self._synapse
         if prepared is None or prepared[3] is not self.weight:
-            weight = loihi_synapse_weights(self.weight, int(self.num_weight_bits.item()))
+            weight = synapse_weights_fast(self.weight, int(self.num_weight_bits.item()))
             plan = _ConvPlan(
                 weight,
                 self.kernel_size,
@@ -627,9 +691,6 @@ def _exact_int(x) -> ty.Optional[int]:
     if a.size != 1 or a.dtype.kind not in "iub":
         return None
     return int(a.reshape(-1)[0])
-
-
-_max, _min = np.maximum.reduce, np.minimum.reduce
 
 
 def _decay_into(state: np.ndarray, factor: int, scratch: np.ndarray) -> None:

@@ -585,3 +585,49 @@ def test_pinned_models_are_the_ones_lava_selects():
 )
 def test_is_silent(x, silent):
     assert fast_models.is_silent(x) is silent
+
+
+@pytest.mark.parametrize("bits", [1, 3, 6, 7, 8])
+@pytest.mark.parametrize(
+    "low,high",
+    [(-300, 300), (0, 300), (-300, 0), (-128, 127), (1, 2), (-(2**31), 5), (-7, 2**31 - 1)],
+)
+def test_synapse_weights_fast_equals_lavas_weightutils(low, high, bits):
+    """The fast synapse weights equal ``loihi_synapse_weights`` (Lava's ``clip_weights`` and
+    ``truncate_weights``) in every sign mode, beyond the 8-bit range and at int32's ends."""
+    rng = np.random.default_rng(bits)
+    w = rng.integers(low, high, (5, 3, 3, 4), dtype=np.int64, endpoint=True).astype(np.int32)
+    w.flat[0] = low
+    expected = fast_models.loihi_synapse_weights(w, bits)
+    got = fast_models.synapse_weights_fast(w, bits)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.uint8, np.uint32, np.int64])
+def test_conv_plan_l1_bound_at_the_dtype_ends(dtype):
+    """The bound behind the float path's exactness: the largest sum of |w| over an output
+    channel, right at each dtype's extremes (where |w| overflows the dtype itself)."""
+    info = np.iinfo(dtype)
+    w = np.zeros((3, 3, 3, 2), dtype)
+    w[0], w[1] = info.min, info.max
+    w[2, 0, 0, 0] = info.max // 2 + 1
+    expected = int(np.abs(w.reshape(3, -1).astype(object)).sum(axis=1).max())
+    assert fast_models._ConvPlan(w, 3, 1, 0, 1, 1).l1 == expected
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_synapse_weights_fast_keeps_weights_the_synapses_hold(sign):
+    """Weights already in Loihi's format (mixed: even values in [-256, 254]; one sign: any
+    8-bit magnitude) come back as they are, not copied; one odd mixed value is truncated."""
+    rng = np.random.default_rng(5)
+    mixed = (rng.integers(-128, 128, (4, 3, 3, 2)) * 2).astype(np.int32)
+    one_sign = (sign * rng.integers(0, 256, (4, 3, 3, 2))).astype(np.int32)
+    for w in (mixed, one_sign):
+        got = fast_models.synapse_weights_fast(w, 8)
+        assert got is w
+        np.testing.assert_array_equal(got, fast_models.loihi_synapse_weights(w, 8))
+    mixed.flat[3] = 7
+    got = fast_models.synapse_weights_fast(mixed, 8)
+    assert got is not mixed and got.flat[3] == 6
+    np.testing.assert_array_equal(got, fast_models.loihi_synapse_weights(mixed, 8))
