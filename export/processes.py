@@ -227,9 +227,10 @@ def loihi_adapter_models() -> dict:
 class SpikeMonitor(AbstractProcess):
     """Counts a group's spikes per sample and per neuron, and records the full trains of the first samples.
 
-    The results go to memory-mapped files in ``folder`` (``counts``, ``neuron_counts``,
+    The results go to one memory-mapped file in ``folder`` (``counts``, ``neuron_counts``,
     ``trains``): reading Lava Vars back moves one element per message, far too slow for spike
-    trains. :func:`monitor_arrays` creates the files; the host reads them after the run.
+    trains. :func:`create_monitor_file` creates it; the host reads it after the run
+    (:func:`monitor_arrays`).
     """
 
     def __init__(
@@ -251,6 +252,24 @@ class SpikeMonitor(AbstractProcess):
         self.s_in = InPort(shape=shape)
 
 
+def _monitor_layout(
+    shape: tuple[int, ...], num_samples: int, steps: int, record_samples: int
+) -> tuple[list, int]:
+    """``([(name, dtype, shape, byte offset)], file size)`` of a monitor's results in its one
+    file: ``counts`` (int64), ``neuron_counts`` (int64), ``trains`` (bool), in that order (so
+    every array starts at a multiple of 8 bytes)."""
+    specs = [
+        ("counts", np.dtype(np.int64), (int(num_samples),)),
+        ("neuron_counts", np.dtype(np.int64), tuple(int(x) for x in shape)),
+        ("trains", np.dtype(np.bool_), (max(1, int(record_samples)), int(steps), *shape)),
+    ]
+    layout, offset = [], 0
+    for name, dtype, shp in specs:
+        layout.append((name, dtype, shp, offset))
+        offset += int(np.prod(shp, dtype=np.int64)) * dtype.itemsize
+    return layout, offset
+
+
 def monitor_arrays(
     folder: str,
     shape: tuple[int, ...],
@@ -259,18 +278,38 @@ def monitor_arrays(
     record_samples: int,
     mode: str,
 ) -> dict:
-    """The memory-mapped result arrays of a :class:`SpikeMonitor` (``mode`` "w+" creates them)."""
+    """The result arrays of a :class:`SpikeMonitor`, all in one file, ``folder/monitor.bin``:
+    ``mode`` "w+" creates it (zeros) and maps it, "r+" maps it (the monitor), "r" reads it into
+    memory (the host, after the run)."""
     from pathlib import Path
 
-    specs = {
-        "counts": (np.int64, (num_samples,)),
-        "neuron_counts": (np.int64, tuple(shape)),
-        "trains": (np.bool_, (max(1, record_samples), steps, *shape)),
-    }
+    layout, size = _monitor_layout(shape, num_samples, steps, record_samples)
+    path = Path(folder) / "monitor.bin"
+    if mode == "r":
+        data = np.fromfile(path, dtype=np.uint8)
+        if data.size != size:
+            raise ValueError(f"{path}: {data.size} bytes, expected {size}")
+    else:
+        if mode == "w+":
+            create_monitor_file(folder, shape, num_samples, steps, record_samples)
+        data = np.memmap(path, dtype=np.uint8, mode="r+", shape=(size,))
     return {
-        k: np.memmap(Path(folder) / f"{k}.bin", dtype=d, mode=mode, shape=s)
-        for k, (d, s) in specs.items()
+        name: data[offset : offset + int(np.prod(shp, dtype=np.int64)) * dtype.itemsize]
+        .view(dtype)
+        .reshape(shp)
+        for name, dtype, shp, offset in layout
     }
+
+
+def create_monitor_file(
+    folder: str, shape: tuple[int, ...], num_samples: int, steps: int, record_samples: int
+) -> None:
+    """Create a :class:`SpikeMonitor`'s result file, ``folder/monitor.bin``, all zeros."""
+    from pathlib import Path
+
+    _, size = _monitor_layout(shape, num_samples, steps, record_samples)
+    with open(Path(folder) / "monitor.bin", "wb") as f:
+        f.truncate(size)
 
 
 @implements(proc=SpikeMonitor, protocol=LoihiProtocol)

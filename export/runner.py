@@ -73,6 +73,7 @@ def simulate(
         I2ESource,
         ReadoutCounter,
         as_sample_array,
+        create_monitor_file,
         monitor_arrays,
         spike_monitors,
     )
@@ -101,7 +102,7 @@ def simulate(
             shape = net.neurons[g.name].s_out.shape
             folder = f"{tmp}/{len(monitors)}"
             Path(folder).mkdir()
-            monitor_arrays(folder, shape, n, window, record, "w+")
+            create_monitor_file(folder, shape, n, window, record)
             monitors[g.name] = (folder, shape)
         host = [source, counter]
         if monitors:  # one monitor process for all groups (every Lava process is an OS process)
@@ -132,12 +133,12 @@ def simulate(
             _stop(source)
         counts, per_neuron, trains, padding = {}, {}, {}, 0
         for name, (folder, shape) in monitors.items():
-            arrays = monitor_arrays(folder, shape, n, window, record, "r")
-            counts[name] = np.array(arrays["counts"])
+            arrays = monitor_arrays(folder, shape, n, window, record, "r")  # in memory
+            counts[name] = arrays["counts"]
             to_chw = lava_to_chw if len(shape) == 3 else np.asarray
-            per_neuron[name] = to_chw(np.array(arrays["neuron_counts"]))
+            per_neuron[name] = to_chw(arrays["neuron_counts"])
             if record:
-                full = np.array(arrays["trains"][:record])  # [M, window, ...]
+                full = arrays["trains"][:record]  # [M, window, ...]
                 padding += int(full[:, desc.steps :].sum())
                 trains[name] = to_chw(full[:, : desc.steps])
     return SimulationResult(
