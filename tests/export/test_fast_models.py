@@ -327,9 +327,10 @@ LIF_CASES = [
     dict(du=1000, dv=77, vth=900, bias_mant="random", bias_exp="random", amp=50_000),
     dict(du=3, dv=4000, vth=131_071, bias_mant=-4096, bias_exp=7, amp=2**18),  # u wraps
     dict(du=2047, dv=1024, vth=20, bias_mant=4095, bias_exp=2, amp=2**26),  # int32 wrap
-    # No current carried over (factor 0, as lava-dl's CUBA models with current_decay 1), u wraps
-    dict(du=4096, dv=2048, vth=1024, bias_mant="random", bias_exp=6, amp=2**18),
-    dict(du=4096, dv=4096, vth=300, bias_mant=0, bias_exp=0, amp=2000),  # no state at all
+    # No current carried over (factor 4096 - du - ds_offset = 0, Lava's LIF adding 1 to du: as
+    # lava-dl's CUBA models with current_decay 1), u wraps; then no state at all
+    dict(du=4095, dv=2048, vth=1024, bias_mant="random", bias_exp=6, amp=2**18),
+    dict(du=4095, dv=4096, vth=300, bias_mant=0, bias_exp=0, amp=2000),
 ]
 
 
@@ -631,3 +632,34 @@ def test_synapse_weights_fast_keeps_weights_the_synapses_hold(sign):
     got = fast_models.synapse_weights_fast(mixed, 8)
     assert got is not mixed and got.flat[3] == 6
     np.testing.assert_array_equal(got, fast_models.loihi_synapse_weights(mixed, 8))
+
+
+@pytest.mark.parametrize("in_process", [False, True], ids=["lava_runtime", "in_process"])
+def test_fast_lif_clips_v_after_the_host_set_it_out_of_range(in_process):
+    """After the host writes v beyond 24 bits the fast LIF clips it as the stock model does,
+    and both continue identically (no current carried over, the models' own setting)."""
+
+    def run(run_cfg):
+        rng = np.random.default_rng(11)
+        shape, steps = (4, 3, 2), 10
+        source = SourceBuffer(data=rng.integers(-40, 41, (*shape, 2 * steps)).astype(np.int32))
+        lif = LIF(shape=shape, du=4095, dv=2048, vth=2**22, bias_mant=3, bias_exp=6)
+        sink = SinkBuffer(shape=shape, buffer=2 * steps)
+        source.s_out.connect(lif.a_in)
+        lif.s_out.connect(sink.a_in)
+        try:
+            run_checked(source, steps, run_cfg, timeout_s=120, in_process=in_process)
+            far = np.where(rng.random(shape) < 0.5, 2**30, -(2**30))  # still far after decay
+            lif.v.set(far.astype(np.int32))
+            run_checked(source, 1, timeout_s=120, in_process=in_process)
+            after_set = lif.v.get().copy()
+            run_checked(source, steps - 1, timeout_s=120, in_process=in_process)
+            return after_set, lif.v.get().copy(), lif.u.get().copy(), sink.data.get().copy()
+        finally:
+            source.stop()
+
+    stock = run(Loihi2SimCfg(select_tag="fixed_pt"))
+    fast = run(fast_run_config())
+    assert np.abs(stock[0]).max() == 2**23 - 1  # the stock model clipped after the set
+    for a, b in zip(stock, fast):
+        np.testing.assert_array_equal(a, b)
