@@ -78,10 +78,10 @@ __all__ = [
     "shift_by_exponent",
 ]
 
-# Largest magnitude below which every integer is exactly representable.
 _max, _min = np.maximum.reduce, np.minimum.reduce
 #: Convolution geometries torch has already run once in this process (``FastConvModelFixed._warm``).
 _WARMED: set = set()
+# Largest magnitude below which every integer is exactly representable.
 _F32_EXACT = 1 << 24
 _F64_EXACT = 1 << 53
 # utils.signed_clamp(x, bits=24) is the identity for -2**23 <= x < 2**23.
@@ -768,8 +768,8 @@ def one_message(port, data: np.ndarray):
 
 def frozen(x: np.ndarray) -> np.ndarray:
     """``x`` marked read-only (in place) and returned: an in-process channel passes such an
-    array to its receivers without copying it.  Only for arrays that own their data and that
-    nobody writes into again (a fresh result)."""
+    array to its receivers without copying it.  Only for a fresh result that nothing else
+    refers to and nobody writes into again."""
     x.flags.writeable = False
     return x
 
