@@ -211,16 +211,12 @@ class _ConvPlan:
             self.l1 = 0
         elif weight.itemsize > 4:  # 64-bit weights (never Lava's int32 Var): Python ints
             self.l1 = int(np.abs(rows.astype(object)).sum(axis=1).max())
-        elif int(_min(rows, axis=None)) > np.iinfo(weight.dtype).min:
-            # |w| fits the weights' own dtype (no value at its minimum): summed in blocks of
-            # rows, without a copy of all the weights
+        else:  # exact in int64, a block of rows at a time (no int64 copy of all the weights)
             block = max(1, (1 << 16) // max(1, rows.shape[1]))
             self.l1 = max(
-                int(np.abs(rows[i : i + block]).sum(axis=1, dtype=np.int64).max())
+                int(np.abs(rows[i : i + block], dtype=np.int64).sum(axis=1).max())
                 for i in range(0, c_out, block)
             )
-        else:
-            self.l1 = int(np.abs(rows, dtype=np.int64).sum(axis=1).max())
         self.ok = True
 
     def accepts(self, input_: np.ndarray) -> bool:
