@@ -1,9 +1,18 @@
 """Network description <-> NIR graph (Neuromorphic Intermediate Representation, ``nir`` 1.0.8).
 
-The graph uses only NIR's own node types, so any NIR tool can read it. Time is discrete with
-``dt = 1`` (one Loihi step); every parameter below is in the units of the weights, i.e. Loihi's
-fixed-point state divided by 64 (``2**6``, Lava's and slayer's weight scale), so that weights,
-biases and thresholds share one scale.
+The graph uses only NIR's own node types (``Input``, ``Delay``, ``Conv2d``, ``CubaLIF``,
+``Output``) and keeps everything of ours that NIR has no field for (weight exponents, I2E
+settings, the sample window) in one JSON string in the graph-level ``metadata``, which readers
+that do not know it ignore; nodes carry no metadata and ``CubaLIF.v_reset`` (0, NIR's default)
+is left out of the file, so ``nir`` releases back to 1.0.4 read it. Which frameworks can run
+it, and how, is in README "Export to NIR" (no stock importer runs it as of this writing).
+
+Time: by default ``dt = 1`` (one Loihi step) and every tau and delay is in steps.
+``dt=SECONDS`` (``i2e-neuro export --format nir --dt 1e-4``) scales every tau and delay by
+``dt`` and keeps ``r`` and ``w_in`` (they are ratios ``tau / dt``, the same numbers); the
+metadata records ``dt`` and :func:`from_nir` divides it out again. Every other parameter below
+is in the units of the weights, i.e. Loihi's fixed-point state divided by 64 (``2**6``, Lava's
+and slayer's weight scale), so that weights, biases and thresholds share one scale.
 
 Mapping (Loihi CUBA-LIF of a neuron group with ``du``, ``dv`` on the 4096 scale, threshold
 mantissa ``vth``, bias mantissa ``b`` with exponent ``bias_exp``):
@@ -18,9 +27,10 @@ mantissa ``vth``, bias mantissa ``b`` with exponent ``bias_exp``):
   stride and zero padding. A connection into several groups is one node with several edges.
 * **The residual stream**: a group fed by several connections has one edge from each
   (NIR sums the signals arriving at a node); no identity or sum nodes.
-* **Neuron group** -> ``CubaLIF`` with ``tau_syn = 4096 / du``, ``tau_mem = 4096 / dv``,
-  ``w_in = tau_syn``, ``r = tau_mem``, ``v_reset = 0``. Forward Euler at ``dt = 1`` then gives
-  Loihi's update exactly (up to its integer truncation, below)::
+* **Neuron group** -> ``CubaLIF`` with ``tau_syn = 4096 / du``, ``tau_mem = 4096 / dv`` (in
+  steps; times ``dt`` in seconds), ``w_in = 4096 / du``, ``r = 4096 / dv``, ``v_reset = 0``.
+  Forward Euler at the file's ``dt`` then gives Loihi's update exactly (up to its integer
+  truncation, below)::
 
       I[t] = I[t-1] * (1 - du/4096) + input[t]
       v[t] = v[t-1] * (1 - dv/4096) + I[t] + bias
@@ -141,21 +151,33 @@ def _check_names(desc: NetworkDescription) -> None:
         )
 
 
-def to_nir(desc: NetworkDescription, threshold_nudge: float = THRESHOLD_NUDGE) -> nir.NIRGraph:
+def _check_dt(dt: float) -> float:
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
+        raise ValueError(f"dt: must be a positive number of seconds per step, got {dt!r}")
+    return float(dt)
+
+
+def to_nir(
+    desc: NetworkDescription, threshold_nudge: float = THRESHOLD_NUDGE, dt: float = 1.0
+) -> nir.NIRGraph:
     """The description as a NIR graph (see the module docstring for the mapping).
 
     ``threshold_nudge`` is added to every spiking threshold (default: see the module docstring;
-    0 gives the plain ``v > vth``, for measuring what the nudge closes).
+    0 gives the plain ``v > vth``, for measuring what the nudge closes). ``dt``: the length of
+    one step in the file's time unit (default 1: taus and delays in steps; ``1e-4`` for readers
+    that assume seconds at ``dt = 1e-4``, as snnTorch does); taus and delays are multiplied by it.
     """
+    dt = _check_dt(dt)
     desc.validate()
     _check_names(desc)
     conn_bias, rest = split_biases(desc)
     nodes: dict[str, nir.NIRNode] = {INPUT: nir.Input(input_type=np.array(desc.input_shape))}
     edges: list[tuple[str, str]] = []
     sources = {c.source for c in desc.connections}
+    exponents: dict[str, int] = {}
 
     def add_delay(source: str, shape: tuple[int, ...]) -> None:
-        nodes[source + DELAY_SUFFIX] = nir.Delay(delay=np.ones(shape, dtype=np.float32))
+        nodes[source + DELAY_SUFFIX] = nir.Delay(delay=_full(shape, dt))
         edges.append((source, source + DELAY_SUFFIX))
 
     add_delay(INPUT, tuple(desc.input_shape))
@@ -163,9 +185,10 @@ def to_nir(desc: NetworkDescription, threshold_nudge: float = THRESHOLD_NUDGE) -
         for c in desc.incoming(g.name):
             if c.name not in nodes:
                 nodes[c.name] = _conv_node(desc, c, conn_bias[c.name])
+                exponents[c.name] = int(c.exponent)
                 edges.append((c.source + DELAY_SUFFIX, c.name))
             edges.append((c.name, g.name))
-        nodes[g.name] = _group_node(desc, g, rest[g.name], threshold_nudge)
+        nodes[g.name] = _group_node(desc, g, rest[g.name], threshold_nudge, dt)
         if g.name in sources:
             add_delay(g.name, tuple(g.shape))
     out_shape = _node_shape(desc, desc.readout)
@@ -174,12 +197,13 @@ def to_nir(desc: NetworkDescription, threshold_nudge: float = THRESHOLD_NUDGE) -
     meta = {
         "producer": "i2e-neuro",
         "name": desc.name,
-        "dt": 1.0,
+        "dt": dt,  # seconds (or steps, when 1) per step; taus and delays are in this unit
         "timesteps": desc.timesteps,
         "steps": desc.steps,
         "i2e": desc.i2e,
         "classes": desc.classes,
         "threshold_nudge": threshold_nudge,
+        "exponents": exponents,  # per Conv2d: weight = mantissa * 2**exponent
         "node_order": list(nodes),  # HDF5 lists nodes alphabetically; from_nir restores this order
     }
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={METADATA_KEY: json.dumps(meta)})
@@ -206,12 +230,11 @@ def _conv_node(desc: NetworkDescription, c: Connection, bias: np.ndarray) -> nir
         dilation=(1, 1),
         groups=1,
         bias=bias.astype(np.float32),
-        metadata={"exponent": int(c.exponent)},
     )
 
 
 def _group_node(
-    desc: NetworkDescription, g: NeuronGroup, rest: np.ndarray, nudge: float
+    desc: NetworkDescription, g: NeuronGroup, rest: np.ndarray, nudge: float, dt: float = 1.0
 ) -> nir.NIRNode:
     shape = _node_shape(desc, g)
     if g.dv == 0:
@@ -221,8 +244,8 @@ def _group_node(
     tau_syn, tau_mem = _tau(g.du), _tau(g.dv)
     per_channel = rest.reshape(-1, *([1] * (len(shape) - 1)))
     return nir.CubaLIF(
-        tau_syn=_full(shape, tau_syn),
-        tau_mem=_full(shape, tau_mem),
+        tau_syn=_full(shape, tau_syn * dt),
+        tau_mem=_full(shape, tau_mem * dt),
         r=_full(shape, tau_mem),
         v_leak=np.broadcast_to(tau_mem * per_channel, shape).astype(np.float32),
         v_threshold=_full(shape, g.vth + nudge),
@@ -232,13 +255,30 @@ def _group_node(
 
 
 def save_nir(
-    desc: NetworkDescription, path: str | Path, threshold_nudge: float = THRESHOLD_NUDGE
+    desc: NetworkDescription,
+    path: str | Path,
+    threshold_nudge: float = THRESHOLD_NUDGE,
+    dt: float = 1.0,
 ) -> Path:
-    """Write the description's NIR graph to ``path`` (atomically)."""
+    """Write the description's NIR graph to ``path`` (atomically; ``dt``: see :func:`to_nir`).
+
+    ``CubaLIF.v_reset`` (all 0, NIR's default since it has the field) is left out of the file:
+    ``nir`` up to 1.0.4 has no such field and refuses a file that carries it.
+    """
+    import h5py
+
     path = Path(path)
-    graph = to_nir(desc, threshold_nudge)
+    graph = to_nir(desc, threshold_nudge, dt)
     with atomic_path(path) as tmp:
         nir.write(tmp, graph)
+        with h5py.File(tmp, "r+") as f:
+            nodes = f["node"]["nodes"]
+            for name in nodes:
+                node = nodes[name]
+                if node["type"][()] == b"CubaLIF" and "v_reset" in node:
+                    if np.any(node["v_reset"][()] != 0):
+                        raise ValueError(f"node {name!r}: v_reset must be 0")
+                    del node["v_reset"]
     return path
 
 
@@ -262,6 +302,16 @@ def _decay(node_name: str, field: str, tau: float) -> int:
             f"node {node_name!r}: {field} = {tau} is not 4096/d for an integer decay d in 0..4096"
         )
     return int(round(decay))
+
+
+def _steps(tau: float, dt: float) -> float:
+    """A tau in the file's time unit -> steps; within float32 rounding of ``4096 / d``, snapped."""
+    steps = tau / dt
+    if math.isfinite(steps) and steps > 0:
+        d = DECAY_UNITY / steps
+        if abs(d - round(d)) <= 1e-5 * d and round(d) > 0:
+            return DECAY_UNITY / round(d)
+    return steps
 
 
 def _exponent(name: str, w: np.ndarray, hint: int | None) -> tuple[np.ndarray, int]:
@@ -303,6 +353,8 @@ def from_nir(graph: nir.NIRGraph, timesteps: int | None = None) -> NetworkDescri
     needed when the graph does not carry our metadata.
     """
     meta = json.loads(_meta(graph, METADATA_KEY) or "{}")
+    dt = _check_dt(meta.get("dt", 1.0))
+    exponents = meta.get("exponents", {})
     for name, node in graph.nodes.items():
         kind = type(node).__name__
         if kind not in SUPPORTED_NODES:
@@ -335,8 +387,10 @@ def from_nir(graph: nir.NIRGraph, timesteps: int | None = None) -> NetworkDescri
             raise ValueError(
                 f"node {delay_name!r}: a Conv2d must read from a Delay node (Loihi delays every synaptic hop by one step)"
             )
-        if not np.all(np.asarray(node.delay) == 1):
-            raise ValueError(f"node {delay_name!r}: delay must be 1 step (Loihi's synaptic hop)")
+        if not np.allclose(np.asarray(node.delay, dtype=np.float64) / dt, 1, rtol=1e-6, atol=0):
+            raise ValueError(
+                f"node {delay_name!r}: delay must be 1 step = dt = {dt:g} (Loihi's synaptic hop)"
+            )
         (src,) = parents[delay_name] or [None]
         if src is None or len(parents[delay_name]) != 1:
             raise ValueError(f"node {delay_name!r}: needs exactly one source")
@@ -370,14 +424,16 @@ def from_nir(graph: nir.NIRGraph, timesteps: int | None = None) -> NetworkDescri
             targets = children[n]
             if not targets or any(not isinstance(graph.nodes[t], nir.CubaLIF) for t in targets):
                 raise ValueError(f"node {n!r}: must feed neuron groups (CubaLIF or I) only")
-            conn, bias = _conv_from_nir(n, node, source, shapes[source], targets, readout_name)
+            conn, bias = _conv_from_nir(
+                n, node, source, shapes[source], targets, readout_name, exponents.get(n)
+            )
             conns.append(conn)
             conn_bias[n] = bias
         elif isinstance(node, nir.CubaLIF):
             incoming = [c for c in conns if n in c.targets]
             if not incoming or len(incoming) != len(parents[n]):
                 raise ValueError(f"node {n!r}: every input must be a Conv2d node")
-            groups.append(_group_from_nir(n, node, n == readout_name, incoming, conn_bias))
+            groups.append(_group_from_nir(n, node, n == readout_name, incoming, conn_bias, dt))
             shapes[n] = groups[-1].shape
     timesteps = int(meta.get("timesteps", timesteps or 0))
     if timesteps <= 0:
@@ -432,7 +488,7 @@ def _pair(node_name: str, field: str, value) -> int:
     return int(arr[0])
 
 
-def _conv_from_nir(name, node, source, src_shape, targets, readout_name):
+def _conv_from_nir(name, node, source, src_shape, targets, readout_name, hint=None):
     weight = np.asarray(node.weight, dtype=np.float64)
     if weight.ndim != 4 or weight.shape[1] != src_shape[0]:
         raise ValueError(f"node {name!r}: weight {weight.shape} does not fit its input {src_shape}")
@@ -455,7 +511,8 @@ def _conv_from_nir(name, node, source, src_shape, targets, readout_name):
         stride = _pair(name, "stride", node.stride)
         if weight.shape[2] != weight.shape[3]:
             raise ValueError(f"node {name!r}: kernel {weight.shape[2:]} must be square")
-    hint = _meta(node, "exponent")
+    if hint is None:
+        hint = _meta(node, "exponent")  # files written before the graph-level "exponents"
     mant, exp = _exponent(name, weight, None if hint is None else int(hint))
     bias = np.zeros(weight.shape[0]) if node.bias is None else np.asarray(node.bias, np.float64)
     out_ch, in_ch = weight.shape[:2]
@@ -467,18 +524,19 @@ def _conv_from_nir(name, node, source, src_shape, targets, readout_name):
     return conn, bias.reshape(-1)
 
 
-def _group_from_nir(name, node, readout, incoming, conn_bias) -> NeuronGroup:
+def _group_from_nir(name, node, readout, incoming, conn_bias, dt: float = 1.0) -> NeuronGroup:
     shape = tuple(int(s) for s in np.asarray(node.output_type["output"]))
     channels = shape[0]
     bias = sum(conn_bias[c.name] for c in incoming)
-    tau_syn = _uniform(name, "tau_syn", node.tau_syn)
-    tau_mem = _uniform(name, "tau_mem", node.tau_mem)
+    tau_syn = _steps(_uniform(name, "tau_syn", node.tau_syn), dt)
+    tau_mem = _steps(_uniform(name, "tau_mem", node.tau_mem), dt)
     du, dv = _decay(name, "tau_syn", tau_syn), _decay(name, "tau_mem", tau_mem)
     if dv == 0:
         raise ValueError(
             f"node {name!r}: tau_mem = inf (no leak) with r = tau_mem has no Loihi form"
         )
-    if _uniform(name, "w_in", node.w_in) != tau_syn or _uniform(name, "r", node.r) != tau_mem:
+    w_in, r = _uniform(name, "w_in", node.w_in), _uniform(name, "r", node.r)
+    if not (math.isclose(w_in, tau_syn, rel_tol=1e-6) and math.isclose(r, tau_mem, rel_tol=1e-6)):
         raise ValueError(
             f"node {name!r}: needs w_in = tau_syn and r = tau_mem (Loihi adds input and current unscaled)"
         )

@@ -1,12 +1,13 @@
 #!/usr/bin/env python
-"""Run an exported network in a real NIR consumer (Norse) and compare it with Lava.
+"""Run an exported network in other frameworks' NIR readers (Norse, snnTorch) and compare with Lava.
 
-Exports the model (checkpoint or exported .h5) to a ``.nir`` file, reads the file back with
-``nir.read``, builds it from Norse 1.1.0's NIR modules (``Conv2d``, ``CubaLIF``; the graph is
-wired by ``nirtorch.nir_to_torch``, see ``export.nir.norse_module``), runs the test split
-through it in float64, and compares predictions and spikes, group by group, with lava-dl's
-spike-exact forward of the same integers (``export.lava_dl_run.run_lava_dl``, spike-identical
-to Lava). ``--lava N`` also runs the first N samples through the Lava CPU simulator
+Exports the model (checkpoint or exported .h5) to ``.nir`` files, reads each back with
+``nir.read`` and runs the test split through every chosen reader: Norse 1.1.0's NIR modules on
+the file in steps (``dt = 1``, float64; ``export.nir.norse_module``) and snnTorch 1.0.0's NIR
+modules on the file written with ``dt = 1e-4`` (float32; ``export.peers.snntorch``), each graph
+wired by ``nirtorch.nir_to_torch`` with a one-step ``Delay`` buffer. Predictions and spikes are
+compared, group by group, with lava-dl's spike-exact forward of the same integers
+(``export.lava_dl_run.run_lava_dl``, spike-identical to Lava). ``--lava N`` also runs the first N samples through the Lava CPU simulator
 (``export.runner.simulate``) and checks that Lava equals lava-dl there. The last line is JSON.
 
 ``--quick`` (no --model needed): a random-weight msresnet_tiny on 32 digits, well under a minute.
@@ -42,6 +43,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="also run N samples in Lava (default 4; 0: skip)",
     )
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument(
+        "--reader",
+        choices=("norse", "snntorch", "all"),
+        default="all",
+        help="which NIR reader(s) to run (default all)",
+    )
     p.add_argument(
         "--nudge",
         type=float,
@@ -82,35 +89,51 @@ def main(argv=None) -> int:
     from export import load
     from export.lava_dl_run import run_lava_dl, sample_events
     from export.nir import THRESHOLD_NUDGE, run_norse, save_nir
+    from export.peers.snntorch import SNNTORCH_DT, run_snntorch
     from i2e_neuro.datasets.eval_data import load_samples
 
     torch.set_num_threads(2)
     desc = load(args.model) if args.model else random_description()
     samples = load_samples(args.data, tuple(desc.input_shape[1:]), args.root, "test", args.limit)
     n = len(samples.data)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        nudge = THRESHOLD_NUDGE if args.nudge is None else args.nudge
-        path = save_nir(desc, Path(tmp) / "net.nir", nudge)
-        graph = nir.read(path)
+    readers = {"norse": (run_norse, 1.0), "snntorch": (run_snntorch, SNNTORCH_DT)}
+    if args.reader != "all":
+        readers = {args.reader: readers[args.reader]}
+    nudge = THRESHOLD_NUDGE if args.nudge is None else args.nudge
     events = torch.cat(
         [sample_events(desc, samples, i, i + args.batch) for i in range(0, n, args.batch)], dim=1
-    )
-    pred, counts, trains = run_norse(graph, events.numpy(), desc.steps, record=n, batch=args.batch)
-    t_nir = time.perf_counter() - start
+    ).numpy()
     start = time.perf_counter()
     ref = run_lava_dl(desc, samples, record=n, batch=args.batch)
     t_ref = time.perf_counter() - start
     labels = samples.labels
-    rows = {}
-    differ = np.zeros(n, dtype=bool)
-    for g in desc.groups:  # the readout group included
-        mism = trains[g.name] != ref.trains[g.name]
-        differ |= mism.reshape(n, -1).any(1)
-        rows[g.name] = {
-            "nir": int(counts[g.name].sum()),
-            "lava_dl": int(ref.neuron_counts[g.name].sum()),
-            "mismatched_spikes": int(mism.sum()),
+    known = labels >= 0
+    results = {}
+    for name, (run, dt) in readers.items():
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            graph = nir.read(save_nir(desc, Path(tmp) / "net.nir", nudge, dt=dt))
+        pred, counts, trains = run(graph, events, desc.steps, record=n, batch=args.batch)
+        seconds = time.perf_counter() - start
+        rows = {}
+        differ = np.zeros(n, dtype=bool)
+        for g in desc.groups:  # the readout group included
+            mism = trains[g.name] != ref.trains[g.name]
+            differ |= mism.reshape(n, -1).any(1)
+            rows[g.name] = {
+                "nir": int(counts[g.name].sum()),
+                "lava_dl": int(ref.neuron_counts[g.name].sum()),
+                "mismatched_spikes": int(mism.sum()),
+            }
+        results[name] = {
+            "consumer": f"{name} {_version(name)} (nirtorch {_version('nirtorch')}, nir {nir.version})",
+            "dt": dt,
+            "agreement": float((pred == ref.predictions).mean()),
+            "accuracy_nir": float((pred[known] == labels[known]).mean()) if known.any() else None,
+            "samples_with_any_spike_difference": int(differ.sum()),
+            "mismatched_spikes": sum(r["mismatched_spikes"] for r in rows.values()),
+            "groups": rows,
+            "seconds": round(seconds, 2),
         }
     lava = None
     if args.lava > 0:
@@ -127,32 +150,28 @@ def main(argv=None) -> int:
                 for g in ref.trains
             ),
         }
-    known = labels >= 0
     summary = {
-        "consumer": f"norse {_version('norse')} (nirtorch {_version('nirtorch')}, nir {nir.version})",
         "reference": "lava-dl spike-exact forward (export.lava_dl_run.run_lava_dl)",
         "model": str(args.model) if args.model else "random msresnet_tiny",
         "samples": n,
         "threshold_nudge": nudge,
-        "agreement": float((pred == ref.predictions).mean()),
-        "accuracy_nir": float((pred[known] == labels[known]).mean()) if known.any() else None,
         "accuracy_lava_dl": float((ref.predictions[known] == labels[known]).mean())
         if known.any()
         else None,
-        "samples_with_any_spike_difference": int(differ.sum()),
-        "groups": rows,
+        "readers": results,
         "lava": lava,
-        "seconds_nir": round(t_nir, 2),
         "seconds_lava_dl": round(t_ref, 2),
     }
-    print(f"{'group':<14}{'spikes NIR (Norse)':>20}{'spikes lava-dl':>16}{'mismatched':>12}")
-    for g, r in rows.items():
-        print(f"{g:<14}{r['nir']:>20}{r['lava_dl']:>16}{r['mismatched_spikes']:>12}")
-    print(
-        f"{n} samples: prediction agreement {summary['agreement']:.2%}; "
-        f"{summary['samples_with_any_spike_difference']} samples with any spike difference; "
-        f"Lava check: {lava}"
-    )
+    for name, r in results.items():
+        print(f"\n{r['consumer']}, dt = {r['dt']:g}")
+        print(f"{'group':<14}{'spikes NIR':>12}{'spikes lava-dl':>16}{'mismatched':>12}")
+        for g, row in r["groups"].items():
+            print(f"{g:<14}{row['nir']:>12}{row['lava_dl']:>16}{row['mismatched_spikes']:>12}")
+        print(
+            f"{n} samples: prediction agreement {r['agreement']:.2%}; "
+            f"{r['samples_with_any_spike_difference']} samples with any spike difference"
+        )
+    print(f"Lava check: {lava}")
     print(json.dumps(summary))
     return 0
 

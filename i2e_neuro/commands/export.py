@@ -6,6 +6,7 @@ parameter, value and limit (exit 3)."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -38,6 +39,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--chips", type=int, default=1, help="chips available to the network (default 1)"
+    )
+    p.add_argument(
+        "--dt",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="NIR only: the length of one step; every tau and delay is multiplied by it, r and "
+        "w_in are kept and dt is recorded (default 1: taus in steps; 1e-4 for snnTorch)",
     )
 
 
@@ -86,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --chips {args.chips}: must be at least 1", file=sys.stderr)
         return 2
     fmt = output_format(args)
+    if args.dt is not None and fmt != "nir":
+        print("error: --dt applies to --format nir only", file=sys.stderr)
+        return 2
+    if args.dt is not None and not (math.isfinite(args.dt) and args.dt > 0):
+        print(f"error: --dt {args.dt}: must be a positive number of seconds", file=sys.stderr)
+        return 2
     try:
         desc = load(args.checkpoint)
         rows = resource_report(desc, args.hardware, args.chips)
@@ -99,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         if fmt == "nir":
             from export.nir import save_nir
 
-            save_nir(desc, out)
+            save_nir(desc, out, dt=1.0 if args.dt is None else args.dt)
         else:
             save_hdf5(desc, out)
     except ValueError as e:

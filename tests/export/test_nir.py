@@ -32,13 +32,14 @@ def random_samples(n: int, h: int, w: int, seed: int = 0) -> Samples:
     return Samples(imgs, np.full(n, -1), [str(i) for i in range(n)])
 
 
-def assert_same_as_lava_dl(desc, samples: Samples, path=None):
-    """Norse, reading the written file, gives lava-dl's (= Lava's) spikes and readout."""
+def assert_same_as_lava_dl(desc, samples: Samples, path=None, runner=run_norse):
+    """The reader (default Norse), reading the written file, gives lava-dl's (= Lava's) spikes
+    and readout."""
     graph = nir.read(path) if path else to_nir(desc)
     n = len(samples.data)
     ref = run_lava_dl(desc, samples, record=n)
     events = sample_events(desc, samples, 0, n).numpy()
-    predictions, counts, trains = run_norse(graph, events, desc.steps, record=n)
+    predictions, counts, trains = runner(graph, events, desc.steps, record=n)
     for g in desc.groups:  # the readout group included
         if not g.readout:
             assert ref.trains[g.name].sum() > 0, f"{g.name}: silent group makes a weak test"
@@ -120,6 +121,50 @@ def test_graph_uses_nir_nodes_one_cubalif_per_group_and_fan_in_edges(tiny):
     assert np.all((th > tiny.groups[0].vth) & (th < tiny.groups[0].vth + 1 / 64))
     meta = json.loads(graph.metadata["i2e_neuro"])
     assert meta["steps"] == tiny.steps and meta["dt"] == 1.0
+    assert meta["exponents"] == {c.name: c.exponent for c in tiny.connections}
+    assert all(not node.metadata for node in graph.nodes.values())  # extras: graph level only
+
+
+def test_the_file_holds_only_fields_older_nir_releases_read(tiny, tmp_path):
+    """nir <= 1.0.4 (Sinabs', Rockpool's pin) refuses node metadata and ``CubaLIF.v_reset``."""
+    import h5py
+
+    path = save_nir(tiny, tmp_path / "net.nir")
+    with h5py.File(path, "r") as f:
+        nodes = f["node"]["nodes"]
+        assert sorted(nodes) == sorted(to_nir(tiny).nodes)
+        for name in nodes:
+            assert "metadata" not in nodes[name], name
+            assert "v_reset" not in nodes[name], name
+        assert "i2e_neuro" in f["node"]["metadata"]
+    assert np.all(nir.read(path).nodes["readout"].v_reset == 0)  # NIR's default, read back
+
+
+def test_dt_scales_taus_and_delays_keeps_r_and_w_in_and_reads_back(tiny, tmp_path):
+    one, scaled = to_nir(tiny), to_nir(tiny, dt=1e-4)
+    for name, node in one.nodes.items():
+        other = scaled.nodes[name]
+        if isinstance(node, nir.CubaLIF):
+            assert np.allclose(other.tau_mem, node.tau_mem * 1e-4, rtol=1e-7, atol=0), name
+            assert np.allclose(other.tau_syn, node.tau_syn * 1e-4, rtol=1e-7, atol=0), name
+            assert np.array_equal(other.r, node.r) and np.array_equal(other.w_in, node.w_in)
+        if isinstance(node, nir.Delay):
+            assert np.allclose(other.delay, 1e-4, rtol=1e-7, atol=0), name
+    assert json.loads(scaled.metadata["i2e_neuro"])["dt"] == 1e-4
+    assert_same_description(tiny, from_nir(scaled))
+    h5 = tmp_path / "net.h5"
+    save_hdf5(tiny, h5)
+    assert main(["export", str(h5), "--format", "nir", "--dt", "1e-4"]) == 0
+    assert_same_description(tiny, load_nir(tmp_path / "net.nir"))
+    assert json.loads(nir.read(tmp_path / "net.nir").metadata["i2e_neuro"])["dt"] == 1e-4
+    with pytest.raises(ValueError, match="dt: must be a positive number"):
+        to_nir(tiny, dt=0)
+    assert main(["export", str(h5), "--out", str(tmp_path / "x.h5"), "--dt", "1e-4"]) == 2
+    # a delay that is not one step at the recorded dt is refused
+    graph = to_nir(tiny, dt=1e-4)
+    graph.nodes["input.delay"].delay = graph.nodes["input.delay"].delay * 2
+    with pytest.raises(ValueError, match=r"node 'input.delay': delay must be 1 step = dt = 0.0001"):
+        from_nir(graph)
 
 
 def test_biases_reach_each_group_exactly(tiny):
@@ -139,6 +184,16 @@ def test_written_file_reads_back_as_the_same_graph_and_description(tiny, tmp_pat
 def test_norse_runs_the_file_spike_for_spike_like_lava_dl(tiny, tmp_path):
     path = save_nir(tiny, tmp_path / "net.nir")
     assert_same_as_lava_dl(tiny, random_samples(6, 16, 16), path)
+
+
+def test_snntorch_runs_the_file_at_its_dt_spike_for_spike_like_lava_dl(tiny, tmp_path):
+    from export.peers.snntorch import run_snntorch
+
+    path = save_nir(tiny, tmp_path / "net.nir", dt=1e-4)
+    assert_same_as_lava_dl(tiny, random_samples(6, 16, 16), path, runner=run_snntorch)
+    steps = save_nir(tiny, tmp_path / "steps.nir")  # taus in steps: snnTorch's dt does not fit
+    with pytest.raises(ValueError, match=r"dt = 1; snnTorch's NIR importer assumes dt = 0.0001"):
+        run_snntorch(nir.read(steps), np.zeros((1, 1, 2, 16, 16)), tiny.steps)
 
 
 def test_non_square_input(tmp_path):
@@ -320,8 +375,12 @@ def test_check_nir_script_quick():
     )
     assert p.returncode == 0, p.stderr[-3000:]
     report = json.loads(p.stdout.strip().splitlines()[-1])
-    assert report["consumer"].startswith("norse 1.1.0") and report["samples"] == 32
-    assert report["agreement"] == 1.0 and report["samples_with_any_spike_difference"] == 0
+    assert report["samples"] == 32 and sorted(report["readers"]) == ["norse", "snntorch"]
+    for name, version in (("norse", "1.1.0"), ("snntorch", "1.0.0")):
+        r = report["readers"][name]
+        assert r["consumer"].startswith(f"{name} {version}")
+        assert r["agreement"] == 1.0 and r["samples_with_any_spike_difference"] == 0
+        assert r["mismatched_spikes"] == 0 and sum(g["nir"] for g in r["groups"].values()) > 0
     assert report["lava"] == {
         "samples": 2,
         "predictions_equal_lava_dl": True,
