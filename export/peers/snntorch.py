@@ -30,15 +30,31 @@ def graph_dt(graph: nir.NIRGraph) -> float:
     return float(json.loads(_meta(graph, METADATA_KEY) or "{}").get("dt", 1.0))
 
 
-def one_step_delay(graph: nir.NIRGraph, dt: float):
-    """A ``torch.nn.Module`` factory for NIR ``Delay`` nodes of exactly one step of ``dt``."""
+def one_step_delay(dt: float):
+    """A factory of ``torch.nn.Module`` for NIR ``Delay`` nodes of exactly one step of ``dt``.
+
+    The module keeps its buffer as a hidden state, as snnTorch's neurons do with
+    ``init_hidden=True``: ``forward(x)`` returns the previous call's ``x`` (zeros first), and
+    ``reset()`` empties it.
+    """
     import torch
 
     class Delay(torch.nn.Module):
         """NIR ``Delay`` of one step: returns the previous step's input (zeros at first)."""
 
-        def forward(self, x, state=None):
-            return (torch.zeros_like(x) if state is None else state), x
+        def __init__(self) -> None:
+            super().__init__()
+            self.previous: torch.Tensor | None = None
+
+        def reset(self) -> None:
+            self.previous = None
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.previous
+            if out is None or out.shape != x.shape:
+                out = torch.zeros_like(x)
+            self.previous = x
+            return out
 
     def make(node: nir.Delay) -> torch.nn.Module:
         steps = np.asarray(node.delay, dtype=np.float64) / dt
@@ -55,9 +71,13 @@ def snntorch_module(graph: nir.NIRGraph):
     """The graph as a ``torch.nn.Module`` of snnTorch's NIR node modules (see the module docstring).
 
     Needs a file written with ``dt = 1e-4`` (``i2e-neuro export --format nir --dt 1e-4``):
-    snnTorch's converter assumes that step.
+    snnTorch's converter assumes that step. The module is driven the snnTorch way: ``reset()``
+    before a sample, then ``spikes, _ = module(frame)`` once per step (the output is the
+    readout's spikes; what ``neurobench.models.SNNTorchModel`` expects).
     """
     import nirtorch
+    import snntorch
+    import torch
     from snntorch.import_nir import _nir_to_snntorch_module
 
     dt = graph_dt(graph)
@@ -70,17 +90,35 @@ def snntorch_module(graph: nir.NIRGraph):
     def convert(node: nir.NIRNode):
         return _nir_to_snntorch_module(node, init_hidden=True)
 
-    node_map = {nir.Conv2d: convert, nir.CubaLIF: convert, nir.Delay: one_step_delay(graph, dt)}
-    return nirtorch.nir_to_torch(graph, node_map)
+    node_map = {nir.Conv2d: convert, nir.CubaLIF: convert, nir.Delay: one_step_delay(dt)}
+
+    class SnnTorchGraph(torch.nn.Module):
+        """``nirtorch``'s graph module with a ``reset`` of every neuron and delay buffer."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.graph = nirtorch.nir_to_torch(graph, node_map)
+
+        def reset(self) -> None:
+            for m in self.graph.modules():
+                if isinstance(m, snntorch.SpikingNeuron):
+                    m.reset_mem()
+                elif hasattr(m, "previous"):
+                    m.reset()
+
+        def forward(self, x: torch.Tensor):
+            return self.graph(x)
+
+    return SnnTorchGraph()
 
 
 def run_snntorch(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch: int = 64):
     """Run I2E events ``[T, N, C, H, W]`` through the graph in snnTorch (float32: its spikes are).
 
     The same contract as ``export.nir.run_norse``: each sample starts from a fresh state
-    (``reset_mem`` of every snnTorch neuron) and runs ``steps`` steps (frames, then zeros).
-    Returns ``(predictions [N], counts {group: spikes per neuron}, trains {group: [min(record,
-    N), steps, *shape] bool})`` for every ``CubaLIF`` group, the readout as ``(K,)``.
+    (``reset()``) and runs ``steps`` steps (frames, then zeros). Returns ``(predictions [N],
+    counts {group: spikes per neuron}, trains {group: [min(record, N), steps, *shape] bool})``
+    for every ``CubaLIF`` group, the readout as ``(K,)``.
     """
     import snntorch
     import torch
@@ -92,12 +130,10 @@ def run_snntorch(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch
     groups = [n for n, node in graph.nodes.items() if isinstance(node, nir.CubaLIF)]
     neurons = [m for m in module.modules() if isinstance(m, snntorch.Synaptic)]
     if len(neurons) != len(groups):
-        raise RuntimeError(
-            f"snnTorch built {len(neurons)} Synaptic modules for {len(groups)} groups"
-        )
+        raise RuntimeError(f"snnTorch built {len(neurons)} Synaptic modules for {len(groups)} groups")
     seen: dict[str, list] = {}
     for name in groups:
-        sub = getattr(module, name.replace(".", "_"))
+        sub = getattr(module.graph, name.replace(".", "_"))
         sub.register_forward_hook(lambda m, i, o, name=name: seen[name].append(o.detach()))
     predictions, trains = [], {g: [] for g in groups}
     counts = {g: 0 for g in groups}
@@ -105,14 +141,11 @@ def run_snntorch(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch
     with torch.no_grad():
         for start in range(0, n, batch):
             x = torch.as_tensor(events[:, start : start + batch]).float()
-            for m in neurons:
-                m.reset_mem()
+            module.reset()
             for g in groups:
                 seen[g] = []
-            state = None
             for t in range(steps):
-                frame = x[t] if t < x.shape[0] else torch.zeros_like(x[0])
-                _, state = module(frame, state)
+                module(x[t] if t < x.shape[0] else torch.zeros_like(x[0]))
             for g in groups:
                 spikes = torch.stack(seen[g], 1)  # [B, steps, *shape]
                 if g == readout:

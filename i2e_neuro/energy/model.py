@@ -282,7 +282,9 @@ def energy_table(
       per-neuron counts;
     * ``fanout``: synapses each spike reaches (scalar or per-neuron, as in
     :func:`synops_from_counts`);
-    * ``macs_ann`` (optional): MACs of the equivalent ANN layer consuming this population.
+    * ``macs_ann`` (optional): MACs of the equivalent ANN layer consuming this population;
+    * ``timesteps`` (optional): steps this population exists for, if not the table's (the I2E
+      input: its frames, so that its ``event_rate`` is the paper's ``f_r``).
 
     Each row has ``event_rate = spikes / (neurons * T)``, ``synops``, ``snn_uj = synops * E_AC``
     (the paper's SNN model on measured counts), ``ann_uj = macs_ann * E_MAC`` (None without
@@ -305,13 +307,14 @@ def energy_table(
         if missing:
             raise EnergyArgumentError("layers", f"layer {name!r} lacks {', '.join(missing)}")
         neurons = _int(f"layers[{name}].neurons", layer["neurons"], 1)
+        row_steps = _int(f"layers[{name}].timesteps", layer.get("timesteps", timesteps), 1)
         spikes_arr = _counts(f"layers[{name}].spikes", layer["spikes"])
         spikes = float(spikes_arr.sum())
-        steps = neurons * timesteps
+        steps = neurons * row_steps
         if spikes > steps:
             raise EnergyArgumentError(
                 f"layers[{name}].spikes",
-                f"{spikes:g} spikes exceed neurons x timesteps = {neurons} x {timesteps} = {steps}",
+                f"{spikes:g} spikes exceed neurons x timesteps = {neurons} x {row_steps} = {steps}",
             )
         synops = synops_from_counts(spikes_arr, layer["fanout"])
         macs = layer.get("macs_ann")
@@ -320,7 +323,7 @@ def energy_table(
         row = {
             "name": name,
             "neurons": neurons,
-            "timesteps": timesteps,
+            "timesteps": row_steps,
             "spikes": int(spikes) if spikes.is_integer() else spikes,
             "event_rate": spikes / steps,
             "synops": synops,

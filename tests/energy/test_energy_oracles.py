@@ -2,22 +2,46 @@
 and compared with ``export.synops`` / ``i2e_neuro.energy`` (which set the demo's energy ratio).
 
 The ANN is the same network with dense multiply-accumulates, once per image, on RGB input; per
-connection: output positions x output channels x kernel^2 x input channels. A pooled-dense
-connection (global sum-pool then dense) is counted as the synapses it has: every source neuron
-reaches every output.
+connection: the kernel taps that land inside the input (padded positions cost nothing) x output
+channels x input channels, summed over output positions. A pooled-dense connection (global
+sum-pool then dense) is an ANN's sum-pool (adds) and one dense layer, K x C MACs. The earlier
+figure (padded positions counted, the head as a dense layer over every position) is kept as
+``macs_ann_padded_tiled``. SNN synapses: a pooled-dense connection has every source neuron reach
+every output.
 """
 
 import numpy as np
 import pytest
 import torch
 
-from export.synops import ann_macs, energy_report
+from export.synops import ann_macs, ann_macs_padded_tiled, energy_report
 from i2e_neuro import i2e
 from i2e_neuro.datasets.sources import load_digits_source
 from i2e_neuro.models.spec import build_spec
 from tests.oracles import random_folded_description, record_counts, synops_by_convolution
 
-# msresnet_tiny on the digits (2 x 32 x 32 events; the ANN sees 3 x 32 x 32 RGB), 10 classes:
+# msresnet_tiny on the digits (2 x 32 x 32 events; the ANN sees 3 x 32 x 32 RGB), 10 classes.
+# In-bounds taps of a 3x3 pad-1 conv along an axis of n outputs at stride 1: 3n - 2 (the two
+# border outputs lose one each); stride 2 from 8 to 4: 2 + 3 + 3 + 3 = 11.
+#   stem        4x4 stride 4 pad 0, 3 -> 16:  out 8x8, no padding: 64 x 16 x 16 x 3 =  49,152
+#   s0b0.conv1  3x3 stride 1 pad 1, 16 -> 16: taps 22 x 22 = 484;   484 x 16 x 16   = 123,904
+#   s0b0.conv2  the same                                                            = 123,904
+#   s1b0.conv1  3x3 stride 2 pad 1, 16 -> 32: taps 11 x 11 = 121;   121 x 16 x 32   =  61,952
+#   s1b0.down   1x1 stride 2 pad 0, 16 -> 32: 16 positions;          16 x 16 x 32   =   8,192
+#   s1b0.conv2  3x3 stride 1 pad 1, 32 -> 32: taps 10 x 10 = 100;   100 x 32 x 32   = 102,400
+#   fc          sum-pool (adds) then dense 32 -> 10                 32 x 10         =     320
+DIGITS_MACS = {
+    "stem": 49_152,
+    "s0b0.conv1": 123_904,
+    "s0b0.conv2": 123_904,
+    "s1b0.conv1": 61_952,
+    "s1b0.down": 8_192,
+    "s1b0.conv2": 102_400,
+    "fc": 320,
+}
+DIGITS_TOTAL = 469_824
+
+# The earlier figure, padded positions counted and the head tiled over the 4x4 map:
 #   stem        4x4 stride 4 pad 0, 3 -> 16:  out 8x8x16 = 1024;   1024 x 16 x 3  =  49,152
 #   s0b0.conv1  3x3 stride 1 pad 1, 16 -> 16: out 8x8x16 = 1024;   1024 x 9 x 16  = 147,456
 #   s0b0.conv2  3x3 stride 1 pad 1, 16 -> 16: out 8x8x16 = 1024;   1024 x 9 x 16  = 147,456
@@ -25,7 +49,7 @@ from tests.oracles import random_folded_description, record_counts, synops_by_co
 #   s1b0.down   1x1 stride 2 pad 0, 16 -> 32: out 4x4x32 = 512;     512 x 1 x 16  =   8,192
 #   s1b0.conv2  3x3 stride 1 pad 1, 32 -> 32: out 4x4x32 = 512;     512 x 9 x 32  = 147,456
 #   fc          sum-pool 32 x 4x4 -> dense 10: 32 x 16 sources x 10             =   5,120
-DIGITS_MACS = {
+DIGITS_MACS_PADDED_TILED = {
     "stem": 49_152,
     "s0b0.conv1": 147_456,
     "s0b0.conv2": 147_456,
@@ -34,23 +58,24 @@ DIGITS_MACS = {
     "s1b0.conv2": 147_456,
     "fc": 5_120,
 }
-DIGITS_TOTAL = 578_560  # x 4.6 pJ = 2.661 uJ per image
+DIGITS_TOTAL_PADDED_TILED = 578_560
 
 # The same network on 24 x 40 events (H != W):
-#   stem        out 6x10x16 = 960:   960 x 16 x 3  = 46,080
-#   s0b0.conv1  out 6x10x16 = 960:   960 x 9 x 16  = 138,240 (conv2 the same)
-#   s1b0.conv1  out ((6+2-3)//2+1) x ((10+2-3)//2+1) = 3x5, x32 = 480: 480 x 9 x 16 = 69,120
-#   s1b0.down   out ((6-1)//2+1) x ((10-1)//2+1) = 3x5, x32 = 480:     480 x 1 x 16 = 7,680
-#   s1b0.conv2  480 x 9 x 32 = 138,240
-#   fc          32 x 15 x 10 = 4,800
+#   stem        out 6x10x16 = 960:   960 x 16 x 3                               = 46,080
+#   s0b0.conv1  out 6x10, taps (3*6-2) x (3*10-2) = 16 x 28 = 448: 448 x 16 x 16 = 114,688
+#   s0b0.conv2  the same                                                        = 114,688
+#   s1b0.conv1  out 3x5; rows 2+3+3 = 8, columns 2+3+3+3+3 = 14: 112 x 16 x 32  = 57,344
+#   s1b0.down   out 3x5 = 15:         15 x 16 x 32                              = 7,680
+#   s1b0.conv2  out 3x5, taps 7 x 13 = 91:  91 x 32 x 32                        = 93,184
+#   fc          32 x 10                                                         = 320
 WIDE_MACS = {
     "stem": 46_080,
-    "s0b0.conv1": 138_240,
-    "s0b0.conv2": 138_240,
-    "s1b0.conv1": 69_120,
+    "s0b0.conv1": 114_688,
+    "s0b0.conv2": 114_688,
+    "s1b0.conv1": 57_344,
     "s1b0.down": 7_680,
-    "s1b0.conv2": 138_240,
-    "fc": 4_800,
+    "s1b0.conv2": 93_184,
+    "fc": 320,
 }
 E_MAC_PJ = 4.6  # the paper's 32-bit float MAC at 45 nm (Horowitz, ISSCC 2014)
 E_AC_PJ = 0.9
@@ -79,9 +104,12 @@ def test_ann_macs_by_hand(which, digits_model, wide_model):
     assert got == expected
     if which == "digits":
         assert sum(expected.values()) == DIGITS_TOTAL
+        old = {c.name: ann_macs_padded_tiled(desc, c) for c in desc.connections}
+        assert old == DIGITS_MACS_PADDED_TILED
+        assert sum(old.values()) == DIGITS_TOTAL_PADDED_TILED
     # the energy report's ANN column is the same whole-network count, at 4.6 pJ per MAC
     _, h, w = desc.input_shape
-    zero = {g.name: np.zeros(g.shape, dtype=np.int64) for g in desc.spiking_groups}
+    zero = {g.name: np.zeros(g.shape, dtype=np.int64) for g in desc.groups}
     report = energy_report(desc, np.zeros(desc.input_shape, dtype=np.int64), zero, 1)
     assert report["total"]["macs_ann"] == sum(expected.values())
     assert report["total"]["ann_uj"] == pytest.approx(sum(expected.values()) * E_MAC_PJ * 1e-6)
@@ -102,7 +130,7 @@ def test_synops_from_independent_counts_and_fanout(which, digits_model, wide_mod
             torch.randint(0, 256, (n, 3, 24, 40), generator=gen, dtype=torch.uint8), ratio=0.1
         )
     input_counts = events.sum(dim=(0, 1)).numpy().astype(np.int64)
-    counts = record_counts(model, events, desc.spiking_groups)
+    counts = record_counts(model, events, desc.groups)
     for g in desc.spiking_groups:
         assert counts[g.name].sum() > 0, f"{g.name}: silent, the SynOps check would be weak"
     expected = synops_by_convolution(desc, input_counts, counts)

@@ -105,7 +105,7 @@ def test_text_reports(checkpoint):
     desc = export.load(checkpoint)
     table = layer_table(desc)
     assert all(g.name in table for g in desc.groups) and "stem[conv" in table
-    counts = {g.name: np.ones(g.shape, dtype=np.int64) for g in desc.spiking_groups}
+    counts = {g.name: np.ones(g.shape, dtype=np.int64) for g in desc.groups}
     report = energy_report(desc, np.ones(desc.input_shape, dtype=np.int64), counts, 1)
     text = format_energy_report({**report, "samples": 1, "engine": "lava"})
     assert "i2e input" in text and "ANN / SNN" in text
