@@ -79,7 +79,9 @@ def ann_macs_padded_tiled(desc: NetworkDescription, c: Connection, rgb_input: bo
     tiled into the weights)."""
     cin = 3 if (c.source == INPUT and rgb_input) else desc.source_shape(c.source)[0]
     out = desc.output_shape(c)
-    taps = c.kernel * c.kernel if c.kind == "conv" else int(np.prod(desc.source_shape(c.source)[1:]))
+    taps = (
+        c.kernel * c.kernel if c.kind == "conv" else int(np.prod(desc.source_shape(c.source)[1:]))
+    )
     return int(np.prod(out)) * cin * taps
 
 

@@ -6,6 +6,9 @@ code with ``i2e_neuro.energy`` or ``export.synops``.
   (all input channels): summing a ``conv2d`` of the count map with an all-ones kernel of the
   connection's shape over all outputs gives the total, borders and strides included, without
   any fan-out map. A pooled-dense connection delivers every spike to every readout neuron.
+* :func:`effective_synops_by_convolution`: the same with a 0/1 kernel that is 1 where the
+  connection's weight is nonzero (NeuroBench's effective count), and :func:`dense_by_convolution`
+  with every source active (NeuroBench's ``Dense`` of one step).
 * :func:`random_folded_description`: a network with random weights and BatchNorm statistics,
   folded to Loihi integers, and its network description (no training).
 """
@@ -35,6 +38,36 @@ def synops_by_convolution(desc, input_counts: np.ndarray, neuron_counts: dict) -
             )
             ops = F.conv2d(spikes[None], ones, stride=c.stride, padding=c.padding).sum()
         total[c.source] = total.get(c.source, 0) + int(ops.round())
+    return total
+
+
+def effective_synops_by_convolution(desc, input_counts, neuron_counts) -> dict[str, int]:
+    """Per connection: spikes x the nonzero-weight synapses they reach, summed over the samples."""
+    counts = {INPUT: input_counts, **neuron_counts}
+    total = {}
+    for c in desc.connections:
+        spikes = torch.from_numpy(np.asarray(counts[c.source], dtype=np.float64))
+        mask = torch.from_numpy((np.asarray(c.weight) != 0).astype(np.float64))
+        if c.kind == "pool_dense":  # (K, C): a spike of channel c reaches the K with w != 0
+            ops = (spikes.sum((1, 2)) * mask.sum(0)).sum()
+        else:
+            ops = F.conv2d(spikes[None], mask, stride=c.stride, padding=c.padding).sum()
+        total[c.name] = int(ops.round())
+    return total
+
+
+def dense_by_convolution(desc) -> dict[str, int]:
+    """Per connection: the synapses of one step with every source active (zero weights too)."""
+    total = {}
+    for c in desc.connections:
+        shape = desc.source_shape(c.source)
+        ones = torch.ones(1, *shape, dtype=torch.float64)
+        if c.kind == "pool_dense":
+            total[c.name] = int(np.prod(shape)) * int(c.weight.shape[0])
+        else:
+            kernel = torch.ones(c.weight.shape, dtype=torch.float64)
+            ops = F.conv2d(ones, kernel, stride=c.stride, padding=c.padding).sum()
+            total[c.name] = int(ops.round())
     return total
 
 

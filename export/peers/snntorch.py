@@ -130,7 +130,9 @@ def run_snntorch(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch
     groups = [n for n, node in graph.nodes.items() if isinstance(node, nir.CubaLIF)]
     neurons = [m for m in module.modules() if isinstance(m, snntorch.Synaptic)]
     if len(neurons) != len(groups):
-        raise RuntimeError(f"snnTorch built {len(neurons)} Synaptic modules for {len(groups)} groups")
+        raise RuntimeError(
+            f"snnTorch built {len(neurons)} Synaptic modules for {len(groups)} groups"
+        )
     seen: dict[str, list] = {}
     for name in groups:
         sub = getattr(module.graph, name.replace(".", "_"))

@@ -18,7 +18,13 @@ from export.synops import ann_macs, ann_macs_padded_tiled, energy_report
 from i2e_neuro import i2e
 from i2e_neuro.datasets.sources import load_digits_source
 from i2e_neuro.models.spec import build_spec
-from tests.oracles import random_folded_description, record_counts, synops_by_convolution
+from tests.oracles import (
+    dense_by_convolution,
+    effective_synops_by_convolution,
+    random_folded_description,
+    record_counts,
+    synops_by_convolution,
+)
 
 # msresnet_tiny on the digits (2 x 32 x 32 events; the ANN sees 3 x 32 x 32 RGB), 10 classes.
 # In-bounds taps of a 3x3 pad-1 conv along an axis of n outputs at stride 1: 3n - 2 (the two
@@ -163,3 +169,59 @@ def test_synops_by_convolution_on_a_hand_example():
     )
     counts[0, 4, 4], counts[0, 0, 0] = 0, 1
     assert synops_by_convolution(SimpleNamespace(connections=[down]), counts, {}) == {"input": 32}
+
+
+@pytest.mark.parametrize("which", ["digits", "wide"])
+def test_neurobench_convention_from_independent_counts(which, digits_model, wide_model):
+    """Effective SynOps (nonzero weights only), Dense, activation sparsity, connection sparsity
+    and footprint, against convolutions of the lava-dl model's own spike records and by hand."""
+    model, desc = digits_model if which == "digits" else wide_model
+    n = 3
+    if which == "digits":
+        events = digit_events(n)
+    else:
+        gen = torch.Generator().manual_seed(5)
+        events = i2e(
+            torch.randint(0, 256, (n, 3, 24, 40), generator=gen, dtype=torch.uint8), ratio=0.1
+        )
+    input_counts = events.sum(dim=(0, 1)).numpy().astype(np.int64)
+    counts = record_counts(model, events, desc.groups)
+    report = energy_report(desc, input_counts, counts, n)
+    rows = {r["name"]: r for r in report["connections"]}
+    effective = effective_synops_by_convolution(desc, input_counts, counts)
+    dense = dense_by_convolution(desc)
+    for c in desc.connections:
+        r = rows[c.name]
+        assert r["effective_synops"] * n == pytest.approx(effective[c.name], rel=1e-12), c.name
+        assert r["dense"] == dense[c.name] * desc.steps, c.name
+        zeros = int((c.weight == 0).sum())
+        assert (r["weights"], r["zero_weights"]) == (c.weight.size, zeros)
+    # zero weights exist here, so the two conventions differ, and only by them
+    assert report["total"]["effective_synops"] < report["total"]["synops"]
+    assert report["neurobench"]["Effective_ACs"] == report["total"]["effective_synops"]
+    assert report["neurobench"]["Dense"] == sum(dense.values()) * desc.steps
+    spikes = sum(int(counts[g.name].sum()) for g in desc.groups)
+    slots = sum(int(np.prod(g.shape)) for g in desc.groups) * desc.steps * n
+    assert report["activation_sparsity"]["overall"] == pytest.approx(1 - spikes / slots)
+    readout = desc.readout
+    assert report["activation_sparsity"][readout.name] == pytest.approx(
+        1 - counts[readout.name].sum() / (readout.shape[0] * desc.steps * n)
+    )
+    if which == "digits":  # 512 + 2304 + 2304 + 4608 + 512 + 9216 + 320 mantissas
+        assert report["footprint"]["weights"] == 19_776
+        zeros = sum(int((c.weight == 0).sum()) for c in desc.connections)
+        assert report["neurobench"]["ConnectionSparsity"] == zeros / 19_776
+
+
+def test_one_input_event_rate_per_report(digits_model):
+    """The input row and the first-layer line both divide by the T frames (the paper's f_r)."""
+    _, desc = digits_model
+    events = digit_events(2)
+    input_counts = events.sum(dim=(0, 1)).numpy().astype(np.int64)
+    zero = {g.name: np.zeros(g.shape, dtype=np.int64) for g in desc.groups}
+    report = energy_report(desc, input_counts, zero, 2)
+    rate = input_counts.sum() / 2 / (np.prod(desc.input_shape) * desc.timesteps)
+    assert desc.steps > desc.timesteps  # the two divisors would differ
+    assert report["layers"][0]["event_rate"] == pytest.approx(rate, rel=1e-12)
+    assert report["input_event_rate"] == pytest.approx(rate, rel=1e-12)
+    assert report["first_layer"]["event_rate"] == pytest.approx(rate, rel=1e-12)
