@@ -119,6 +119,22 @@ def test_energy_command_on_the_model(trained, tmp_path, capsys):
     )
     names = [r["name"] for r in report["layers"]]
     assert names[0] == "i2e input" and "head.sn" in names
+    # NeuroBench's names beside ours; the ANN without padded positions, the pooled head as is
+    nb = report["neurobench"]
+    assert set(nb) == {
+        "Effective_ACs",
+        "Effective_MACs",
+        "Dense",
+        "ActivationSparsity",
+        "ConnectionSparsity",
+    }
+    assert nb["Effective_ACs"] == report["total"]["effective_synops"] <= report["total"]["synops"]
+    assert report["total"]["macs_ann"] == 469_824  # msresnet_tiny on 3 x 32 x 32 RGB
+    assert report["total"]["macs_ann_padded_tiled"] == 578_560
+    # one input event rate: the table's input row is the first layer's f_r
+    assert report["layers"][0]["event_rate"] == report["input_event_rate"]
+    assert report["first_layer"]["event_rate"] == report["input_event_rate"]
+    assert set(report["activation_sparsity"]) == {g for g in names[1:]} | {"readout", "overall"}
 
 
 def test_simulate_reports_bad_input_clearly(trained, tmp_path, capsys):
