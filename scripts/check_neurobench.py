@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import export.runner  # noqa: F401  (Lava first: it fixes multiprocessing's start method)
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

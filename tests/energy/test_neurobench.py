@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+import export.runner  # noqa: F401  (Lava first: it fixes multiprocessing's start method before tqdm does)
+
 pytest.importorskip(
     "neurobench", reason="NeuroBench not installed (optional: pip install -e '.[neurobench]')"
 )
