@@ -407,3 +407,20 @@ def test_a_nir_file_goes_back_to_hdf5_and_the_loihi_checks(tiny, tmp_path, capsy
     assert "loihi2" in capsys.readouterr().out.lower()
     assert_same_description(tiny, export.load(tmp_path / "net.h5"))
     assert main(["export", str(path), "--format", "nir"]) == 2  # would overwrite its input
+
+
+def test_the_stock_importers_of_norse_and_snntorch_do_not_run_the_file_yet(tiny, tmp_path):
+    """What docs/NIR.md says of the frameworks' own loaders (norse 1.1.0, snntorch 1.0.0): both
+    stop at the graph's ``Delay`` nodes, and snnTorch's asserts on a file in steps. If this test
+    fails, an upstream release has changed and the docs must be brought up to date."""
+    import norse.torch
+    from snntorch.import_nir import import_from_nir
+
+    steps = nir.read(save_nir(tiny, tmp_path / "steps.nir"))
+    seconds = nir.read(save_nir(tiny, tmp_path / "seconds.nir", dt=1e-4))
+    with pytest.raises(KeyError, match="input_delay"):
+        norse.torch.from_nir(steps)
+    with pytest.raises(AssertionError, match="r not supported in CubaLIF"):
+        import_from_nir(steps)
+    with pytest.raises(ValueError, match="Unknown node type .*Delay"):
+        import_from_nir(seconds)
