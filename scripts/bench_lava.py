@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time a 10-layer conv chain in the Lava CPU simulator: stock models vs export.fast_models vs slayer.
+"""Time a 10-layer conv chain in the Lava CPU simulator: stock models vs the fast models (export.lava.conv, export.lava.lif) vs slayer.
 
 Network: a spike source of shape (size, size, channels) (Lava's (x, y, f)) with ~5 % random
 spikes per step, then ``layers`` x [Conv(channels -> channels, 3x3, padding 1) -> LIF], with
@@ -8,7 +8,7 @@ Loihi-range integer weights (even, in [-256, 254]) and fixed-point CUBA-LIF para
 Run side by side in one process, on the same numbers:
 
 (a) Lava, stock fixed-point models (``Loihi2SimCfg(select_tag="fixed_pt")``),
-(b) Lava with ``export.fast_models.fast_run_config()``: ``FastConvModelFixed`` for Conv and
+(b) Lava with ``export.lava.run_config.fast_run_config()``: ``FastConvModelFixed`` for Conv and
     ``FastLifModelBitAcc`` for LIF, the stock models for the rest,
 (c) the lava-dl slayer forward pass of the same network (``slayer.synapse.Conv`` +
     ``slayer.neuron.cuba.Neuron``; w_float = w_int / 64, threshold = vth / 64,
@@ -64,8 +64,8 @@ from lava.proc.conv.process import Conv  # noqa: E402
 from lava.proc.io.source import RingBuffer as Source  # noqa: E402
 from lava.proc.lif.process import LIF  # noqa: E402
 
-from export.fast_models import fast_run_config  # noqa: E402
-from export.supervision import _actors, abort_runtime, run_checked  # noqa: E402
+from export.lava.run_config import fast_run_config  # noqa: E402
+from export.lava.supervision import _actors, abort_runtime, run_checked  # noqa: E402
 
 
 @dataclass

@@ -119,8 +119,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def dry_run(args: argparse.Namespace) -> int:
     """Build the deployable graph, check legality, print the mapping; run nothing."""
     import export
-    from export.legality import deployable_report
-    from export.run_config import loihi_extension_missing
+    from export.lava.legality import deployable_report
+    from export.lava.run_config import loihi_extension_missing
 
     try:
         desc = export.load(args.model)
@@ -163,8 +163,8 @@ def shard_file(folder: Path, shard: int, shards: int) -> Path:
 def run_counts(args: argparse.Namespace, shard: int = 0, shards: int = 1) -> dict:
     """Simulate shard ``shard`` of ``shards`` of the samples; integer counts as a JSON-able dict."""
     import export
-    from export.lava_dl_run import run_lava_dl
-    from export.runner import simulate
+    from export.lava.runner import simulate
+    from export.peers.lava_dl import run_lava_dl
     from export.synops import fanout_map
     from i2e_neuro.datasets.eval_data import Samples, load_samples
 
@@ -354,10 +354,10 @@ def _die_with_parent(grace_s: float = 10.0) -> None:
     at once if it is already gone.
 
     SIGTERM takes the command's clean path (``i2e_neuro.cli``: it unwinds like Ctrl-C, so the
-    Lava runtime is stopped in ``export.runner.simulate``'s ``finally``). A watchdog thread makes
+    Lava runtime is stopped in ``export.lava.runner.simulate``'s ``finally``). A watchdog thread makes
     sure of it: when the parent is gone it sends SIGTERM itself (a signal can be lost while Lava
     forks), and ends the process ``grace_s`` later if the clean path has not; the Lava workers
-    then die with it (``export.supervision``)."""
+    then die with it (``export.lava.supervision``)."""
     parent = os.environ.get(PARENT_ENV)
     if parent is None:
         return
@@ -485,7 +485,7 @@ def read_shards(folder: Path) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.runner import BackendUnavailable
+    from export.lava.run_config import BackendUnavailable
     from i2e_neuro.atomic import write_text
 
     problems = []

@@ -146,7 +146,7 @@ def abort_runtime(proc) -> None:
     runtime = getattr(proc, "runtime", None)
     if runtime is None:
         return
-    from export.inprocess_runtime import is_in_process
+    from export.lava.inprocess_runtime import is_in_process
 
     if is_in_process(runtime):  # threads: release every blocked port, they end by themselves
         runtime._messaging_infrastructure.abort()
@@ -211,7 +211,7 @@ def run_checked(
     """``proc.run(RunSteps(num_steps), run_cfg)`` that raises instead of hanging.
 
     ``in_process``: when ``proc`` has no runtime yet, create Lava's runtime with every model
-    inside this process (``export.inprocess_runtime``: greenlets on one thread) instead of a
+    inside this process (``export.lava.inprocess_runtime``: greenlets on one thread) instead of a
     forked OS process each; the same models compute the same values, with much less hand-off
     and start-up cost.  A failing model then releases the others at once, so nothing is
     polled.  A runtime created so is run the same way later, whatever ``in_process`` says.
@@ -223,7 +223,7 @@ def run_checked(
     the workers (``proc.run`` raising) also ends them before re-raising.  Call ``proc.stop()``
     when done, as always (harmless after a failure).
     """
-    from export.inprocess_runtime import create_runtime, is_in_process
+    from export.lava.inprocess_runtime import create_runtime, is_in_process
 
     if in_process and getattr(proc, "runtime", None) is None:
         create_runtime(proc, run_cfg)  # a model that fails to build is raised from here
@@ -263,7 +263,7 @@ def run_checked(
 
 
 def _run_in_process(proc, num_steps: int, timeout_s: ty.Optional[float]) -> None:
-    from export.inprocess_runtime import ChannelClosed
+    from export.lava.inprocess_runtime import ChannelClosed
 
     infra = proc.runtime._messaging_infrastructure
     timer = None
