@@ -39,7 +39,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,6 +65,7 @@ from lava.proc.lif.process import LIF  # noqa: E402
 
 from export.lava.run_config import fast_run_config  # noqa: E402
 from export.lava.supervision import _actors, abort_runtime, run_checked  # noqa: E402
+from i2e_neuro.machine import cpu_name  # noqa: E402
 
 
 @dataclass
@@ -298,17 +298,6 @@ def compare_with_slayer(lava: dict, sl: dict, steps: int) -> list[str]:
             f"{'identical' if np.array_equal(a, b) and early == 0 else 'DIFFERENT'} |"
         )
     return lines
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

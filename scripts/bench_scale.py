@@ -53,7 +53,7 @@ def parse_configs(text: str) -> list[tuple[str, int]]:
 
 def photo_paths(images: str | None) -> list[Path]:
     """The embedded sample photos, then the images of ``images`` (a folder, sorted)."""
-    from i2e_neuro.i2e.sample_photos import sample_photos
+    from i2e_neuro.datasets.sample_photos import sample_photos
 
     paths = list(sample_photos())
     if images:
@@ -71,8 +71,7 @@ def square_images(paths: list[Path], size: int):
     """Images ``[N, 3, size, size]`` uint8: resized (short side, bilinear) and centre-cropped."""
     import numpy as np
 
-    from i2e_neuro.datasets.sources import resize
-    from i2e_neuro.i2e.images import load_image
+    from i2e_neuro.i2e.images import load_image, resize
 
     out = []
     for p in paths:

@@ -14,13 +14,11 @@ workers are gone, whatever killed them.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,12 +27,13 @@ import typing as ty
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.runtime.mgmt_token_enums import MGMT_RESPONSE, enum_equal
 
+from i2e_neuro.workers import die_with_parent, libc_prctl
+
 
 class LavaRunError(RuntimeError):
     """A Lava worker process failed (or the run timed out); the workers have been ended."""
 
 
-_PR_SET_PDEATHSIG = 1
 _guard_installed = False
 _forking_pid = 0
 _prctl = None  # libc's prctl, looked up before any fork (no dlopen in a forked child)
@@ -45,22 +44,11 @@ def _record_parent() -> None:
     _forking_pid = os.getpid()
 
 
-def _die_with_parent() -> None:
-    """In a freshly forked child: end when the process that forked it ends."""
-    parent = _forking_pid
+def _after_fork_in_child() -> None:
+    """In a freshly forked child: end (SIGKILL) when the process that forked it ends."""
     if getattr(signal.getsignal(signal.SIGTERM), "ends_main_command", False):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a worker ends on SIGTERM, as usual
-    armed = _prctl is not None and _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
-    if not armed:  # no prctl: watch the parent from a thread
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(0.5)
-            os._exit(1)
-
-        threading.Thread(target=watch, name="i2e-neuro-parent-watch", daemon=True).start()
+    die_with_parent(_forking_pid, signal.SIGKILL, _prctl, 1)
 
 
 def guard_children() -> None:
@@ -73,12 +61,8 @@ def guard_children() -> None:
     """
     global _guard_installed, _prctl
     if not _guard_installed:
-        if sys.platform.startswith("linux"):
-            try:
-                _prctl = ctypes.CDLL(None, use_errno=True).prctl
-            except (OSError, AttributeError):
-                _prctl = None
-        os.register_at_fork(before=_record_parent, after_in_child=_die_with_parent)
+        _prctl = libc_prctl()
+        os.register_at_fork(before=_record_parent, after_in_child=_after_fork_in_child)
         _guard_installed = True
 
 

@@ -68,10 +68,10 @@ class Stages:
 def convert_stage(out: Path) -> dict:
     import numpy as np
 
+    from i2e_neuro.datasets.sample_photos import convert_samples, format_table
     from i2e_neuro.datasets.sources import DEFAULT_RATIOS, load_digits_source
     from i2e_neuro.i2e.conversion import i2e
     from i2e_neuro.i2e.pictures import save_grid
-    from i2e_neuro.i2e.sample_photos import convert_samples, format_table
 
     rows = convert_samples(out / "events", short_side=224, ratio=0.12)
     print(format_table(rows))
