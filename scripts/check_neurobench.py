@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import export.runner  # noqa: F401  (Lava first: it fixes multiprocessing's start method)
+import export.lava.runner  # noqa: F401  (Lava first: it fixes multiprocessing's start method)
 
 
 def main(argv=None) -> int:
@@ -39,8 +39,8 @@ def main(argv=None) -> int:
     from neurobench.models import SNNTorchModel
 
     from export import load
-    from export.lava_dl_run import run_lava_dl, sample_events
     from export.nir import save_nir
+    from export.peers.lava_dl import run_lava_dl, sample_events
     from export.peers.snntorch import run_snntorch, snntorch_module
     from export.synops import energy_report
     from i2e_neuro.datasets.eval_data import load_samples

@@ -3,12 +3,14 @@
 
 Exports the model (checkpoint or exported .h5) to ``.nir`` files, reads each back with
 ``nir.read`` and runs the test split through every chosen reader: Norse 1.1.0's NIR modules on
-the file in steps (``dt = 1``, float64; ``export.nir.norse_module``) and snnTorch 1.0.0's NIR
-modules on the file written with ``dt = 1e-4`` (float32; ``export.peers.snntorch``), each graph
-wired by ``nirtorch.nir_to_torch`` with a one-step ``Delay`` buffer. Predictions and spikes are
-compared, group by group, with lava-dl's spike-exact forward of the same integers
-(``export.lava_dl_run.run_lava_dl``, spike-identical to Lava). ``--lava N`` also runs the first N samples through the Lava CPU simulator
-(``export.runner.simulate``) and checks that Lava equals lava-dl there. The last line is JSON.
+the file in steps (``dt = 1``, float64; ``export.peers.norse.norse_module``) and snnTorch
+1.0.0's NIR modules on the file written with ``dt = 1e-4`` (float32;
+``export.peers.snntorch.snntorch_module``), each graph wired by ``nirtorch.nir_to_torch`` with
+a one-step ``Delay`` buffer. Predictions and spikes are compared, group by group, with
+lava-dl's spike-exact forward of the same integers (``export.peers.lava_dl.run_lava_dl``,
+spike-identical to Lava). ``--lava N`` also runs the first N samples through the Lava CPU
+simulator (``export.lava.runner.simulate``) and checks that Lava equals lava-dl there. The last
+line is JSON.
 
 ``--quick`` (no --model needed): a random-weight msresnet_tiny on 32 digits, well under a minute.
 """
@@ -22,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import export.runner  # noqa: F401  (Lava first: it fixes multiprocessing's start method)
+import export.lava.runner  # noqa: F401  (Lava first: it fixes multiprocessing's start method)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -87,8 +89,9 @@ def main(argv=None) -> int:
     import torch
 
     from export import load
-    from export.lava_dl_run import run_lava_dl, sample_events
-    from export.nir import THRESHOLD_NUDGE, run_norse, save_nir
+    from export.nir import THRESHOLD_NUDGE, save_nir
+    from export.peers.lava_dl import run_lava_dl, sample_events
+    from export.peers.norse import run_norse
     from export.peers.snntorch import SNNTORCH_DT, run_snntorch
     from i2e_neuro.datasets.eval_data import load_samples
 
@@ -137,7 +140,7 @@ def main(argv=None) -> int:
         }
     lava = None
     if args.lava > 0:
-        from export.runner import simulate
+        from export.lava.runner import simulate
 
         m = min(args.lava, n)
         res = simulate(desc, samples.data[:m], events=samples.events, record=m)
@@ -151,7 +154,7 @@ def main(argv=None) -> int:
             ),
         }
     summary = {
-        "reference": "lava-dl spike-exact forward (export.lava_dl_run.run_lava_dl)",
+        "reference": "lava-dl spike-exact forward (export.peers.lava_dl.run_lava_dl)",
         "model": str(args.model) if args.model else "random msresnet_tiny",
         "samples": n,
         "threshold_nudge": nudge,

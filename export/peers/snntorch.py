@@ -115,7 +115,7 @@ def snntorch_module(graph: nir.NIRGraph):
 def run_snntorch(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch: int = 64):
     """Run I2E events ``[T, N, C, H, W]`` through the graph in snnTorch (float32: its spikes are).
 
-    The same contract as ``export.nir.run_norse``: each sample starts from a fresh state
+    The same contract as ``export.peers.norse.run_norse``: each sample starts from a fresh state
     (``reset()``) and runs ``steps`` steps (frames, then zeros). Returns ``(predictions [N],
     counts {group: spikes per neuron}, trains {group: [min(record, N), steps, *shape] bool})``
     for every ``CubaLIF`` group, the readout as ``(K,)``.

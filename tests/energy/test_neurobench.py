@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-import export.runner  # noqa: F401  (Lava first: it fixes multiprocessing's start method before tqdm does)
+import export.lava.runner  # noqa: F401  (Lava first: it fixes multiprocessing's start method before tqdm does)
 
 pytest.importorskip(
     "neurobench", reason="NeuroBench not installed (optional: pip install -e '.[neurobench]')"
 )
 
-from export.lava_dl_run import run_lava_dl, sample_events  # noqa: E402
 from export.nir import save_nir  # noqa: E402
+from export.peers.lava_dl import run_lava_dl, sample_events  # noqa: E402
 from export.peers.snntorch import run_snntorch, snntorch_module  # noqa: E402
 from export.synops import energy_report  # noqa: E402
 from i2e_neuro.datasets.eval_data import load_samples  # noqa: E402
