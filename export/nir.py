@@ -4,8 +4,8 @@ The graph uses only NIR's own node types (``Input``, ``Delay``, ``Conv2d``, ``Cu
 ``Output``) and keeps everything of ours that NIR has no field for (weight exponents, I2E
 settings, the sample window) in one JSON string in the graph-level ``metadata``, which readers
 that do not know it ignore; nodes carry no metadata and ``CubaLIF.v_reset`` (0, NIR's default)
-is left out of the file, so ``nir`` releases back to 1.0.4 read it. Which frameworks can run
-it, and how, is in README "Export to NIR" (no stock importer runs it as of this writing).
+is left out of the file, so ``nir`` 1.0.4 reads it as well as 1.0.8. Which frameworks can run
+it, and how, is in docs/NIR.md (no stock importer runs it as it stands).
 
 Time: by default ``dt = 1`` (one Loihi step) and every tau and delay is in steps.
 ``dt=SECONDS`` (``i2e-neuro export --format nir --dt 1e-4``) scales every tau and delay by

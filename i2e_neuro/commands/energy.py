@@ -7,7 +7,10 @@ Modes:
   ``i2e-neuro energy --first-layer --input-size 224 --timesteps 8 --event-rate 0.0506 --json``;
 * ``--model FILE [--data DATA]``: per-layer energy from spikes counted in the Lava simulation
   (or the lava-dl model: ``--engine lava-dl``), the whole network against the ANN, and the
-  first layer against the ANN's.
+  first layer against the ANN's; per connection, our SynOps (every synapse reached) beside
+  NeuroBench's effective SynOps (nonzero weights), ``Dense``, activation and connection
+  sparsity and the deployed footprint (``--json``: key ``neurobench`` with NeuroBench's metric
+  names; docs/ENERGY.md).
 
 Exit status: 0 on success, 2 for bad arguments or files (one line on stderr naming them).
 ``--json`` prints one JSON object as the last line.
