@@ -288,6 +288,12 @@ def test_energy_table_by_hand():
         energy.energy_table([dict(layers[0], spikes=201)], timesteps=2)
     with pytest.raises(EnergyArgumentError, match="lacks fanout"):
         energy.energy_table([{"name": "x", "neurons": 1, "spikes": 0}])
+    # a population that exists for fewer steps than the table (the I2E input: its T frames)
+    (own,) = energy.energy_table([dict(layers[0], timesteps=1)], timesteps=2, hw="loihi1")
+    assert own["event_rate"] == pytest.approx(50 / 100) and own["timesteps"] == 1
+    assert own["loihi_uj"] == pytest.approx((450 * 23.6e-12 + 50 * 81e-12 + 50 * 52e-12) * 1e6)
+    with pytest.raises(EnergyArgumentError, match=r"100 x 1 = 100"):
+        energy.energy_table([dict(layers[0], timesteps=1, spikes=101)], timesteps=2)
 
 
 def test_plot_energy(tmp_path):
