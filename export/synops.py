@@ -8,8 +8,9 @@ layers, dense, once per image, with RGB instead of ON/OFF input in the first lay
 
 Two conventions side by side (docs/ENERGY.md):
 
-* ``synops`` (ours): every synapse a spike reaches, zero weights included (Loihi's synapse
-  memory holds them and reads them per spike);
+* ``synops`` (ours): every synapse a spike reaches, zero weights included (every synapse of
+  the description; whether a chip skips a zero weight depends on its synapse encoding, which
+  is not modelled here);
 * ``Effective_ACs`` (NeuroBench's ``SynapticOperations``): only the synapses with a nonzero
   weight; ``Dense``: every synapse of every connection at every simulation step, as if every
   source spiked (NeuroBench's all-ones count, padded positions excluded).
