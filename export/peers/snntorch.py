@@ -1,9 +1,9 @@
 """Run an exported NIR file in snnTorch, with snnTorch's own NIR node mapping.
 
 snnTorch 1.0.0's ``snntorch.import_nir.import_from_nir`` cannot run our graph as it stands: it
-has no ``Delay`` mapping (``nirtorch`` stops at the first ``Delay`` node), and it maps
-``CubaLIF`` for a fixed ``dt = 1e-4`` s, asserting ``r == tau_mem / dt``, so a file in steps
-(``dt = 1``) fails that assert. The recipe here is the importer's own recipe with one node
+has no ``Delay`` mapping (``nirtorch`` raises at the first ``Delay`` node it meets), and it
+maps ``CubaLIF`` for a fixed ``dt = 1e-4`` s, asserting ``r == tau_mem / dt``, so a file in
+steps (``dt = 1``) fails that assert if it meets a ``CubaLIF`` first. The recipe here is the importer's own recipe with one node
 added: a file exported with ``--dt 1e-4``, wired by ``nirtorch.nir_to_torch`` (as
 ``import_from_nir`` does), every ``Conv2d`` and ``CubaLIF`` node converted by snnTorch's own
 converter (``snntorch.import_nir._nir_to_snntorch_module``, the function ``import_from_nir``
