@@ -425,3 +425,14 @@ def test_the_stock_importers_of_norse_and_snntorch_do_not_run_the_file_yet(tiny,
         import_from_nir(steps)
     with pytest.raises(ValueError, match="Unknown node type .*Delay"):
         import_from_nir(seconds)
+
+
+def test_files_of_the_earlier_form_still_read(tiny):
+    """Before issue 26 the exponents were per-``Conv2d`` metadata and ``dt`` was always 1."""
+    graph = to_nir(tiny)
+    meta = json.loads(graph.metadata["i2e_neuro"])
+    for name, e in meta.pop("exponents").items():
+        graph.nodes[name].metadata = {"exponent": e}
+    del meta["dt"]
+    graph.metadata["i2e_neuro"] = json.dumps(meta)
+    assert_same_description(tiny, from_nir(graph))
