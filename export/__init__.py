@@ -1,4 +1,5 @@
-"""Export side: the network description and its consumers (HDF5, Lava graph, resources, SynOps).
+"""Export side: the network description and its consumers (HDF5, NIR, Lava graph, legality,
+resources, SynOps and energy, simulation).
 
 The stable entry points (see docs/ARCHITECTURE.md):
 
@@ -6,8 +7,10 @@ The stable entry points (see docs/ARCHITECTURE.md):
 * :func:`load` - a description from an exported ``.h5`` file, a checkpoint or a ``.nir`` graph;
 * :func:`build_graph` - the Lava process graph of a description.
 
-Importing this package does not import Lava (only ``lava_graph``, ``processes``, ``runner``,
-``fast_models`` and ``supervision`` do, and :func:`build_graph` when called).
+Only the subpackage :mod:`export.lava` imports Lava (and :func:`build_graph` when called); the
+modules beside it (``description``, ``hdf5``, ``nir``, ``rules``, ``resources``, ``synops``,
+``report``, ``simulation``) and :mod:`export.peers` (lava-dl and Norse runs of the same network)
+need none. docs/ARCHITECTURE.md has the map and the import rules.
 """
 
 from __future__ import annotations

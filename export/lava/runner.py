@@ -1,8 +1,12 @@
 """Run a network description in Lava: CPU simulation (Loihi 2 fixed point) or Loihi 2 hardware.
 
-The runtime is always stopped: on success, on exceptions, on Ctrl-C and when compilation fails,
-so no Lava OS processes are left behind (``supervision.run_checked``: Lava 0.10 itself hangs when
-a process model raises).
+On the CPU every process model runs inside this process by default
+(:mod:`export.lava.inprocess_runtime`: greenlets on one hub thread), or in Lava's own forked
+workers (``in_process=False``). Either way the runtime is stopped on success, on exceptions, on
+Ctrl-C and when compilation fails, so no Lava worker outlives a run
+(:func:`export.lava.supervision.run_checked`: Lava 0.10 itself hangs when a process model
+raises). Spikes are counted by host monitors writing to a private folder that is removed after
+the run.
 """
 
 from __future__ import annotations
