@@ -127,6 +127,8 @@ def connection_rows(
     * ``synops``: spikes x every synapse they reach (ours; zero weights included);
     * ``effective_synops``: spikes x the synapses with a nonzero weight (NeuroBench's
       ``Effective_ACs`` of this connection);
+    * ``synops_all_samples``, ``effective_synops_all_samples``: the same, summed over the
+      samples (integers; totals are divided once, as NeuroBench does);
     * ``dense``: every synapse, every step of the sample (``steps``), as if every source spiked
       each step (NeuroBench's ``Dense``);
     * ``weights``, ``zero_weights``, ``connection_sparsity``: the deployed 8-bit mantissas (the
@@ -141,12 +143,15 @@ def connection_rows(
         full, nonzero = fanout_map(desc, c), fanout_map(desc, c, nonzero=True)
         weight = np.asarray(c.weight)
         zeros = int((weight == 0).sum())
+        synops, effective = int((spikes * full).sum()), int((spikes * nonzero).sum())
         rows.append(
             {
                 "name": c.name,
                 "source": "i2e input" if c.source == INPUT else c.source,
-                "synops": int((spikes * full).sum()) / samples,
-                "effective_synops": int((spikes * nonzero).sum()) / samples,
+                "synops": synops / samples,
+                "effective_synops": effective / samples,
+                "synops_all_samples": synops,
+                "effective_synops_all_samples": effective,
                 "dense": int(full.sum()) * desc.steps,
                 "weights": int(weight.size),
                 "zero_weights": zeros,
@@ -212,7 +217,7 @@ def energy_report(
     zeros = sum(r["zero_weights"] for r in conns)
     weights = sum(r["weights"] for r in conns)
     totals.update(
-        effective_synops=sum(r["effective_synops"] for r in conns),
+        effective_synops=sum(r["effective_synops_all_samples"] for r in conns) / samples,
         dense=sum(r["dense"] for r in conns),
         macs_ann_padded_tiled=sum(r["macs_ann_padded_tiled"] for r in conns),
     )
