@@ -69,3 +69,54 @@ def record_counts(model, events: torch.Tensor, groups) -> dict[str, np.ndarray]:
     with torch.no_grad():
         _, rec = model.eval()(events, record=True)
     return {g.name: rec[g.name].sum(dim=(0, 4)).numpy().astype(np.int64) for g in groups}
+
+
+# --- the official I2E release, transcribed ----------------------------------------------------
+# From the published source of Ruichen0424/I2E (Train Script/*/Network/i2e.py, class I2E, in
+# evaluation mode) and its README's preprocessing protocol, rewritten here as plain functions.
+# The direction lists are written out as the release has them: for each of the 8 kernels the
+# canonical pair [a, b], -1 at a and +1 at b on the row-major 3x3 neighbourhood 1..9; the
+# release then reorders the kernels by ``shuffle`` (default [4, 5, 6, 7, 0, 1, 2, 3]).
+OFFICIAL_CANONICAL = [[5, 6], [5, 2], [5, 3], [5, 1], [9, 4], [4, 3], [3, 8], [8, 1]]
+OFFICIAL_SHUFFLE = [4, 5, 6, 7, 0, 1, 2, 3]
+
+
+def official_preprocess(path, size):
+    """The release's protocol: PIL -> RGB -> PILToTensor -> Resize((H, W), BICUBIC) (tensor,
+    antialias on) -> ToDtype(float32, scale=True); ``[3, H, W]`` float."""
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    pipeline = v2.Compose(
+        [
+            v2.Lambda(lambda x: x.convert("RGB")),
+            v2.PILToTensor(),
+            v2.Resize(tuple(size), interpolation=v2.InterpolationMode.BICUBIC),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    )
+    with Image.open(path) as im:
+        return pipeline(im)
+
+
+def official_i2e(img, ratio, shuffle=OFFICIAL_SHUFFLE, with_values=False):
+    """The release's I2E forward (evaluation: canonical pairs) of ``img`` ``[B, 3, H, W]``:
+    ``[8, B, 2, H, W]`` float 0/1, threshold ``>=``. ``with_values``: also the compared values
+    ``[8, B, 2, H, W]`` and the thresholds ``[1, B, 1, 1, 1]`` (to find exact ties)."""
+    weight = torch.zeros((8, 1, 3, 3))
+    for i, (a, b) in enumerate(OFFICIAL_CANONICAL):
+        weight[i, 0, (a - 1) // 3, (a - 1) % 3] = -1
+        weight[i, 0, (b - 1) // 3, (b - 1) % 3] = 1
+    weight = weight[np.array(shuffle)]
+    img_v, _ = torch.max(img, 1, keepdim=True)
+    img_v = F.pad(img_v, (1, 1, 1, 1), mode="replicate")
+    hi = torch.max(torch.max(img_v, 3, True)[0], 2, True)[0]
+    lo = torch.min(torch.min(img_v, 3, True)[0], 2, True)[0]
+    img_range = (hi - lo).unsqueeze(0)
+    all_v = F.conv2d(img_v, weight).permute(1, 0, 2, 3)
+    pos_v = all_v * all_v.ge(0).float()
+    neg_v = -all_v * all_v.lt(0).float()
+    values = torch.stack([pos_v, neg_v], dim=2)
+    threshold = img_range * ratio
+    out = values.ge(threshold).float()
+    return (out, values, threshold) if with_values else out

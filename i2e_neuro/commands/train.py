@@ -68,6 +68,7 @@ _CONFIG_ARGS = (
     "limit_test",
     "workers",
     "init",
+    "config",
 )
 
 
@@ -85,6 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"{', '.join(registry.REGISTRY)} (default digits)",
     )
     d.add_argument("--root", metavar="DIR", help="folder holding the dataset (all but digits)")
+    d.add_argument(
+        "--config",
+        metavar="NAME",
+        help="dataset i2e-hf: the official release's config under --root (I2E-CIFAR10, ...)",
+    )
     d.add_argument(
         "--augment",
         metavar="KIND",

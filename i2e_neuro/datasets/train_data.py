@@ -533,6 +533,58 @@ def build_cifar10_dvs(cfg):
     return train, test, info
 
 
+def build_i2e_official(cfg):
+    """The official I2E release's events (:mod:`i2e_neuro.datasets.official`): ``i2e-hf``
+    (parquet rows of ``cfg.config`` under ``cfg.root``) or ``i2e-npz`` (class folders), streamed
+    from disk. The I2E ratio recorded is the catalogue's for a known config (None otherwise)."""
+    from i2e_neuro.datasets import official
+
+    flip = RandomFlipEvents() if cfg.augment == "baseline1" else None
+    config = getattr(cfg, "config", None)
+    try:
+        if cfg.dataset == "i2e-hf":
+            train = official.HFParquetEvents(cfg.root, config, "train", transform=flip)
+            test = official.HFParquetEvents(cfg.root, config, "test")
+            k = max(train.num_classes(), test.num_classes())
+            classes = (
+                list(registry.CIFAR10_CLASSES)
+                if config == "I2E-CIFAR10"
+                else [str(i) for i in range(k)]
+            )
+        else:
+            train = official.NpzFolderEvents(cfg.root, "train", transform=flip)
+            test = official.NpzFolderEvents(cfg.root, "test")
+            if test.classes != train.classes:
+                raise DataError(
+                    f"dataset i2e-npz: {cfg.root}/train/ and {cfg.root}/val/ have different "
+                    "class folders",
+                    "dataset",
+                )
+            classes = list(train.classes)
+        shape = train.sample_shape
+        test_shape = test.sample_shape
+    except (FileNotFoundError, official.OfficialFormatError) as e:
+        raise DataError(str(e), "dataset", "root") from e
+    if test_shape != shape:
+        raise DataError(
+            f"dataset {cfg.dataset}: test samples {test_shape} differ from training samples "
+            f"{shape}",
+            "dataset",
+        )
+    entry = registry.CATALOGUE.get(config) if config else None
+    info = DataInfo(
+        "events",
+        (2, shape[2], shape[3]),
+        classes,
+        shape[0],
+        entry.ratio if entry else None,
+        "efghabcd",
+        "i2e",
+        {"dataset": cfg.dataset, "config": config, "root": str(cfg.root)},
+    )
+    return train, test, info
+
+
 def collate(batch: Sequence[tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack samples (images ``[C,H,W]`` or events ``[T,2,H,W]``) batch-first, labels ``[B]``."""
     return torch.stack([s for s, _ in batch]), torch.as_tensor(
@@ -565,4 +617,5 @@ BUILDERS: dict[str, Callable] = {
     "build_imagefolder": build_imagefolder,
     "build_events": build_events,
     "build_cifar10_dvs": build_cifar10_dvs,
+    "build_i2e_official": build_i2e_official,
 }
