@@ -248,15 +248,28 @@ class HFParquetEvents(_Source):
         return top + 1
 
 
+#: the schema metadata key of our header in parquet files we write (readers of the release ignore it)
+META_KEY = b"i2e_neuro"
+
+
 def write_hf_parquet(
-    path: str | Path, rows: Iterable[tuple[Any, int]], rows_per_group: int = 100
+    path: str | Path,
+    rows: Iterable[tuple[Any, int]],
+    rows_per_group: int = 100,
+    meta: dict | None = None,
 ) -> int:
     """Write ``(events [T, C, H, W], label)`` rows as an I2E parquet file, atomically, streaming
-    ``rows_per_group`` rows at a time; the number of rows written."""
+    ``rows_per_group`` rows at a time; the number of rows written. ``meta``: a JSON header kept
+    in the schema metadata (:func:`read_parquet_header`)."""
+    import json
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("label", pa.int64()), ("data", pa.binary())])
+    schema = pa.schema(
+        [("label", pa.int64()), ("data", pa.binary())],
+        metadata={META_KEY: json.dumps(meta).encode()} if meta is not None else None,
+    )
     n = 0
     with atomic_path(path) as tmp:
         with pq.ParquetWriter(tmp, schema) as writer:
@@ -277,6 +290,35 @@ def write_hf_parquet(
                     flush()
             flush()
     return n
+
+
+def read_parquet(path: str | Path, data: bool = True) -> tuple[dict, list[int], np.ndarray | None]:
+    """``(header, labels, events [T, B, 2, H, W] or None)`` of a parquet file we wrote (header
+    from the schema metadata; ``data``: decode the events too); errors name file and row."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    f = HFParquetEvents._open(path, pq)
+    raw = (f.schema_arrow.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise OfficialFormatError(f"{path}: no {META_KEY.decode()} header (not written by convert)")
+    header = json.loads(raw)
+    try:
+        columns = ["label", "data"] if data else ["label"]
+        table = f.read(columns=columns, use_threads=False)
+    except (pa.ArrowException, OSError, KeyError) as e:
+        raise OfficialFormatError(f"{path}: unreadable ({e})") from e
+    labels = table.column("label").to_pylist()
+    if not data:
+        return header, labels, None
+    samples = [
+        decode_record(d, f"{path}: row {i}") for i, d in enumerate(table.column("data").to_pylist())
+    ]
+    events = np.stack(samples, axis=1) if samples else None
+    return header, labels, events
 
 
 # --- npz folders ----------------------------------------------------------------------------------

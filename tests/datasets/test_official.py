@@ -165,3 +165,54 @@ def test_damaged_records_refused():
     np.save(buf, np.zeros(20, np.float32))
     with pytest.raises(OfficialFormatError, match="float32 array"):
         decode_record(buf.getvalue(), "here")
+
+
+def test_convert_writes_the_official_layout_with_the_official_protocol(tmp_path, capsys):
+    """``convert --dataset mnist --format i2e-hf``: files named as the release names them,
+    rows the official decoding reads, events equal to the official module's on the official
+    preprocessing (no ties here is not assumed: strict vs >= is checked at ties only), the
+    event-rate line with the catalogue's figure, and a rerun that skips what is done."""
+    from PIL import Image
+
+    from i2e_neuro.commands import convert as convert_cmd
+    from i2e_neuro.datasets.formats import load_events
+    from tests.datasets.test_convert_cli import write_idx
+    from tests.oracles import official_i2e, official_preprocess
+
+    rng = np.random.default_rng(5)
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = rng.integers(0, 256, (7, 28, 28))
+    labels = rng.integers(0, 10, 7)
+    for split in ("train", "t10k"):
+        write_idx(raw / f"{split}-images-idx3-ubyte", images)
+        write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+    out = tmp_path / "I2E-MNIST"
+    argv = ["--dataset", "mnist", "--root", tmp_path / "data", "--chunk-size", 3]
+    argv += ["--format", "i2e-hf", "-o", out, "--no-progress"]
+    assert convert_cmd.main([str(a) for a in argv]) == 0
+    text = capsys.readouterr().out
+    assert "the release's I2E-MNIST: 9.56% (32x32, ratio 0.1, whole dataset)" in text
+    assert "official protocol, 32x32, ratio 0.1" in text
+    names = sorted(p.name for p in out.glob("*.parquet"))
+    assert names == [f"train-0000{k}-of-00003.parquet" for k in range(3)]
+    table = pq.read_table(out / names[0], use_threads=False)
+    first = official_decode(table.column("data").to_pylist()[0])
+    assert tuple(first.shape) == (8, 2, 32, 32)
+    # the official pipeline on the same picture (grey -> RGB PIL image), its module's events
+    png = tmp_path / "0.png"
+    Image.fromarray(images[0].astype(np.uint8)).save(png)
+    events, values, threshold = official_i2e(
+        official_preprocess(png, (32, 32))[None], 0.10, with_values=True
+    )
+    tie = values[:, 0] == threshold[0, 0]
+    assert torch.equal(first.bool() | tie, events[:, 0].bool() | tie)
+    ds = HFParquetEvents(tmp_path, "I2E-MNIST", "train")
+    assert len(ds) == 7 and [ds[i][1] for i in range(7)] == labels.tolist()
+    assert load_events(out / names[2]).events.shape == (8, 1, 2, 32, 32)
+    assert convert_cmd.main([str(a) for a in argv]) == 0
+    assert "3 file(s) already done, skipped" in capsys.readouterr().out
+    assert (
+        convert_cmd.main([str(a) for a in ["--format", "i2e-hf", png, "-o", tmp_path / "x"]]) == 2
+    )
+    assert "--format i2e-hf: the official layout stores a class label" in capsys.readouterr().err
