@@ -120,3 +120,63 @@ def official_i2e(img, ratio, shuffle=OFFICIAL_SHUFFLE, with_values=False):
     threshold = img_range * ratio
     out = values.ge(threshold).float()
     return (out, values, threshold) if with_values else out
+
+
+def official_resnet_logits(state: dict, events: torch.Tensor, blocks=(2, 2, 2, 2)) -> torch.Tensor:
+    """The release's MS-ResNet forward (``Network/MSNet.py``, BasicBlock, multi-step, eval),
+    written from its published source as plain tensor code over its own parameter names
+    (``module.`` already dropped): ``events`` ``[T, B, 2, H, W]`` -> logits ``[B, K]``.
+
+    LIF (SpikingJelly LIFNode, tau 2, ``decay_input=False``, hard reset to 0, threshold 1):
+    ``h = v - v / 2 + x``, spike where ``h >= 1``, then ``v = h * (1 - spike)``."""
+
+    def per_step(fn, x):  # [T, B, ...] -> fn on [T*B, ...]
+        t, b = x.shape[:2]
+        y = fn(x.flatten(0, 1))
+        return y.reshape(t, b, *y.shape[1:])
+
+    def bn(x, name):
+        return per_step(
+            lambda z: F.batch_norm(
+                z,
+                state[f"{name}.running_mean"],
+                state[f"{name}.running_var"],
+                state[f"{name}.weight"],
+                state[f"{name}.bias"],
+                False,
+                0.0,
+                1e-5,
+            ),
+            x,
+        )
+
+    def conv(x, name, stride, padding):
+        return per_step(lambda z: F.conv2d(z, state[f"{name}.weight"], None, stride, padding), x)
+
+    def lif(x):
+        v = torch.zeros_like(x[0])
+        out = []
+        for xt in x:
+            h = v - v / 2.0 + xt
+            s = (h >= 1.0).to(x.dtype)
+            v = h * (1.0 - s)
+            out.append(s)
+        return torch.stack(out)
+
+    x = events.float()
+    x = bn(conv(x, "conv1", 2, 3), "bn1")
+    x = per_step(lambda z: F.max_pool2d(z, 3, 2, 1), x)
+    for stage, n in enumerate(blocks, start=1):
+        for j in range(n):
+            p = f"layer{stage}.{j}"
+            stride = 2 if stage > 1 and j == 0 else 1
+            out = bn(conv(lif(x), f"{p}.conv1", stride, 1), f"{p}.bn1")
+            out = bn(conv(lif(out), f"{p}.conv2", 1, 1), f"{p}.bn2")
+            if f"{p}.downsample.1.weight" in state:
+                identity = bn(conv(lif(x), f"{p}.downsample.1", stride, 0), f"{p}.downsample.2")
+            else:
+                identity = x
+            x = out + identity
+    x = lif(x.mean(dim=(3, 4)))  # adaptive average pool to 1x1, flattened; then the head's LIF
+    logits = x @ state["fc.weight"].T + state["fc.bias"]
+    return logits.mean(0)

@@ -151,7 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--init",
         metavar="CKPT",
-        help="start from another run's checkpoint (classifier replaced if the classes differ)",
+        help="start from another run's checkpoint, or an I2E release checkpoint (*.pth.tar, resnet18/34; docs/OFFICIAL.md); the classifier is replaced if the classes differ",
     )
     r = parser.add_argument_group("running")
     r.add_argument(
@@ -201,7 +201,6 @@ def run(args) -> int:
         NonFiniteLoss,
         TrainError,
         default_out,
-        load_checkpoint,
         resolve_config,
         train,
     )
@@ -234,10 +233,9 @@ def run(args) -> int:
                 )
             cfg = None
         else:
-            init_config = (
-                load_checkpoint(args.init, "init", param=True)["config"] if args.init else None
-            )
-            cfg = resolve_config(init_config, **given)
+            from i2e_neuro.train.checkpoint import init_config
+
+            cfg = resolve_config(init_config(args.init) if args.init else None, **given)
             cfg.amp = bool(args.amp)
         if args.out:
             out = Path(args.out)
