@@ -69,6 +69,7 @@ _CONFIG_ARGS = (
     "workers",
     "init",
     "config",
+    "protocol",
 )
 
 
@@ -100,6 +101,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ratio",
         type=float,
         help="I2E threshold ratio (default: per dataset, e.g. cifar 0.07, digits 0.10)",
+    )
+    d.add_argument(
+        "--protocol",
+        choices=["official", "legacy"],
+        help="image preprocessing: official (the I2E release's bicubic resize and scaling; the "
+        "default for cifar10, cifar100, mnist, fashion-mnist, imagefolder) or legacy (bilinear; "
+        "digits)",
     )
     d.add_argument("--timesteps", type=int, metavar="T", help="timesteps (default 8)")
     d.add_argument(

@@ -26,12 +26,15 @@ def load_samples(
     split: str = "test",
     limit: int | None = None,
     config: str | None = None,
+    protocol: str | None = None,
 ) -> Samples:
     """``data``: a dataset name (digits, cifar10, ...), ``cifar10-dvs`` (with ``root``), the
     official release's ``i2e-hf`` (``root`` and ``config``) or ``i2e-npz`` (``root``), or an image
     file/folder.
 
-    Images are resized to ``size`` = (H, W) when they differ; errors name the file or argument.
+    Images are resized to ``size`` = (H, W) when they differ, by ``protocol`` (default: official
+    for the paper datasets, as ``convert`` and ``train`` do, else legacy); errors name the file
+    or argument.
     Event datasets are read sample by sample up to ``limit`` (the split is never read whole
     unless all of it is asked for); their samples must already be ``size``.
     """
@@ -59,13 +62,21 @@ def load_samples(
                 f"--data {data!r}: neither a dataset ({', '.join(sources.DATASETS)}, cifar10-dvs) nor an existing image file or folder"
             )
         src = sources.ImageFiles([path])
+    if protocol is None:
+        from i2e_neuro.datasets.registry import catalogue_of
+
+        protocol = "official" if catalogue_of(data) is not None else "legacy"
     n = len(src) if limit is None else min(limit, len(src))
     images, labels, names = [], [], []
     for i in range(n):
         item = src[i]
         if not item.ok:
             raise ValueError(f"{item.name}: {item.image}")
-        img = item.image if item.image.shape[:2] == tuple(size) else resize(item.image, size)
+        img = (
+            item.image
+            if item.image.shape[:2] == tuple(size)
+            else resize(item.image, size, protocol)
+        )
         images.append(np.ascontiguousarray(img.transpose(2, 0, 1)))
         labels.append(item.label)
         names.append(item.name)

@@ -52,6 +52,7 @@ _PAPER_CIFAR: dict[str, Any] = dict(
     augment="baseline2",
     ratio=0.07,
     size=128,
+    protocol="official",  # the I2E release's image preprocessing (i2e_neuro.i2e.images)
 )
 
 

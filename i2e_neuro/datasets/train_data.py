@@ -190,7 +190,12 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 def image_transform(
-    augment: str, size: int, train: bool, small: bool, native: int | None
+    augment: str,
+    size: int,
+    train: bool,
+    small: bool,
+    native: int | None,
+    protocol: str = "legacy",
 ) -> Callable | None:
     """torchvision.transforms.v2 on uint8 ``[C, H, W]`` tensors.
 
@@ -207,7 +212,7 @@ def image_transform(
             v2.RandomResizedCrop(
                 size,
                 scale=(0.35, 1.0) if small else (0.08, 1.0),
-                interpolation=resize_filter(),
+                interpolation=resize_filter(protocol),
                 antialias=True,
             )
         )
@@ -216,7 +221,9 @@ def image_transform(
         return v2.Compose(steps)
     if native is None:
         steps += [
-            v2.Resize(int(round(size / 0.875)), interpolation=resize_filter(), antialias=True),
+            v2.Resize(
+                int(round(size / 0.875)), interpolation=resize_filter(protocol), antialias=True
+            ),
             v2.CenterCrop(size),
         ]
     if train and augment == "baseline1":
@@ -224,14 +231,14 @@ def image_transform(
     return v2.Compose(steps) if steps else None
 
 
-def resize_all(images: torch.Tensor, size: int) -> torch.Tensor:
+def resize_all(images: torch.Tensor, size: int, protocol: str = "legacy") -> torch.Tensor:
     """:func:`~i2e_neuro.i2e.images.resize` of a uint8 batch ``[N, C, H, W]`` to ``size x
     size``, 1024 images at a time."""
     if images.shape[-2:] == (size, size):
         return images
     out = torch.empty((*images.shape[:2], size, size), dtype=torch.uint8)
     for s in range(0, len(images), 1024):
-        out[s : s + 1024] = resize(images[s : s + 1024], (size, size))
+        out[s : s + 1024] = resize(images[s : s + 1024], (size, size), protocol)
     return out
 
 
@@ -300,10 +307,11 @@ def build_arrays(cfg):
         raise DataError(str(e), *getattr(e, "params", ())) from e
     size = cfg.size
     small = True
-    train_tf = image_transform(cfg.augment, size, True, small, native=size)
+    protocol = getattr(cfg, "protocol", "legacy")
+    train_tf = image_transform(cfg.augment, size, True, small, native=size, protocol=protocol)
     if cfg.augment != "baseline2":
-        train_images = resize_all(train_images, size)
-    test_images = resize_all(test_images, size)
+        train_images = resize_all(train_images, size, protocol)
+    test_images = resize_all(test_images, size, protocol)
     classes = _class_names(cfg.dataset, cfg.root)
     classes = (
         classes
@@ -376,7 +384,14 @@ def build_imagefolder(cfg):
             sets[split] = SkippingImageFolder(
                 str(root / split),
                 loader=_read_image,
-                transform=image_transform(cfg.augment, cfg.size, train, small=False, native=None),
+                transform=image_transform(
+                    cfg.augment,
+                    cfg.size,
+                    train,
+                    small=False,
+                    native=None,
+                    protocol=getattr(cfg, "protocol", "legacy"),
+                ),
             )
         except (FileNotFoundError, RuntimeError) as e:
             raise DataError(

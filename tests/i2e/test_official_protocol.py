@@ -64,3 +64,45 @@ def test_legacy_protocol_is_bilinear_and_names_are_checked():
     assert resize_filter("legacy") == v2.InterpolationMode.BILINEAR
     with pytest.raises(ValueError, match="protocol='nope'"):
         resize(np.zeros((4, 4, 3), np.uint8), 2, protocol="nope")
+
+
+def test_the_paper_datasets_train_and_evaluate_by_the_official_protocol():
+    from i2e_neuro.datasets.train_data import image_transform, resize_all
+    from i2e_neuro.train import TrainError, resolve_config
+
+    for name in ("cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder"):
+        assert resolve_config(dataset=name).protocol == "official", name
+    assert resolve_config(dataset="digits").protocol == "legacy"
+    assert resolve_config(dataset="cifar10", protocol="legacy").protocol == "legacy"
+    with pytest.raises(TrainError, match="protocol nope: unknown"):
+        resolve_config(dataset="cifar10", protocol="nope")
+    photo = torch.from_numpy(load_image(SAMPLES[0])).permute(2, 0, 1)[None]
+    official = resize_all(photo, 64, "official")
+    assert torch.equal(official, resize(photo, (64, 64), protocol="official"))
+    assert not torch.equal(official, resize_all(photo, 64))  # legacy: another filter
+    crop = image_transform("baseline2", 64, True, True, 64, protocol="official").transforms[0]
+    assert crop.interpolation == resize_filter("official")
+
+
+@pytest.mark.slow
+def test_training_a_paper_dataset_uses_the_official_protocol(tmp_path, capsys):
+    """MNIST files (random pictures in the idx layout): resized bicubically to 32x32 and scaled
+    as the release scales them inside the training step."""
+    import json
+
+    from i2e_neuro.commands import train as train_cmd
+    from tests.datasets.test_convert_cli import write_idx
+
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split, n in (("train", 16), ("t10k", 8)):
+        write_idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(raw / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, n))
+    argv = ["--dataset", "mnist", "--root", tmp_path / "data", "--arch", "msresnet_tiny"]
+    argv += ["--epochs", 1, "--qat-epochs", 0, "--batch-size", 8, "--out", tmp_path / "run"]
+    assert train_cmd.main([str(a) for a in argv + ["--no-progress"]]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["dataset"] == "mnist"
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ckpt["config"]["protocol"] == "official" and ckpt["data"]["input_shape"] == [2, 32, 32]
