@@ -38,10 +38,11 @@ class SimulationJob:
     check: int = 0
     stock: bool = False
     lava_processes: bool = False
+    config: str | None = None  # the Hugging Face config of data i2e-hf
 
     def identity(self, total: int) -> dict:
         """What every shard of one run must agree on."""
-        fields = ("model", "data", "split", "limit", "backend", "check", "stock")
+        fields = ("model", "data", "config", "split", "limit", "backend", "check", "stock")
         return {**{k: asdict(self)[k] for k in fields}, "model": str(self.model), "samples": total}
 
     def shard_command(self, shard: int, shards: int, folder: Path) -> list[str]:
@@ -52,6 +53,8 @@ class SimulationJob:
         cmd += ["--shard-dir", str(folder)]
         if self.root is not None:
             cmd += ["--root", str(self.root)]
+        if self.config is not None:
+            cmd += ["--config", str(self.config)]
         if self.limit is not None:
             cmd += ["--limit", str(self.limit)]
         if self.stock:

@@ -19,7 +19,7 @@ from i2e_neuro.shards import shard_bounds
 def run_counts(job: SimulationJob, shard: int = 0, shards: int = 1) -> dict:
     """Simulate shard ``shard`` of ``shards`` of the samples; integer counts as a JSON-able dict."""
     desc = export.load(job.model)
-    every = load_samples(job.data, desc.input_shape[1:], job.root, job.split, job.limit)
+    every = load_samples(job.data, desc.input_shape[1:], job.root, job.split, job.limit, job.config)
     total = len(every.labels)
     start, stop = shard_bounds(total, shard, shards)
     samples = Samples(

@@ -75,9 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     out.add_argument(
         "--format",
-        choices=["packed", "dense", "list"],
+        choices=["packed", "dense", "list", "i2e-hf"],
         default="packed",
-        help="packed bits (default), dense bool or x,y,t,p event lists",
+        help="packed bits (default), dense bool, x,y,t,p event lists, or i2e-hf: parquet files "
+        "in the official I2E release's layout (rows label + data; needs --dataset; "
+        "docs/OFFICIAL.md)",
     )
     out.add_argument(
         "--suffix", choices=[".npz", ".h5"], default=".npz", help="file type (default .npz)"
@@ -115,7 +117,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         nargs="+",
         metavar="N",
-        help="resize first: H W, or one number for the short side",
+        help="resize first: H W, or one number for the short side (default under --protocol "
+        "official: the I2E release's catalogue size, e.g. cifar10 128 128, mnist 32 32)",
+    )
+    conv.add_argument(
+        "--protocol",
+        choices=["official", "legacy"],
+        help="image preprocessing: official (the I2E release's: bicubic antialiased resize of "
+        "the uint8 tensor, scaled as v2.ToDtype does; the default for the paper datasets "
+        "cifar10, cifar100, mnist, fashion-mnist) or legacy (bilinear; the default for digits "
+        "and image files)",
     )
     run_ = parser.add_argument_group("running")
     run_.add_argument(
@@ -202,6 +213,10 @@ def check_args(args) -> list[str]:
     for name in ("chunk_size", "batch_size"):
         if getattr(args, name) < 1:
             problems.append(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
+    if args.format == "i2e-hf" and not args.dataset:
+        problems.append(
+            "--format i2e-hf: the official layout stores a class label per row; give --dataset"
+        )
     if args.pictures < -1:
         problems.append(
             f"--pictures {args.pictures}: must be >= 0 (or given without a number: all)"
@@ -260,13 +275,21 @@ def run(args) -> int:
     ratio = (
         args.ratio if args.ratio is not None else sources.DEFAULT_RATIOS[args.dataset or "images"]
     )
+    from i2e_neuro.datasets.registry import catalogue_of
+
+    catalogue = catalogue_of(args.dataset) if args.dataset else None
+    protocol = args.protocol or ("official" if catalogue else "legacy")
+    size = args.size
+    if size is None and protocol == "official" and catalogue is not None:
+        size = list(catalogue.size)
     params = {
         "ratio": ratio,
         "timesteps": args.timesteps,
         "order": args.order,
         "padding": "replicate",
-        "size": args.size,
+        "size": size,
         "format": args.format,
+        "protocol": protocol,
     }
     out = Path(args.out)
     conv = Converter(
@@ -275,7 +298,7 @@ def run(args) -> int:
         params,
         limit=args.limit,
         chunk_size=args.chunk_size if args.dataset else None,
-        suffix=args.suffix,
+        suffix=".parquet" if args.format == "i2e-hf" else args.suffix,
         shard=(shard, shards),
         device=args.device,
         batch_size=args.batch_size,
@@ -303,12 +326,27 @@ def run(args) -> int:
         return 1
 
     n, seconds = done.images, done.seconds
+    rate = 100 * done.events / done.cells if done.cells else 0
     print(
         f"converted {n} image(s) into {done.files} file(s) in {seconds:.2f} s "
         f"({n / seconds if seconds > 0 else 0:.1f} images/s); {done.events:,} events, "
-        f"mean event rate {100 * done.events / done.cells if done.cells else 0:.2f}%"
+        f"mean event rate {rate:.2f}%"
         + (f"; {done.skipped} file(s) already done, skipped" if done.skipped else "")
     )
+    if catalogue is not None:
+        same = (
+            protocol == "official"
+            and abs(ratio - catalogue.ratio) < 1e-12
+            and list(size or []) == list(catalogue.size)
+            and args.timesteps == 8
+        )
+        print(
+            f"event rate {rate:.2f}% (this run: {protocol} protocol, "
+            f"{'x'.join(map(str, size)) if size else 'native size'}, ratio {ratio:g}); "
+            f"the release's {catalogue.config}: {100 * catalogue.event_rate:.2f}% "
+            f"({catalogue.size[0]}x{catalogue.size[1]}, ratio {catalogue.ratio:g}, whole dataset)"
+            + ("" if same else "; settings differ from the release's")
+        )
     print(
         f"index: {out / INDEX} ({len(done.index['files'])} of {done.units} file(s), "
         f"{done.index['totals']['samples']} samples"

@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="measure the largest |u|, |v| on samples of this data set (digits, cifar10, ...)",
     )
     p.add_argument("--root", default=None, help="dataset folder for --data")
+    p.add_argument(
+        "--config", default=None, help="--data i2e-hf: the release's config (I2E-CIFAR10, ...)"
+    )
     p.add_argument("--limit", type=int, default=32, help="samples for --data (default 32)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
@@ -43,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
             from export.peers.lava_dl import state_peaks
             from i2e_neuro.datasets.eval_data import load_samples
 
-            samples = load_samples(args.data, desc.input_shape[1:], args.root, "test", args.limit)
+            samples = load_samples(
+                args.data, desc.input_shape[1:], args.root, "test", args.limit, args.config
+            )
             peaks = state_peaks(desc, samples)
         report = deployable_report(desc, args.hardware, args.chips, peaks)
     except (FileNotFoundError, ValueError, KeyError) as e:

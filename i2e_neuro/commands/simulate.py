@@ -32,9 +32,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         default="digits",
-        help="digits (default), cifar10, cifar100, mnist, fashion-mnist, cifar10-dvs, or an image file/folder",
+        help="digits (default), cifar10, cifar100, mnist, fashion-mnist, cifar10-dvs, the official "
+        "I2E events i2e-hf / i2e-npz, or an image file/folder",
     )
-    p.add_argument("--root", default=None, help="dataset folder for cifar10/... and cifar10-dvs")
+    p.add_argument(
+        "--root", default=None, help="dataset folder for cifar10/..., cifar10-dvs, i2e-hf, i2e-npz"
+    )
+    p.add_argument(
+        "--config", default=None, help="--data i2e-hf: the release's config (I2E-CIFAR10, ...)"
+    )
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--limit", type=int, default=None, help="only the first N samples")
     p.add_argument(
@@ -144,6 +150,7 @@ def job_of(args: argparse.Namespace):
         check=args.check,
         stock=bool(args.stock),
         lava_processes=bool(args.lava_processes),
+        config=args.config,
     )
 
 

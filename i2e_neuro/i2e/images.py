@@ -155,10 +155,18 @@ def _is_pil(obj: Any) -> bool:
     return isinstance(obj, Image.Image)
 
 
-def resize(images, size):
-    """The project's one image resize: bilinear with antialiasing (torchvision ``v2.Resize`` on
-    uint8 tensors, the filter of PIL's ``resize``), used by conversion, training, simulation
-    and the pictures alike.
+#: Resize protocols: ``official``, the I2E release's preprocessing (its README: PIL image ->
+#: ``v2.PILToTensor`` -> ``v2.Resize((H, W), BICUBIC)`` on the uint8 tensor, antialiased ->
+#: ``v2.ToDtype(float32, scale=True)``); ``legacy``, this project's earlier bilinear resize.
+PROTOCOLS = ("official", "legacy")
+
+
+def resize(images, size, protocol: str = "legacy"):
+    """The project's one image resize: torchvision ``v2.Resize`` with antialiasing on uint8
+    tensors, bicubic under the ``official`` protocol (the I2E release's), bilinear under
+    ``legacy`` (the filter of PIL's ``resize``), used by conversion, training, simulation and the
+    pictures alike. uint8 in, uint8 out: the official pipeline's ``ToDtype(scale=True)``, a
+    division by 255, happens in the conversion (exact: max commutes with it).
 
     ``images``: one image ``[H, W, C]`` uint8 numpy array (returned as one), or a uint8 tensor
     ``[..., C, H, W]``. ``size``: ``(H, W)``, or ``(S,)`` / ``S`` for a short side of S pixels
@@ -166,6 +174,7 @@ def resize(images, size):
     """
     from torchvision.transforms import v2
 
+    interpolation = resize_filter(protocol)
     one = isinstance(images, np.ndarray)
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(2, 0, 1) if one else images
     h, w = x.shape[-2:]
@@ -177,12 +186,38 @@ def resize(images, size):
         new = size
     if tuple(new) == (h, w):
         return images
-    out = v2.Resize(new, interpolation=resize_filter(), antialias=True)(x)
+    out = v2.Resize(new, interpolation=interpolation, antialias=True)(x)
     return out.permute(1, 2, 0).numpy() if one else out
 
 
-def resize_filter():
-    """The filter of :func:`resize`, and of the training augmentations that resize."""
+def resize_filter(protocol: str = "legacy"):
+    """The filter of :func:`resize` under ``protocol``, and of the training augmentations that
+    resize: bicubic (``official``) or bilinear (``legacy``)."""
     from torchvision.transforms import v2
 
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r}: must be one of {', '.join(PROTOCOLS)}")
+    if protocol == "official":
+        return v2.InterpolationMode.BICUBIC
     return v2.InterpolationMode.BILINEAR
+
+
+def to_unit_range(images, protocol: str = "legacy"):
+    """The last step of a protocol before I2E: under ``official``, uint8 images ``[..., C, H,
+    W]`` (tensor) or ``[H, W, C]`` (numpy, returned as a ``[C, H, W]`` tensor) become float32
+    as the release's ``v2.ToDtype(float32, scale=True)`` makes them (``k * (1/255)``, which
+    differs from ``k / 255`` in the last bit for half of the values, enough to move events next
+    to the threshold); under ``legacy`` they are returned unchanged (the engine takes ``k / 255``).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r}: must be one of {', '.join(PROTOCOLS)}")
+    if protocol == "legacy":
+        return images
+    from torchvision.transforms import v2
+
+    x = images
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)
+    if x.dtype != torch.uint8:
+        raise TypeError(f"images: the official protocol scales uint8 images, got {x.dtype}")
+    return v2.ToDtype(torch.float32, scale=True)(x)

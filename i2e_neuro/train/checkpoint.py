@@ -98,9 +98,52 @@ def load_run(out: Path, resume: bool) -> dict | None:
     return None
 
 
+def _release_checkpoint(path: str | Path, error: CheckpointError) -> dict:
+    """The I2E release's checkpoint at ``path`` (:mod:`i2e_neuro.models.official`), or
+    ``error`` (ours, naming the file) if it is not one either."""
+    from i2e_neuro.models import official
+
+    try:
+        return official.read_checkpoint(path)
+    except official.OfficialCheckpointError as e:
+        if "not an I2E release checkpoint" in str(e):
+            raise CheckpointError(
+                f"{error} (nor an I2E release checkpoint: no 'state_dict')", *error.params
+            ) from None
+        why = str(e).removeprefix(f"{path}: ")
+        raise CheckpointError(
+            f"{error}; read as an I2E release checkpoint: {why}", *error.params
+        ) from None
+
+
+def init_config(path: str | Path) -> dict:
+    """The config an ``init`` checkpoint brings (backend, arch): ours, or for an I2E release
+    checkpoint its architecture only."""
+    try:
+        return load_checkpoint(path, "init", param=True)["config"]
+    except CheckpointError as e:
+        if "not an i2e-neuro training checkpoint" not in str(e):
+            raise
+        return {"arch": _release_checkpoint(path, e)["arch"]}
+
+
 def load_init_checkpoint(path: str, backend: str, arch: str) -> dict:
-    """The ``init`` checkpoint, checked to hold a model of this backend and architecture."""
-    init = load_checkpoint(path, "init", param=True)
+    """The ``init`` checkpoint, checked to hold a model of this backend and architecture. An I2E
+    release checkpoint (``*.pth.tar``) gives ``{"official": ..., "config", "model": None}``:
+    its weights go into either backend (:func:`apply_init`)."""
+    try:
+        init = load_checkpoint(path, "init", param=True)
+    except CheckpointError as e:
+        if "not an i2e-neuro training checkpoint" not in str(e):
+            raise
+        release = _release_checkpoint(path, e)
+        if release["arch"] != arch:
+            raise CheckpointError(
+                f"init {path}: the release's {release['arch']}; this run uses arch {arch}",
+                "init",
+                "arch",
+            ) from None
+        return {"official": release, "config": {"backend": backend, "arch": arch}, "model": None}
     init_cfg = init["config"]
     if init_cfg.get("backend") != backend:
         raise CheckpointError(
@@ -225,7 +268,24 @@ def load_init(model, ckpt: dict, path: str, backend: str) -> list[str]:
 
 def apply_init(model, init: dict, cfg, num_classes: int, log: Callable[[str], None]) -> None:
     """Start ``model`` from the ``init`` checkpoint's weights; a folded (QAT) one folds the model
-    and skips the float phase (``cfg.epochs`` becomes 0)."""
+    and skips the float phase (``cfg.epochs`` becomes 0). An I2E release checkpoint goes into
+    the SpikingJelly reference name for name, into the slayer graph by
+    :func:`~i2e_neuro.models.official.graph_state`."""
+    if init.get("official") is not None:
+        from i2e_neuro.models import official
+
+        release = init["official"]
+        state = official.reference_state(release["state_dict"], release["arch"], cfg.init)
+        own = model.state_dict()
+        if hasattr(model, "spec"):
+            state = official.graph_state(state, model)
+        replaced = load_init(model, {"model": {**own, **state}}, cfg.init, cfg.backend)
+        log(
+            f"initialised from the I2E release checkpoint {cfg.init} ({release['arch']}, epoch "
+            f"{release['epoch']}, best_acc1 {release['best_acc1']})"
+            + (f" (classifier replaced: {num_classes} classes)" if replaced else "")
+        )
+        return
     if init["config"].get("backend") == "slayer" and is_folded_state(init["model"]):
         model.fold()
         if cfg.epochs:

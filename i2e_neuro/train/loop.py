@@ -202,6 +202,10 @@ class Trainer:
         """A batch from the loader as time-first events on the device (I2E for images)."""
         x = x.to(self.device, non_blocking=True)
         if self.i2e is not None:
+            if self.cfg.protocol == "official" and x.dtype == torch.uint8:
+                from i2e_neuro.i2e.images import to_unit_range
+
+                x = to_unit_range(x, "official")  # scaled as the I2E release scales
             return self.i2e(x)
         from i2e_neuro.layouts import batch_first_to_time_first
 

@@ -379,6 +379,8 @@ def test_local_mnist_to_h5_event_lists(tmp_path):
             "list",
             "--suffix",
             ".h5",
+            "--protocol",
+            "legacy",  # no resize: the events are the 28x28 images' own
             "-o",
             out,
         )
