@@ -214,8 +214,11 @@ def run(args) -> int:
                 raise TrainError(str(e)) from None
         if args.threads is not None and args.threads < 1:
             raise TrainError(f"--threads {args.threads}: must be at least 1")
-        if args.stop_after is not None and args.stop_after < 0:
-            raise TrainError(f"--stop-after {args.stop_after}: must be >= 0")
+        if args.stop_after is not None and args.stop_after < 1:
+            raise TrainError(
+                f"--stop-after {args.stop_after}: must be >= 1 (the epochs to run before "
+                "stopping; with 0 nothing would be trained or saved)"
+            )
         if args.resume:
             if not args.out:
                 raise TrainError("--resume needs --out DIR, the folder of the run to continue")

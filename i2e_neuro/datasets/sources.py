@@ -295,13 +295,20 @@ def load_torchvision_source(dataset: str, root: str | Path, split: str = "train"
             f"{dataset} files; expected {expected}"
         ) from e
     data = ds.data.numpy() if hasattr(ds.data, "numpy") else np.asarray(ds.data)
+    targets = np.asarray(ds.targets)
+    if len(data) != len(targets):
+        raise SourceError(
+            f"{dataset}: {root / folder}: the {split} split holds {len(data)} images but "
+            f"{len(targets)} labels: damaged or mismatched files (expected {expected})",
+            "root",
+        )
     if data.ndim == 3:  # MNIST-like: [N, H, W] grey
         data = data[..., None]
     return ArraySource(
         dataset,
         split,
         np.ascontiguousarray(data, dtype=np.uint8),
-        np.asarray(ds.targets),
+        targets,
         root=str(root),
     )
 

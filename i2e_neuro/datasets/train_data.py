@@ -298,7 +298,7 @@ def build_arrays(cfg):
     try:
         train_images, train_labels, _ = _array_split(cfg.dataset, cfg.root, "train")
         test_images, test_labels, _ = _array_split(cfg.dataset, cfg.root, "test")
-    except (FileNotFoundError, OSError) as e:
+    except (FileNotFoundError, OSError, ValueError) as e:
         raise DataError(str(e), *getattr(e, "params", ())) from e
     size = cfg.size
     small = True

@@ -23,6 +23,8 @@ from i2e_neuro.train.config import TrainError
 
 CHECKPOINT = "checkpoint.pt"
 INTERRUPTED = "interrupted.pt"
+#: lock file of a running training (see :func:`claim_run`)
+RUN_LOCK = ".train.lock"
 CHECKPOINT_FORMAT = "i2e-neuro-train"
 CHECKPOINT_VERSION = 1
 
@@ -45,6 +47,75 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
         reason = os.strerror(e.errno) if e.errno else str(e)
         raise CheckpointError(f"checkpoint {path}: cannot write it ({reason})") from e
     return path
+
+
+def prepare_out(out: Path) -> bool:
+    """Check, before any data is loaded, that the run folder ``out`` can be written: it is
+    created if missing; a file there, or a folder that cannot be written (read-only mount, no
+    permission), is a :class:`TrainError` naming ``out``. True when it was created."""
+    created = not out.exists()
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"out {out}: is a file, not a folder; choose another out", "out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrainError(
+            f"out {out}: cannot create this folder ({e.strerror or e}); choose another out",
+            "out",
+        ) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise TrainError(f"out {out}: cannot write in this folder; choose another out", "out")
+    return created
+
+
+class RunLock:
+    """Hold ``out/.train.lock`` (an exclusive ``flock``) while a training runs in ``out``, so
+    that a second ``train`` into the same folder is refused at once, naming the first one's
+    pid, instead of both writing the same checkpoint. Released (and the file removed) by
+    :meth:`release`; the kernel releases it whatever signal ends the process."""
+
+    def __init__(self, out: Path) -> None:
+        import fcntl
+
+        self.path = out / RUN_LOCK
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise TrainError(
+                    f"out {out}: cannot write in this folder ({e.strerror or e}); choose "
+                    "another out",
+                    "out",
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise TrainError(
+                    f"out {out}: another i2e-neuro train (pid {holder}) is running into this "
+                    "folder; wait for it to end, or choose another out",
+                    "out",
+                ) from None
+            try:  # the file we locked must still be the one at the path (a releaser unlinks it)
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = None
 
 
 def load_checkpoint(path: str | Path, what: str = "checkpoint", param: bool = False) -> dict:

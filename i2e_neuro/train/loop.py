@@ -34,6 +34,7 @@ from i2e_neuro.datasets.train_data import (
 from i2e_neuro.train.checkpoint import (
     CHECKPOINT,
     INTERRUPTED,
+    RunLock,
     apply_init,
     check_resumed_data,
     is_folded,
@@ -41,6 +42,7 @@ from i2e_neuro.train.checkpoint import (
     load_init_checkpoint,
     load_run,
     make_payload,
+    prepare_out,
     resume_hint,
     save_checkpoint,
     set_rng_state,
@@ -309,6 +311,31 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:
+        """Claim ``out`` (checked writable and locked before any data is loaded), then train."""
+        lock, created = None, False
+        if self.dist.main:
+            created = prepare_out(self.out)
+            try:
+                lock = RunLock(self.out)
+            except BaseException:
+                if created:
+                    self.out.rmdir()
+                raise
+        try:
+            return self._run()
+        except BaseException:
+            if lock is not None:
+                lock.release()
+                lock = None
+            if created:  # refused before anything was written: no empty folder left behind
+                with contextlib.suppress(OSError):
+                    self.out.rmdir()
+            raise
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self) -> dict:
         started = time.perf_counter()
         self._setup()
         cfg = self.cfg
@@ -381,6 +408,8 @@ class Trainer:
         """Checkpoint and metrics after ``self.completed`` epochs (main process; all wait)."""
         if self.dist.main:
             save_checkpoint(self.out / CHECKPOINT, make_payload(self, phase, self.completed))
+            # a newer epoch than any state saved by a Ctrl-C: that state is superseded
+            (self.out / INTERRUPTED).unlink(missing_ok=True)
             self.records.write(self.history)
         self.dist.barrier()
 
