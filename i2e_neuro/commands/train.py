@@ -40,7 +40,8 @@ datasets (nothing is downloaded; --root DIR):
 defaults per dataset (override any; all: SGD momentum 0.9, cosine to 5e-5, label smoothing 0.1):
 {recipes}
 
-exit status: 0 done; 1 the loss became NaN/inf (the last good checkpoint is kept); 2 bad
+exit status: 0 done; 1 the loss or the weights became NaN/inf (the last good checkpoint is
+kept, never one of NaN weights); 2 bad
 arguments, data or checkpoint; 130 interrupted (OUT/interrupted.pt saved; --resume continues).
 """
 

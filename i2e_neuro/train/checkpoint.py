@@ -49,6 +49,34 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
     return path
 
 
+def nonfinite_tensors(state: dict) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold NaN or inf."""
+    return [
+        name
+        for name, t in state.items()
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(t.isfinite().all())
+    ]
+
+
+def nonfinite_text(state: dict) -> str | None:
+    """``"8 of 57 tensors hold NaN or inf (first: blocks.0.weight)"``, or None when all are finite."""
+    bad = nonfinite_tensors(state)
+    if not bad:
+        return None
+    total = sum(isinstance(t, torch.Tensor) and t.is_floating_point() for t in state.values())
+    return f"{len(bad)} of {total} weight tensors hold NaN or inf (first: {bad[0]})"
+
+
+def check_finite_checkpoint(ckpt: dict, what: str, path, *params: str) -> None:
+    """A checkpoint whose model holds NaN or inf cannot be continued or started from."""
+    text = nonfinite_text(ckpt["model"])
+    if text:
+        raise CheckpointError(
+            f"{what} {path}: {text}; a diverged run cannot be continued or trained from",
+            *params,
+        )
+
+
 def prepare_out(out: Path) -> bool:
     """Check, before any data is loaded, that the run folder ``out`` can be written: it is
     created if missing; a file there, or a folder that cannot be written (read-only mount, no
@@ -158,7 +186,9 @@ def load_run(out: Path, resume: bool) -> dict | None:
                 "resume",
                 "out",
             )
-        return load_checkpoint(path, "resume", param=True)
+        ckpt = load_checkpoint(path, "resume", param=True)
+        check_finite_checkpoint(ckpt, "resume", path, "resume")
+        return ckpt
     if path.exists():
         raise TrainError(
             f"out {out}: already holds a run ({CHECKPOINT}); add resume to continue it, "
@@ -172,6 +202,7 @@ def load_run(out: Path, resume: bool) -> dict | None:
 def load_init_checkpoint(path: str, backend: str, arch: str) -> dict:
     """The ``init`` checkpoint, checked to hold a model of this backend and architecture."""
     init = load_checkpoint(path, "init", param=True)
+    check_finite_checkpoint(init, "init", path, "init")
     init_cfg = init["config"]
     if init_cfg.get("backend") != backend:
         raise CheckpointError(

@@ -42,6 +42,7 @@ from i2e_neuro.train.checkpoint import (
     load_init_checkpoint,
     load_run,
     make_payload,
+    nonfinite_text,
     prepare_out,
     resume_hint,
     save_checkpoint,
@@ -298,6 +299,7 @@ class Trainer:
     def _fold(self) -> None:
         """Fold BatchNorm into 8-bit weights (rank 0's statistics) and start the QAT phase."""
         self.dist.broadcast(self.model.buffers())
+        self.check_weights("before folding BatchNorm")
         self.model.fold()
         self.model.to(self.device)
         self._new_optimizer("qat")
@@ -367,6 +369,7 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 t0 = time.perf_counter()
                 row = self.train_epoch(epoch, phase)
+                self.check_weights(f"after epoch {epoch + 1}")
                 row.update(self.evaluate(phase))
                 seconds = time.perf_counter() - t0
                 train_seconds += row.pop("train_seconds")
@@ -404,8 +407,17 @@ class Trainer:
         self.dist.barrier()
         return result
 
+    def check_weights(self, when: str) -> None:
+        """:class:`NonFiniteLoss` when a weight of the model is NaN or inf (a loss can stay finite
+        while the weights diverge: no readout spikes, the loss sits at log(classes))."""
+        text = nonfinite_text(self.model.state_dict())
+        if text:
+            raise NonFiniteLoss(f"the weights diverged {when}: {text}")
+
     def save(self, phase: str) -> None:
-        """Checkpoint and metrics after ``self.completed`` epochs (main process; all wait)."""
+        """Checkpoint and metrics after ``self.completed`` epochs (main process; all wait).
+        Never a checkpoint of non-finite weights: those are refused, the last good one kept."""
+        self.check_weights(f"at epoch {self.completed}")
         if self.dist.main:
             save_checkpoint(self.out / CHECKPOINT, make_payload(self, phase, self.completed))
             # a newer epoch than any state saved by a Ctrl-C: that state is superseded
@@ -418,6 +430,8 @@ class Trainer:
             return
         path = self.out / INTERRUPTED
         try:
+            if nonfinite_text(self.model.state_dict()):
+                raise ValueError("the weights hold NaN or inf: not saved")
             payload = make_payload(self, phase, self.completed, True, self.step_in_epoch)
             save_checkpoint(path, payload)
             saved = f"state saved to {path}"

@@ -193,3 +193,59 @@ def test_a_resumed_run_drops_the_superseded_interrupted_state(tmp_path):
     assert run("--resume", "--out", out, "--no-progress") == 0
     assert not (out / "interrupted.pt").exists()
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+TINY = ("--limit-train", 16, "--limit-test", 8, "--batch-size", 16, "--no-progress")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, last_good",
+    [
+        (("--lr", "1e30", "--epochs", 2, "--qat-epochs", 0), 1),  # float phase, loss stays finite
+        (("--lr", "1e30", "--epochs", 2, "--qat-epochs", 1), 1),  # diverged before folding
+        (("--lr", "1e30", "--epochs", 1, "--qat-epochs", 1), None),  # no good epoch at all
+    ],
+)
+def test_diverged_weights_are_never_saved_nor_marked_complete(tmp_path, capsys, args, last_good):
+    import torch
+
+    out = tmp_path / "run"
+    if last_good is None:  # one step is not enough to overflow: two steps in epoch 1
+        args = (*args, "--batch-size", 8)
+    assert run(*args, *TINY[:4], *TINY[-1:], "--out", out) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "the weights diverged" in err[0] and "NaN or inf" in err[0], err
+    assert "Traceback" not in captured.err and "ValueError" not in captured.err
+    assert '"complete"' not in captured.out
+    if last_good is None:
+        assert not (out / "checkpoint.pt").exists()
+        return
+    assert f"last good checkpoint is {out / 'checkpoint.pt'} (epoch {last_good})" in err[0]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == last_good and not ckpt["complete"]
+    assert all(t.isfinite().all() for t in ckpt["model"].values() if t.is_floating_point())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("poison", [float("nan"), float("inf"), -float("inf")])
+def test_a_checkpoint_with_non_finite_weights_is_refused_by_resume_and_init(
+    tmp_path, capsys, poison
+):
+    import torch
+
+    out = tmp_path / "run"
+    assert run("--epochs", 2, "--qat-epochs", 0, "--stop-after", 1, *TINY, "--out", out) == 0
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    name = sorted(k for k, t in ckpt["model"].items() if t.is_floating_point())[0]
+    ckpt["model"][name].view(-1)[0] = poison
+    torch.save(ckpt, out / "checkpoint.pt")
+    capsys.readouterr()
+    assert run("--resume", "--out", out) == 2
+    err = one_line(capsys)
+    assert f"--resume {out / 'checkpoint.pt'}: 1 of" in err and name in err, err
+    code = run("--init", out / "checkpoint.pt", "--out", tmp_path / "b", "--epochs", 1, *TINY)
+    assert code == 2
+    err = one_line(capsys)
+    assert f"--init {out / 'checkpoint.pt'}: 1 of" in err and "NaN or inf" in err, err
