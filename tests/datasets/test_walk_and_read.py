@@ -243,3 +243,15 @@ def test_every_exif_orientation_matches_pillows_own_turn(tmp_path, orientation):
     with Image.open(path) as im:
         want = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     assert np.array_equal(load_image(path), want)
+
+
+def test_different_class_folders_are_named(tmp_path):
+    root = tmp_path / "data"
+    _tree(root)
+    (root / "train" / "clb").rename(root / "train" / "dog")
+    (root / "val" / "cla").rename(root / "val" / "cat")
+    from i2e_neuro.train import resolve_config
+
+    with pytest.raises(DataError) as e:
+        build_imagefolder(resolve_config(dataset="imagefolder", root=str(root), size=16))
+    assert "only in train/: cla, dog; only in val/: cat, clb" in str(e.value), e.value
