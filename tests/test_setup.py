@@ -115,4 +115,3 @@ def test_ci_finds_its_pyenv_python_first(tmp_path):
     done = _run(proj, env)
     assert done.returncode == 0 and done.stdout.strip() == str(found[0]), done.stderr
     assert not (proj / ".tools").exists()
-

@@ -32,8 +32,8 @@ import torch
 
 from i2e_neuro.datasets import registry
 from i2e_neuro.errors import ParameterError
-from i2e_neuro.folders import FolderLinkError
-from i2e_neuro.i2e.images import resize, resize_filter
+from i2e_neuro.folders import FolderLinkError, walk_files
+from i2e_neuro.i2e.images import IMAGE_SUFFIXES, load_image, resize, resize_filter
 from i2e_neuro.layouts import batch_first_to_time_first
 
 IMAGE_DATASETS = registry.names("images")
@@ -332,7 +332,6 @@ def build_arrays(cfg):
 def _read_image(path: str) -> torch.Tensor:
     """An image file as a uint8 tensor ``[3, H, W]``, through the project's one reader
     (:func:`~i2e_neuro.i2e.images.load_image`: pixel limit, EXIF orientation, every mode)."""
-    from i2e_neuro.i2e.images import load_image
 
     return torch.from_numpy(np.ascontiguousarray(load_image(path))).permute(2, 0, 1).contiguous()
 
@@ -373,8 +372,6 @@ def build_imagefolder(cfg):
         def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, **kw):
             """The project's one folder walk (links followed once, loops refused naming the
             link) over the whole split, so that a link from one class into another is seen."""
-            from i2e_neuro.folders import walk_files
-            from i2e_neuro.i2e.images import IMAGE_SUFFIXES
 
             files = walk_files(directory, lambda n: Path(n).suffix.lower() in IMAGE_SUFFIXES)
             samples = []
