@@ -77,16 +77,18 @@ def check_finite_checkpoint(ckpt: dict, what: str, path, *params: str) -> None:
         )
 
 
-def prepare_out(out: Path) -> bool:
+def prepare_out(out: Path) -> list[Path]:
     """Check, before any data is loaded, that the run folder ``out`` can be written: it is
     created if missing; a file there, or a folder that cannot be written (read-only mount, no
-    permission), is a :class:`TrainError` naming ``out``. True when it was created."""
-    created = not out.exists()
+    permission), is a :class:`TrainError` naming ``out``. Returns the folders it created,
+    deepest first (a refused run removes them again: :func:`remove_created`)."""
     if out.exists() and not out.is_dir():
         raise TrainError(f"out {out}: is a file, not a folder; choose another out", "out")
+    created = [p for p in [out, *out.parents] if not p.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        remove_created(created)
         raise TrainError(
             f"out {out}: cannot create this folder ({e.strerror or e}); choose another out",
             "out",
@@ -94,6 +96,15 @@ def prepare_out(out: Path) -> bool:
     if not os.access(out, os.W_OK | os.X_OK):
         raise TrainError(f"out {out}: cannot write in this folder; choose another out", "out")
     return created
+
+
+def remove_created(created: list[Path]) -> None:
+    """Remove the folders :func:`prepare_out` created, where they are still empty."""
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 class RunLock:

@@ -44,6 +44,7 @@ from i2e_neuro.train.checkpoint import (
     make_payload,
     nonfinite_text,
     prepare_out,
+    remove_created,
     resume_hint,
     save_checkpoint,
     set_rng_state,
@@ -314,14 +315,15 @@ class Trainer:
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:
         """Claim ``out`` (checked writable and locked before any data is loaded), then train."""
-        lock, created = None, False
+        lock, created = None, []
         if self.dist.main:
+            if self.resume and not (self.out / CHECKPOINT).is_file():
+                load_run(self.out, True)  # the error naming the folder; nothing is created
             created = prepare_out(self.out)
             try:
                 lock = RunLock(self.out)
             except BaseException:
-                if created:
-                    self.out.rmdir()
+                remove_created(created)
                 raise
         try:
             return self._run()
@@ -329,9 +331,7 @@ class Trainer:
             if lock is not None:
                 lock.release()
                 lock = None
-            if created:  # refused before anything was written: no empty folder left behind
-                with contextlib.suppress(OSError):
-                    self.out.rmdir()
+            remove_created(created)  # refused before anything was written: no empty folders
             raise
         finally:
             if lock is not None:

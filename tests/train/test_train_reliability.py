@@ -100,9 +100,9 @@ def test_a_second_train_into_the_same_out_is_refused_naming_the_first(tmp_path, 
 
 
 def test_a_refused_run_leaves_no_folder_behind(tmp_path, capsys):
-    assert run(*NO_DATA, "--out", tmp_path / "new", "--epochs", 1) == 2
+    assert run(*NO_DATA, "--out", tmp_path / "new" / "deeper" / "run", "--epochs", 1) == 2
     assert "--dataset imagefolder" in one_line(capsys)
-    assert not (tmp_path / "new").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_stop_after_zero_is_refused(tmp_path, capsys):
@@ -124,6 +124,7 @@ def test_paths_named_like_parameters_are_shown_as_they_are(tmp_path, capsys, nam
     assert run("--resume", "--out", nested) == 2
     err = one_line(capsys)
     assert f"--resume: no checkpoint {nested / 'checkpoint.pt'}" in err, err
+    assert not (tmp_path / name).exists()  # nothing created for a refused resume
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
