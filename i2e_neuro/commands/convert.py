@@ -34,8 +34,9 @@ default --ratio per dataset (paper):
   {ratios}.
 
 exit status: 0 all converted (or already there); 1 some images failed (listed at the end,
-the others are converted); 2 bad arguments or an unreadable dataset; 130 interrupted (rerun
-the same command to resume).
+the others are converted) or an output could not be written (disk full: the file is named);
+2 bad arguments (an --out that is a file included), a folder whose links loop, or an
+unreadable dataset; 130 interrupted (rerun the same command to resume).
 """
 
 PROG = "i2e-neuro convert"
