@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from i2e_neuro.shards import parse_shard
+from i2e_neuro.shards import accept_negative_values, parse_shard
 
 _EXAMPLES = """\
 examples:
@@ -34,14 +34,16 @@ default --ratio per dataset (paper):
   {ratios}.
 
 exit status: 0 all converted (or already there); 1 some images failed (listed at the end,
-the others are converted); 2 bad arguments or an unreadable dataset; 130 interrupted (rerun
-the same command to resume).
+the others are converted) or an output could not be written (disk full: the file is named);
+2 bad arguments (an --out that is a file included), a folder whose links loop, or an
+unreadable dataset; 130 interrupted (rerun the same command to resume).
 """
 
 PROG = "i2e-neuro convert"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    accept_negative_values(parser)
     from i2e_neuro.datasets import registry
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -95,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pictures",
         type=int,
         nargs="?",
-        const=-1,
+        const=None,  # the flag alone: every image
         default=0,
         metavar="N",
         help="also write a PNG grid and an animated GIF per image into OUT/pictures/ (for the first N images; all without N)",
@@ -217,10 +219,21 @@ def check_args(args) -> list[str]:
         problems.append(
             "--format i2e-hf: the official layout stores a class label per row; give --dataset"
         )
-    if args.pictures < -1:
+    if args.pictures is None:
+        args.pictures = -1  # the converter's "every image"
+    elif args.pictures < 0:
         problems.append(
             f"--pictures {args.pictures}: must be >= 0 (or given without a number: all)"
         )
+    out_path = Path(args.out)
+    blocking = next((p for p in [out_path, *out_path.parents] if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        problems.append(
+            f"--out {args.out}: {'is' if blocking == out_path else f'lies under {blocking},'} "
+            "a file, not a folder; choose another --out"
+        )
+    elif blocking is not None and not os.access(blocking, os.W_OK | os.X_OK):
+        problems.append(f"--out {args.out}: cannot write in {blocking}; choose another --out")
     if args.limit is not None and args.limit < 0:
         problems.append(f"--limit {args.limit}: must be >= 0")
     try:
@@ -321,8 +334,11 @@ def run(args) -> int:
         )
         raise
     except OSError as e:  # cannot write the output (disk full, no permission, --out is a file)
-        where = f"{e.filename}: " if getattr(e, "filename", None) else f"{out}: "
-        print(f"{PROG}: error: cannot write {where}{e.strerror or e}", file=sys.stderr)
+        reason = str(e.strerror or e)
+        if not reason.startswith("cannot write "):  # the writer's message names the file already
+            where = f"{e.filename}: " if getattr(e, "filename", None) else f"{out}: "
+            reason = f"cannot write {where}{reason}"
+        print(f"{PROG}: error: {reason}", file=sys.stderr)
         return 1
 
     n, seconds = done.images, done.seconds

@@ -40,7 +40,8 @@ datasets (nothing is downloaded; --root DIR):
 defaults per dataset (override any; all: SGD momentum 0.9, cosine to 5e-5, label smoothing 0.1):
 {recipes}
 
-exit status: 0 done; 1 the loss became NaN/inf (the last good checkpoint is kept); 2 bad
+exit status: 0 done; 1 the loss or the weights became NaN/inf (the last good checkpoint is
+kept, never one of NaN weights); 2 bad
 arguments, data or checkpoint; 130 interrupted (OUT/interrupted.pt saved; --resume continues).
 """
 
@@ -227,8 +228,11 @@ def run(args) -> int:
                 raise TrainError(str(e)) from None
         if args.threads is not None and args.threads < 1:
             raise TrainError(f"--threads {args.threads}: must be at least 1")
-        if args.stop_after is not None and args.stop_after < 0:
-            raise TrainError(f"--stop-after {args.stop_after}: must be >= 0")
+        if args.stop_after is not None and args.stop_after < 1:
+            raise TrainError(
+                f"--stop-after {args.stop_after}: must be >= 1 (the epochs to run before "
+                "stopping; with 0 nothing would be trained or saved)"
+            )
         if args.resume:
             if not args.out:
                 raise TrainError("--resume needs --out DIR, the folder of the run to continue")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,8 @@ import torch
 
 from i2e_neuro.datasets import registry
 from i2e_neuro.errors import ParameterError
-from i2e_neuro.i2e.images import resize, resize_filter
+from i2e_neuro.folders import FolderLinkError, walk_files
+from i2e_neuro.i2e.images import IMAGE_SUFFIXES, load_image, resize, resize_filter
 from i2e_neuro.layouts import batch_first_to_time_first
 
 IMAGE_DATASETS = registry.names("images")
@@ -303,7 +305,7 @@ def build_arrays(cfg):
     try:
         train_images, train_labels, _ = _array_split(cfg.dataset, cfg.root, "train")
         test_images, test_labels, _ = _array_split(cfg.dataset, cfg.root, "test")
-    except (FileNotFoundError, OSError) as e:
+    except (FileNotFoundError, OSError, ValueError) as e:
         raise DataError(str(e), *getattr(e, "params", ())) from e
     size = cfg.size
     small = True
@@ -336,16 +338,15 @@ def build_arrays(cfg):
 
 
 def _read_image(path: str) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, read_image
+    """An image file as a uint8 tensor ``[3, H, W]``, through the project's one reader
+    (:func:`~i2e_neuro.i2e.images.load_image`: pixel limit, EXIF orientation, every mode)."""
 
-    try:
-        return read_image(path, mode=ImageReadMode.RGB)
-    except RuntimeError:  # formats torchvision.io cannot decode: go through PIL
-        from i2e_neuro.i2e.images import load_image
+    return torch.from_numpy(np.ascontiguousarray(load_image(path))).permute(2, 0, 1).contiguous()
 
-        return (
-            torch.from_numpy(np.ascontiguousarray(load_image(path))).permute(2, 0, 1).contiguous()
-        )
+
+def _classes_of(samples, class_to_idx):
+    names = {i: c for c, i in class_to_idx.items()}
+    return {(names[i], i) for _, i in samples}
 
 
 def build_imagefolder(cfg):
@@ -365,6 +366,34 @@ def build_imagefolder(cfg):
         and gives the next readable one instead, so that one bad file does not end an epoch."""
 
         skipped: set[str] = set()
+
+        @staticmethod
+        def find_classes(directory):
+            classes = sorted(
+                e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith(".")
+            )
+            if not classes:
+                raise FileNotFoundError("no class folders")
+            return classes, {c: i for i, c in enumerate(classes)}
+
+        @staticmethod
+        def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, **kw):
+            """The project's one folder walk (links followed once, loops refused naming the
+            link) over the whole split, so that a link from one class into another is seen."""
+
+            files = walk_files(directory, lambda n: Path(n).suffix.lower() in IMAGE_SUFFIXES)
+            samples = []
+            for f in files:
+                parts = f.relative_to(directory).parts
+                if len(parts) > 1 and parts[0] in class_to_idx:
+                    samples.append((str(f), class_to_idx[parts[0]]))
+            empty = sorted(set(class_to_idx) - {c for c, _ in _classes_of(samples, class_to_idx)})
+            if empty:
+                raise FileNotFoundError(
+                    f"no image files ({', '.join(IMAGE_SUFFIXES)}) in class folder(s) "
+                    + ", ".join(empty)
+                )
+            return samples
 
         def __getitem__(self, index: int):
             for k in range(len(self.samples)):
@@ -393,15 +422,19 @@ def build_imagefolder(cfg):
                     protocol=getattr(cfg, "protocol", "legacy"),
                 ),
             )
+        except FolderLinkError as e:
+            raise DataError(f"dataset imagefolder: {e}", "dataset") from e
         except (FileNotFoundError, RuntimeError) as e:
             raise DataError(
                 f"dataset imagefolder: {root / split}: {e}; expected {IMAGEFOLDER_LAYOUT}",
                 "dataset",
             ) from e
     if sets["train"].classes != sets["val"].classes:
+        only = lambda a, b: ", ".join(sorted(set(sets[a].classes) - set(sets[b].classes))) or "-"  # noqa: E731
         raise DataError(
             f"dataset imagefolder: {root}/train/ and {root}/val/ have different class folders "
-            f"({len(sets['train'].classes)} vs {len(sets['val'].classes)}); expected {IMAGEFOLDER_LAYOUT}",
+            f"(only in train/: {only('train', 'val')}; only in val/: {only('val', 'train')}); "
+            f"expected {IMAGEFOLDER_LAYOUT}",
             "dataset",
         )
     info = DataInfo(

@@ -15,23 +15,46 @@ import torch
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
+def max_pixels() -> int:
+    """The one pixel limit of every image read: Pillow's ``PIL.Image.MAX_IMAGE_PIXELS`` (about
+    89 million pixels unless raised); larger images are refused, not decoded."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    return int(limit) if limit else 0
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image file as an RGB ``uint8`` array ``[H, W, 3]``; errors name the file.
 
-    Every bit depth is scaled to 0..255 as a viewer shows it: 16-bit integers by 255/65535,
-    32-bit integers by their full range, floats from [0, 1] (other float ranges, negative
-    integers and NaN are refused).  Transparent images are composited on black (the colour of
-    "no light", which I2E treats as no event).
+    The one image reader of the project (conversion, training, simulation, pictures). Images of
+    more than :func:`max_pixels` pixels are refused before they are decoded (a decompression
+    bomb: a small file of a huge picture); the EXIF orientation is applied (a phone photo taken
+    upright is read upright). Every bit depth is scaled to 0..255 as a viewer shows it: 16-bit
+    integers by 255/65535, 32-bit integers by their full range, floats from [0, 1] (other float
+    ranges, negative integers and NaN are refused).  Transparent images are composited on black
+    (the colour of "no light", which I2E treats as no event).
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
     try:
-        with Image.open(path) as im:
-            im.load()
-            return _to_rgb8(im, path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                limit = max_pixels()
+                if limit and width * height > limit:
+                    raise Image.DecompressionBombError(
+                        f"{width}x{height} = {width * height} pixels, more than the limit of "
+                        f"{limit}"
+                    )
+                im.load()
+                return upright(_to_rgb8(im, path), im)
     except Image.DecompressionBombError as e:
         raise ValueError(
             f"{path}: refused as a possible decompression bomb ({e}); raise "
@@ -41,6 +64,29 @@ def load_image(path: str | Path) -> np.ndarray:
         if str(e).startswith(f"{path}:"):
             raise
         raise ValueError(f"{path}: not a readable image ({e})") from e
+
+
+#: EXIF orientation -> the turn that shows the stored pixels upright (as PIL.ImageOps.exif_transpose)
+_ORIENTATIONS = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def upright(pixels: np.ndarray, im) -> np.ndarray:
+    """``pixels`` ``[H, W, C]`` of the Pillow image ``im`` turned by its EXIF orientation (tag
+    274), so that a phone photo taken upright is upright; unchanged without one."""
+    try:
+        orientation = int(im.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: the pixels as stored
+        return pixels
+    turn = _ORIENTATIONS.get(orientation)
+    return pixels if turn is None else np.ascontiguousarray(turn(pixels))
 
 
 def _to_rgb8(im, path: Path | str) -> np.ndarray:
