@@ -1,4 +1,5 @@
-# Two commands for a new user: `make demo` and `make test`. Both set up .venv (Python 3.10) once.
+# Two commands for a new user: `make demo` and `make test`. Both set up .venv (Python 3.10) once;
+# where no Python 3.10 is installed, setup fetches one with uv into .tools/ (scripts/setup_venv.sh).
 PY := .venv/bin/python
 STAMP := .venv/.i2e-neuro-installed
 

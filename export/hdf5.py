@@ -103,6 +103,7 @@ def load_hdf5(path: str | Path) -> NetworkDescription:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such network file")
+    where = "the file"
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT:
@@ -115,10 +116,14 @@ def load_hdf5(path: str | Path) -> NetworkDescription:
                 )
             layers = f["layer"]
             indices = [i for i in range(1, len(layers)) if "neuron" in layers[str(i)]]
-            names = {0: INPUT, **{i: _str(layers[str(i)]["name"][()]) for i in indices}}
+            names = {0: INPUT}
+            for i in indices:
+                where = f"/layer/{i}"
+                names[i] = _str(layers[str(i)]["name"][()])
             groups, conns = [], {}
             for i in indices:
                 h = layers[str(i)]
+                where = f"layer {names[i]!r} (/layer/{i}/neuron)"
                 neuron = h["neuron"]
                 shape = tuple(int(s) for s in h["shape"][()])
                 groups.append(
@@ -131,7 +136,9 @@ def load_hdf5(path: str | Path) -> NetworkDescription:
                         bias_exp=int(h["biasExp"][()]),
                     )
                 )
+                where = f"layer {names[i]!r} (/layer/{i})"
                 for j in range(len(h["inputs"])):
+                    where = f"layer {names[i]!r}, input {j} (/layer/{i}/inputs/{j})"
                     ch = h["inputs"][str(j)]
                     name = _str(ch["name"][()])
                     if name in conns:
@@ -157,6 +164,7 @@ def load_hdf5(path: str | Path) -> NetworkDescription:
                         exponent=int(ch["exponent"][()]),
                         delay=int(ch["delay"][()]),
                     )
+            where = "the file's attributes and /layer/0"
             topology = NetSpec(
                 name=str(f.attrs["name"]),
                 input_shape=tuple(int(s) for s in layers["0"]["shape"][()]),
@@ -172,7 +180,14 @@ def load_hdf5(path: str | Path) -> NetworkDescription:
                 connections=list(conns.values()),
                 classes=json.loads(f.attrs["classes"]),
             )
-    except (OSError, KeyError, ValueError, TypeError) as e:
+    except KeyError as e:
+        reason = str(e).strip("'\"")
+        if "(" in reason and reason.endswith(
+            ")"
+        ):  # h5py: "Unable to ... (object 'x' doesn't exist)"
+            reason = reason[reason.index("(") + 1 : -1]
+        raise ValueError(f"{path}: not a valid network file: {where}: {reason}") from e
+    except (OSError, ValueError, TypeError) as e:
         raise ValueError(f"{path}: not a valid network file ({e})") from e
     try:
         desc.validate()

@@ -11,16 +11,18 @@ Lava-free.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from i2e_neuro.shards import read_shard_files, shard_file
-from i2e_neuro.workers import run_children
+from i2e_neuro.workers import owned_temp_folder, run_children
 
 SHARD_KIND = "i2e-neuro simulate shard"
+#: prefix of the system temp folder of ``simulate --workers`` (reclaimed after a SIGKILL)
+TEMP_PREFIX = "i2e-neuro-simulate-"
 #: Fields of the summary that are timings (everything else is exact counts and ratios).
 TIMING_FIELDS = ("seconds", "seconds_per_sample", "lava_seconds", "workers")
 
@@ -38,11 +40,19 @@ class SimulationJob:
     check: int = 0
     stock: bool = False
     lava_processes: bool = False
+    config: str | None = None  # the Hugging Face config of data i2e-hf
 
-    def identity(self, total: int) -> dict:
-        """What every shard of one run must agree on."""
-        fields = ("model", "data", "split", "limit", "backend", "check", "stock")
-        return {**{k: asdict(self)[k] for k in fields}, "model": str(self.model), "samples": total}
+    def identity(self, total: int, model_sha256: str) -> dict:
+        """What every shard of one run must agree on: the network file by path and by content
+        (``model_sha256``: :func:`file_sha256` of the file the shard read), the samples, the
+        back end and the checks."""
+        fields = ("model", "data", "config", "split", "limit", "backend", "check", "stock")
+        return {
+            **{k: asdict(self)[k] for k in fields},
+            "model": str(self.model),
+            "model_sha256": model_sha256,
+            "samples": total,
+        }
 
     def shard_command(self, shard: int, shards: int, folder: Path) -> list[str]:
         """The ``i2e-neuro simulate`` command line that runs one shard into ``folder``."""
@@ -52,6 +62,8 @@ class SimulationJob:
         cmd += ["--shard-dir", str(folder)]
         if self.root is not None:
             cmd += ["--root", str(self.root)]
+        if self.config is not None:
+            cmd += ["--config", str(self.config)]
         if self.limit is not None:
             cmd += ["--limit", str(self.limit)]
         if self.stock:
@@ -61,10 +73,20 @@ class SimulationJob:
         return cmd
 
 
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's content, hex (a network file's identity in a shard)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def run_workers(job: SimulationJob, workers: int) -> dict:
-    """``workers`` shards of ``job`` as child processes in parallel; their merged counts."""
-    with tempfile.TemporaryDirectory(prefix="i2e-neuro-simulate-") as tmp:
-        folder = Path(tmp)
+    """``workers`` shards of ``job`` as child processes in parallel; their merged counts. Their
+    files go to a folder of the system temp folder, removed at the end (and by the next run
+    if this one is killed outright)."""
+    with owned_temp_folder(TEMP_PREFIX) as folder:
         commands = [job.shard_command(i, workers, folder) for i in range(workers)]
         run_children(commands, folder, "--workers")
         parts = [json.loads(shard_file(folder, i, workers).read_text()) for i in range(workers)]
@@ -91,11 +113,24 @@ def merge_counts(parts: list[dict]) -> dict:
             + (f", missing {missing}" if missing else "")
         )
     for p in parts[1:]:
+        a, b = first["run"], p["run"]
+        if a.get("model_sha256") != b.get("model_sha256"):
+            raise ValueError(
+                f"shard {p['shard'][0]} was computed by another network than shard "
+                f"{first['shard'][0]}: the file {b.get('model')} had other content (sha256 "
+                f"{str(b.get('model_sha256'))[:12]}... vs {str(a.get('model_sha256'))[:12]}...); "
+                "it changed between the shards: rerun them all"
+            )
         for key in ("run", "steps", "groups"):
             if p[key] != first[key]:
-                raise ValueError(
-                    f"shard {p['shard'][0]} belongs to another run: {key} {p[key]} != {first[key]}"
+                differ = (
+                    ", ".join(
+                        f"{k} {b.get(k)!r} != {a.get(k)!r}" for k in a if a.get(k) != b.get(k)
+                    )
+                    if key == "run"
+                    else f"{key} {p[key]} != {first[key]}"
                 )
+                raise ValueError(f"shard {p['shard'][0]} belongs to another run: {differ}")
     merged = {k: first[k] for k in ("run", "steps", "groups")}
     for key in ("labelled", "correct", "agree", "checked", "mismatches"):
         merged[key] = sum(int(p[key]) for p in parts)

@@ -17,6 +17,14 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
+class WriteError(OSError):
+    """An output that could not be written; its message names the file once:
+    ``cannot write PATH: reason`` (``errno`` and ``filename`` kept)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -37,9 +45,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp_path, path)
     except OSError as e:
-        if e.filename == str(path):
+        if isinstance(e, WriteError):
             raise
-        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}", str(path)) from e
+        reason = e.strerror or str(e)
+        raise WriteError(e.errno, f"cannot write {path}: {reason}", str(path)) from e
     finally:
         with contextlib.suppress(OSError):
             tmp_path.unlink()

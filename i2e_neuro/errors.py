@@ -19,9 +19,23 @@ class ParameterError(Exception):
 
 
 def flag_wording(error: BaseException) -> str:
-    """The message of ``error`` with each of its ``params`` written as a ``--flag``."""
+    """The message of ``error`` with each of its ``params`` written as a ``--flag``.
+
+    Only whole words are rewritten: a name inside a path (``runs/resume``, ``out/targs``,
+    ``resume.pt``) or right after another parameter's name (its value: ``out resume``) is
+    left as it is, so the paths shown are the real ones.
+    """
     message = str(error)
-    for name in getattr(error, "params", ()):
-        flag = "--" + name.replace("_", "-")
-        message = re.sub(rf"(?<![\w\-']){re.escape(name)}(?![\w\-'])", flag, message)
-    return message
+    names = sorted(set(getattr(error, "params", ())), key=len, reverse=True)
+    if not names:
+        return message
+    alternatives = "|".join(re.escape(n) for n in names)
+    pattern = re.compile(rf"(?<![\w\-'/.\\~])({alternatives})(?![\w\-'/\\]|\.\w)")
+    value_of = re.compile(rf"(?:^|[\s(])({alternatives}) $")
+
+    def flag(m: re.Match) -> str:
+        if value_of.search(message[: m.start()]):
+            return m.group(1)  # the value of the parameter just named
+        return "--" + m.group(1).replace("_", "-")
+
+    return pattern.sub(flag, message)

@@ -5,8 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Mapping
+
+#: what argparse may take as a value though it starts with "-": numbers (with an exponent) and
+#: shard specs such as -1/2, which the checks then refuse with a clear message
+NEGATIVE_VALUE = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(/-?\d+)?$")
+
+
+def accept_negative_values(parser) -> None:
+    """Let ``parser`` read ``--shard -1/2`` or ``--x -4.6e-12`` as a value (argparse's own
+    pattern would take them for an option and say "expected one argument")."""
+    parser._negative_number_matcher = NEGATIVE_VALUE
 
 
 def parse_shard(

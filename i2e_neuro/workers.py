@@ -4,11 +4,14 @@ several of them (``simulate --workers``). Lava's forked workers use :func:`die_w
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import typing as ty
@@ -121,3 +124,58 @@ def run_children(commands: list[list[str]], folder: Path, what: str) -> None:
         end(children)
         for log in logs:
             log.close()
+
+
+#: the lock file inside a folder of :func:`owned_temp_folder`, held while its command runs
+OWNER_LOCK = ".owner.lock"
+
+
+def reclaim_temp_folders(prefix: str, parent: str | None = None) -> list[Path]:
+    """Remove the folders ``<parent>/<prefix>*`` left by commands that were killed outright
+    (SIGKILL): those whose :data:`OWNER_LOCK` nobody holds; a folder just being made (no lock
+    file yet, less than a minute old) is left alone. The removed folders are returned."""
+    import fcntl
+
+    removed = []
+    for folder in Path(parent or tempfile.gettempdir()).glob(f"{prefix}*"):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            fd = os.open(folder / OWNER_LOCK, os.O_RDWR)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                if time.time() - folder.stat().st_mtime > 60:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+            continue
+        except OSError:
+            continue  # another user's folder
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # its command still runs
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        finally:
+            os.close(fd)
+    return removed
+
+
+@contextlib.contextmanager
+def owned_temp_folder(prefix: str) -> ty.Iterator[Path]:
+    """A folder in the system temp folder for one command, removed when the block ends; held
+    by a lock while it runs, so that the next command reclaims it if this one is killed
+    outright (:func:`reclaim_temp_folders`)."""
+    import fcntl
+
+    reclaim_temp_folders(prefix)
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    fd = os.open(folder / OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)

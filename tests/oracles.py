@@ -103,3 +103,114 @@ def record_counts(model, events: torch.Tensor, groups) -> dict[str, np.ndarray]:
     with torch.no_grad():
         _, rec = model.eval()(events, record=True)
     return {g.name: rec[g.name].sum(dim=(0, -1)).numpy().astype(np.int64) for g in groups}
+
+
+# --- the official I2E release, transcribed ----------------------------------------------------
+# From the published source of Ruichen0424/I2E (Train Script/*/Network/i2e.py, class I2E, in
+# evaluation mode) and its README's preprocessing protocol, rewritten here as plain functions.
+# The direction lists are written out as the release has them: for each of the 8 kernels the
+# canonical pair [a, b], -1 at a and +1 at b on the row-major 3x3 neighbourhood 1..9; the
+# release then reorders the kernels by ``shuffle`` (default [4, 5, 6, 7, 0, 1, 2, 3]).
+OFFICIAL_CANONICAL = [[5, 6], [5, 2], [5, 3], [5, 1], [9, 4], [4, 3], [3, 8], [8, 1]]
+OFFICIAL_SHUFFLE = [4, 5, 6, 7, 0, 1, 2, 3]
+
+
+def official_preprocess(path, size):
+    """The release's protocol: PIL -> RGB -> PILToTensor -> Resize((H, W), BICUBIC) (tensor,
+    antialias on) -> ToDtype(float32, scale=True); ``[3, H, W]`` float."""
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    pipeline = v2.Compose(
+        [
+            v2.Lambda(lambda x: x.convert("RGB")),
+            v2.PILToTensor(),
+            v2.Resize(tuple(size), interpolation=v2.InterpolationMode.BICUBIC),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    )
+    with Image.open(path) as im:
+        return pipeline(im)
+
+
+def official_i2e(img, ratio, shuffle=OFFICIAL_SHUFFLE, with_values=False):
+    """The release's I2E forward (evaluation: canonical pairs) of ``img`` ``[B, 3, H, W]``:
+    ``[8, B, 2, H, W]`` float 0/1, threshold ``>=``. ``with_values``: also the compared values
+    ``[8, B, 2, H, W]`` and the thresholds ``[1, B, 1, 1, 1]`` (to find exact ties)."""
+    weight = torch.zeros((8, 1, 3, 3))
+    for i, (a, b) in enumerate(OFFICIAL_CANONICAL):
+        weight[i, 0, (a - 1) // 3, (a - 1) % 3] = -1
+        weight[i, 0, (b - 1) // 3, (b - 1) % 3] = 1
+    weight = weight[np.array(shuffle)]
+    img_v, _ = torch.max(img, 1, keepdim=True)
+    img_v = F.pad(img_v, (1, 1, 1, 1), mode="replicate")
+    hi = torch.max(torch.max(img_v, 3, True)[0], 2, True)[0]
+    lo = torch.min(torch.min(img_v, 3, True)[0], 2, True)[0]
+    img_range = (hi - lo).unsqueeze(0)
+    all_v = F.conv2d(img_v, weight).permute(1, 0, 2, 3)
+    pos_v = all_v * all_v.ge(0).float()
+    neg_v = -all_v * all_v.lt(0).float()
+    values = torch.stack([pos_v, neg_v], dim=2)
+    threshold = img_range * ratio
+    out = values.ge(threshold).float()
+    return (out, values, threshold) if with_values else out
+
+
+def official_resnet_logits(state: dict, events: torch.Tensor, blocks=(2, 2, 2, 2)) -> torch.Tensor:
+    """The release's MS-ResNet forward (``Network/MSNet.py``, BasicBlock, multi-step, eval),
+    written from its published source as plain tensor code over its own parameter names
+    (``module.`` already dropped): ``events`` ``[T, B, 2, H, W]`` -> logits ``[B, K]``.
+
+    LIF (SpikingJelly LIFNode, tau 2, ``decay_input=False``, hard reset to 0, threshold 1):
+    ``h = v - v / 2 + x``, spike where ``h >= 1``, then ``v = h * (1 - spike)``."""
+
+    def per_step(fn, x):  # [T, B, ...] -> fn on [T*B, ...]
+        t, b = x.shape[:2]
+        y = fn(x.flatten(0, 1))
+        return y.reshape(t, b, *y.shape[1:])
+
+    def bn(x, name):
+        return per_step(
+            lambda z: F.batch_norm(
+                z,
+                state[f"{name}.running_mean"],
+                state[f"{name}.running_var"],
+                state[f"{name}.weight"],
+                state[f"{name}.bias"],
+                False,
+                0.0,
+                1e-5,
+            ),
+            x,
+        )
+
+    def conv(x, name, stride, padding):
+        return per_step(lambda z: F.conv2d(z, state[f"{name}.weight"], None, stride, padding), x)
+
+    def lif(x):
+        v = torch.zeros_like(x[0])
+        out = []
+        for xt in x:
+            h = v - v / 2.0 + xt
+            s = (h >= 1.0).to(x.dtype)
+            v = h * (1.0 - s)
+            out.append(s)
+        return torch.stack(out)
+
+    x = events.float()
+    x = bn(conv(x, "conv1", 2, 3), "bn1")
+    x = per_step(lambda z: F.max_pool2d(z, 3, 2, 1), x)
+    for stage, n in enumerate(blocks, start=1):
+        for j in range(n):
+            p = f"layer{stage}.{j}"
+            stride = 2 if stage > 1 and j == 0 else 1
+            out = bn(conv(lif(x), f"{p}.conv1", stride, 1), f"{p}.bn1")
+            out = bn(conv(lif(out), f"{p}.conv2", 1, 1), f"{p}.bn2")
+            if f"{p}.downsample.1.weight" in state:
+                identity = bn(conv(lif(x), f"{p}.downsample.1", stride, 0), f"{p}.downsample.2")
+            else:
+                identity = x
+            x = out + identity
+    x = lif(x.mean(dim=(3, 4)))  # adaptive average pool to 1x1, flattened; then the head's LIF
+    logits = x @ state["fc.weight"].T + state["fc.bias"]
+    return logits.mean(0)

@@ -10,7 +10,7 @@ import numpy as np
 import export
 from export.lava.runner import simulate
 from export.peers.lava_dl import run_lava_dl
-from export.simulation import SHARD_KIND, SimulationJob
+from export.simulation import SHARD_KIND, SimulationJob, file_sha256
 from export.synops import fanout_map
 from i2e_neuro.datasets.eval_data import Samples, load_samples
 from i2e_neuro.shards import shard_bounds
@@ -18,8 +18,11 @@ from i2e_neuro.shards import shard_bounds
 
 def run_counts(job: SimulationJob, shard: int = 0, shards: int = 1) -> dict:
     """Simulate shard ``shard`` of ``shards`` of the samples; integer counts as a JSON-able dict."""
+    digest = file_sha256(job.model)
     desc = export.load(job.model)
-    every = load_samples(job.data, desc.input_shape[1:], job.root, job.split, job.limit)
+    if file_sha256(job.model) != digest:
+        raise ValueError(f"--model {job.model}: the file changed while it was read; run again")
+    every = load_samples(job.data, desc.input_shape[1:], job.root, job.split, job.limit, job.config)
     total = len(every.labels)
     start, stop = shard_bounds(total, shard, shards)
     samples = Samples(
@@ -30,7 +33,7 @@ def run_counts(job: SimulationJob, shard: int = 0, shards: int = 1) -> dict:
     counts = {
         "kind": SHARD_KIND,
         "shard": [shard, shards],
-        "run": job.identity(total),
+        "run": job.identity(total, digest),
         "start": start,
         "stop": stop,
         "steps": desc.steps,

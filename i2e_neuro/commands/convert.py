@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from i2e_neuro.shards import parse_shard
+from i2e_neuro.shards import accept_negative_values, parse_shard
 
 _EXAMPLES = """\
 examples:
@@ -34,14 +34,16 @@ default --ratio per dataset (paper):
   {ratios}.
 
 exit status: 0 all converted (or already there); 1 some images failed (listed at the end,
-the others are converted); 2 bad arguments or an unreadable dataset; 130 interrupted (rerun
-the same command to resume).
+the others are converted) or an output could not be written (disk full: the file is named);
+2 bad arguments (an --out that is a file included), a folder whose links loop, or an
+unreadable dataset; 130 interrupted (rerun the same command to resume).
 """
 
 PROG = "i2e-neuro convert"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    accept_negative_values(parser)
     from i2e_neuro.datasets import registry
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -75,9 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     out.add_argument(
         "--format",
-        choices=["packed", "dense", "list"],
+        choices=["packed", "dense", "list", "i2e-hf"],
         default="packed",
-        help="packed bits (default), dense bool or x,y,t,p event lists",
+        help="packed bits (default), dense bool, x,y,t,p event lists, or i2e-hf: parquet files "
+        "in the official I2E release's layout (rows label + data; needs --dataset; "
+        "docs/OFFICIAL.md)",
     )
     out.add_argument(
         "--suffix", choices=[".npz", ".h5"], default=".npz", help="file type (default .npz)"
@@ -93,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pictures",
         type=int,
         nargs="?",
-        const=-1,
+        const=None,  # the flag alone: every image
         default=0,
         metavar="N",
         help="also write a PNG grid and an animated GIF per image into OUT/pictures/ (for the first N images; all without N)",
@@ -115,7 +119,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         nargs="+",
         metavar="N",
-        help="resize first: H W, or one number for the short side",
+        help="resize first: H W, or one number for the short side (default under --protocol "
+        "official: the I2E release's catalogue size, e.g. cifar10 128 128, mnist 32 32)",
+    )
+    conv.add_argument(
+        "--protocol",
+        choices=["official", "legacy"],
+        help="image preprocessing: official (the I2E release's: bicubic antialiased resize of "
+        "the uint8 tensor, scaled as v2.ToDtype does; the default for the paper datasets "
+        "cifar10, cifar100, mnist, fashion-mnist) or legacy (bilinear; the default for digits "
+        "and image files)",
     )
     run_ = parser.add_argument_group("running")
     run_.add_argument(
@@ -202,10 +215,25 @@ def check_args(args) -> list[str]:
     for name in ("chunk_size", "batch_size"):
         if getattr(args, name) < 1:
             problems.append(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
-    if args.pictures < -1:
+    if args.format == "i2e-hf" and not args.dataset:
+        problems.append(
+            "--format i2e-hf: the official layout stores a class label per row; give --dataset"
+        )
+    if args.pictures is None:
+        args.pictures = -1  # the converter's "every image"
+    elif args.pictures < 0:
         problems.append(
             f"--pictures {args.pictures}: must be >= 0 (or given without a number: all)"
         )
+    out_path = Path(args.out)
+    blocking = next((p for p in [out_path, *out_path.parents] if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        problems.append(
+            f"--out {args.out}: {'is' if blocking == out_path else f'lies under {blocking},'} "
+            "a file, not a folder; choose another --out"
+        )
+    elif blocking is not None and not os.access(blocking, os.W_OK | os.X_OK):
+        problems.append(f"--out {args.out}: cannot write in {blocking}; choose another --out")
     if args.limit is not None and args.limit < 0:
         problems.append(f"--limit {args.limit}: must be >= 0")
     try:
@@ -260,13 +288,21 @@ def run(args) -> int:
     ratio = (
         args.ratio if args.ratio is not None else sources.DEFAULT_RATIOS[args.dataset or "images"]
     )
+    from i2e_neuro.datasets.registry import catalogue_of
+
+    catalogue = catalogue_of(args.dataset) if args.dataset else None
+    protocol = args.protocol or ("official" if catalogue else "legacy")
+    size = args.size
+    if size is None and protocol == "official" and catalogue is not None:
+        size = list(catalogue.size)
     params = {
         "ratio": ratio,
         "timesteps": args.timesteps,
         "order": args.order,
         "padding": "replicate",
-        "size": args.size,
+        "size": size,
         "format": args.format,
+        "protocol": protocol,
     }
     out = Path(args.out)
     conv = Converter(
@@ -275,7 +311,7 @@ def run(args) -> int:
         params,
         limit=args.limit,
         chunk_size=args.chunk_size if args.dataset else None,
-        suffix=args.suffix,
+        suffix=".parquet" if args.format == "i2e-hf" else args.suffix,
         shard=(shard, shards),
         device=args.device,
         batch_size=args.batch_size,
@@ -298,17 +334,35 @@ def run(args) -> int:
         )
         raise
     except OSError as e:  # cannot write the output (disk full, no permission, --out is a file)
-        where = f"{e.filename}: " if getattr(e, "filename", None) else f"{out}: "
-        print(f"{PROG}: error: cannot write {where}{e.strerror or e}", file=sys.stderr)
+        reason = str(e.strerror or e)
+        if not reason.startswith("cannot write "):  # the writer's message names the file already
+            where = f"{e.filename}: " if getattr(e, "filename", None) else f"{out}: "
+            reason = f"cannot write {where}{reason}"
+        print(f"{PROG}: error: {reason}", file=sys.stderr)
         return 1
 
     n, seconds = done.images, done.seconds
+    rate = 100 * done.events / done.cells if done.cells else 0
     print(
         f"converted {n} image(s) into {done.files} file(s) in {seconds:.2f} s "
         f"({n / seconds if seconds > 0 else 0:.1f} images/s); {done.events:,} events, "
-        f"mean event rate {100 * done.events / done.cells if done.cells else 0:.2f}%"
+        f"mean event rate {rate:.2f}%"
         + (f"; {done.skipped} file(s) already done, skipped" if done.skipped else "")
     )
+    if catalogue is not None:
+        same = (
+            protocol == "official"
+            and abs(ratio - catalogue.ratio) < 1e-12
+            and list(size or []) == list(catalogue.size)
+            and args.timesteps == 8
+        )
+        print(
+            f"event rate {rate:.2f}% (this run: {protocol} protocol, "
+            f"{'x'.join(map(str, size)) if size else 'native size'}, ratio {ratio:g}); "
+            f"the release's {catalogue.config}: {100 * catalogue.event_rate:.2f}% "
+            f"({catalogue.size[0]}x{catalogue.size[1]}, ratio {catalogue.ratio:g}, whole dataset)"
+            + ("" if same else "; settings differ from the release's")
+        )
     print(
         f"index: {out / INDEX} ({len(done.index['files'])} of {done.units} file(s), "
         f"{done.index['totals']['samples']} samples"

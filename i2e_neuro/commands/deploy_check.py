@@ -28,22 +28,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="measure the largest |u|, |v| on samples of this data set (digits, cifar10, ...)",
     )
     p.add_argument("--root", default=None, help="dataset folder for --data")
+    p.add_argument(
+        "--config", default=None, help="--data i2e-hf: the release's config (I2E-CIFAR10, ...)"
+    )
     p.add_argument("--limit", type=int, default=32, help="samples for --data (default 32)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
 def run(args: argparse.Namespace) -> int:
     from export import load as load_description
-    from export.lava.legality import deployable_report
+    from i2e_neuro.energy.hw import CHIP_NAMES, HardwareConfigError, load_hw_config
 
+    problems = []
+    if args.chips is not None and args.chips < 1:
+        problems.append(f"--chips {args.chips}: must be >= 1")
+    if args.limit < 1:
+        problems.append(f"--limit {args.limit}: must be >= 1")
+    try:
+        target = load_hw_config(args.hardware, CHIP_NAMES)
+        if "limits" not in target:
+            problems.append(
+                f"--hardware {args.hardware}: an energy table without per-core limits, not a "
+                f"chip a network can be mapped onto (chips: {', '.join(CHIP_NAMES)})"
+            )
+    except HardwareConfigError as e:
+        problems.append(f"--hardware {e}")
+    if problems:
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        return 2
     try:
         desc = load_description(args.model)
+        from export.lava.legality import deployable_report  # Lava: once the network is read
+
         peaks = None
         if args.data:
             from export.peers.lava_dl import state_peaks
             from i2e_neuro.datasets.eval_data import load_samples
 
-            samples = load_samples(args.data, desc.input_shape[1:], args.root, "test", args.limit)
+            samples = load_samples(
+                args.data, desc.input_shape[1:], args.root, "test", args.limit, args.config
+            )
             peaks = state_peaks(desc, samples)
         report = deployable_report(desc, args.hardware, args.chips, peaks)
     except (FileNotFoundError, ValueError, KeyError) as e:

@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument(
         "--root", default=None, help="dataset folder for --data cifar10/... or cifar10-dvs"
     )
+    mode.add_argument(
+        "--config", default=None, help="--data i2e-hf: the release's config (I2E-CIFAR10, ...)"
+    )
     mode.add_argument("--split", default="test", choices=("train", "test"))
     mode.add_argument("--limit", type=int, default=None, help="only the first N samples")
     mode.add_argument(
@@ -301,7 +304,12 @@ def run_model(args: argparse.Namespace) -> int:
     try:
         desc = export.load(Path(args.model))
         samples = load_samples(
-            args.data or "digits", desc.input_shape[1:], args.root, args.split, args.limit
+            args.data or "digits",
+            desc.input_shape[1:],
+            args.root,
+            args.split,
+            args.limit,
+            args.config,
         )
         n = len(samples.labels)
         reference = run_lava_dl(desc, samples)

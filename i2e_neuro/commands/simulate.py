@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-from i2e_neuro.shards import parse_shard
+from i2e_neuro.shards import accept_negative_values, parse_shard
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    accept_negative_values(p)
     p.add_argument(
         "--model",
         type=Path,
@@ -32,9 +34,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         default="digits",
-        help="digits (default), cifar10, cifar100, mnist, fashion-mnist, cifar10-dvs, or an image file/folder",
+        help="digits (default), cifar10, cifar100, mnist, fashion-mnist, cifar10-dvs, the official "
+        "I2E events i2e-hf / i2e-npz, or an image file/folder",
     )
-    p.add_argument("--root", default=None, help="dataset folder for cifar10/... and cifar10-dvs")
+    p.add_argument(
+        "--root", default=None, help="dataset folder for cifar10/..., cifar10-dvs, i2e-hf, i2e-npz"
+    )
+    p.add_argument(
+        "--config", default=None, help="--data i2e-hf: the release's config (I2E-CIFAR10, ...)"
+    )
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--limit", type=int, default=None, help="only the first N samples")
     p.add_argument(
@@ -144,7 +152,33 @@ def job_of(args: argparse.Namespace):
         check=args.check,
         stock=bool(args.stock),
         lava_processes=bool(args.lava_processes),
+        config=args.config,
     )
+
+
+def check_shard_dir(folder: Path) -> list[str]:
+    """``--shard-dir`` must be a folder this process can write, checked before the shard runs."""
+    blocking = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        where = "is a file" if blocking == folder else f"lies under the file {blocking}"
+        return [f"--shard-dir {folder}: {where}, not a folder; choose another --shard-dir"]
+    if blocking is not None and not os.access(blocking, os.W_OK | os.X_OK):
+        return [f"--shard-dir {folder}: cannot write in {blocking}; choose another --shard-dir"]
+    return []
+
+
+def cap_workers(workers: int, limit: int | None) -> int:
+    """``--workers`` capped at the cores of this machine and the samples (``--limit``): more
+    runtimes than either only cost start-up time; a note on stderr says so."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    caps = {"cores": cores or 1}
+    if limit is not None:
+        caps["samples (--limit)"] = limit
+    capped = max(1, min(workers, *caps.values()))
+    if capped < workers:
+        why = ", ".join(f"{v} {k}" for k, v in caps.items())
+        print(f"note: --workers {workers} capped at {capped} ({why})", file=sys.stderr)
+    return capped
 
 
 def report(summary: dict, as_json: bool) -> int:
@@ -162,11 +196,6 @@ def report(summary: dict, as_json: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.lava.run_config import BackendUnavailable
-    from export.simulation import merge_counts, read_shards, run_workers, summarize
-    from i2e_neuro.atomic import write_text
-    from i2e_neuro.shards import shard_file
-
     problems = []
     if args.limit is not None and args.limit < 1:
         problems.append(f"--limit: must be >= 1, got {args.limit}")
@@ -183,12 +212,21 @@ def run(args: argparse.Namespace) -> int:
         shard = None
     if shard is not None and args.workers > 1:
         problems.append("--workers and --shard (or RANK/WORLD_SIZE): give one of them")
+    if shard is not None and args.merge is None:
+        problems += check_shard_dir(args.shard_dir)
     if problems:
         for p in problems:
             print(f"error: {p}", file=sys.stderr)
         return 2
+    if args.workers > 1 and args.merge is None and not args.dry_run:
+        args.workers = cap_workers(args.workers, args.limit)
     if args.dry_run:
         return dry_run(args)
+    from export.lava.run_config import BackendUnavailable  # Lava: only once the arguments hold
+    from export.simulation import merge_counts, read_shards, run_workers, summarize
+    from i2e_neuro.atomic import write_text
+    from i2e_neuro.shards import shard_file
+
     try:
         if args.merge is not None:
             counts = merge_counts(read_shards(args.merge))

@@ -40,7 +40,8 @@ datasets (nothing is downloaded; --root DIR):
 defaults per dataset (override any; all: SGD momentum 0.9, cosine to 5e-5, label smoothing 0.1):
 {recipes}
 
-exit status: 0 done; 1 the loss became NaN/inf (the last good checkpoint is kept); 2 bad
+exit status: 0 done; 1 the loss or the weights became NaN/inf (the last good checkpoint is
+kept, never one of NaN weights); 2 bad
 arguments, data or checkpoint; 130 interrupted (OUT/interrupted.pt saved; --resume continues).
 """
 
@@ -68,6 +69,8 @@ _CONFIG_ARGS = (
     "limit_test",
     "workers",
     "init",
+    "config",
+    "protocol",
 )
 
 
@@ -86,6 +89,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     d.add_argument("--root", metavar="DIR", help="folder holding the dataset (all but digits)")
     d.add_argument(
+        "--config",
+        metavar="NAME",
+        help="dataset i2e-hf: the official release's config under --root (I2E-CIFAR10, ...)",
+    )
+    d.add_argument(
         "--augment",
         metavar="KIND",
         help="none | baseline1 (flip) | baseline2 (RandomResizedCrop + flip + colour jitter), on the source image",
@@ -94,6 +102,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ratio",
         type=float,
         help="I2E threshold ratio (default: per dataset, e.g. cifar 0.07, digits 0.10)",
+    )
+    d.add_argument(
+        "--protocol",
+        choices=["official", "legacy"],
+        help="image preprocessing: official (the I2E release's bicubic resize and scaling; the "
+        "default for cifar10, cifar100, mnist, fashion-mnist, imagefolder) or legacy (bilinear; "
+        "digits)",
     )
     d.add_argument("--timesteps", type=int, metavar="T", help="timesteps (default 8)")
     d.add_argument(
@@ -145,7 +160,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--init",
         metavar="CKPT",
-        help="start from another run's checkpoint (classifier replaced if the classes differ)",
+        help="start from another run's checkpoint, or an I2E release checkpoint (*.pth.tar, resnet18/34; docs/OFFICIAL.md); the classifier is replaced if the classes differ",
     )
     r = parser.add_argument_group("running")
     r.add_argument(
@@ -195,7 +210,6 @@ def run(args) -> int:
         NonFiniteLoss,
         TrainError,
         default_out,
-        load_checkpoint,
         resolve_config,
         train,
     )
@@ -214,8 +228,11 @@ def run(args) -> int:
                 raise TrainError(str(e)) from None
         if args.threads is not None and args.threads < 1:
             raise TrainError(f"--threads {args.threads}: must be at least 1")
-        if args.stop_after is not None and args.stop_after < 0:
-            raise TrainError(f"--stop-after {args.stop_after}: must be >= 0")
+        if args.stop_after is not None and args.stop_after < 1:
+            raise TrainError(
+                f"--stop-after {args.stop_after}: must be >= 1 (the epochs to run before "
+                "stopping; with 0 nothing would be trained or saved)"
+            )
         if args.resume:
             if not args.out:
                 raise TrainError("--resume needs --out DIR, the folder of the run to continue")
@@ -228,10 +245,9 @@ def run(args) -> int:
                 )
             cfg = None
         else:
-            init_config = (
-                load_checkpoint(args.init, "init", param=True)["config"] if args.init else None
-            )
-            cfg = resolve_config(init_config, **given)
+            from i2e_neuro.train.checkpoint import init_config
+
+            cfg = resolve_config(init_config(args.init) if args.init else None, **given)
             cfg.amp = bool(args.amp)
         if args.out:
             out = Path(args.out)

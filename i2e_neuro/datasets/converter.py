@@ -102,9 +102,19 @@ class Converter:
         count = len(source) if limit is None else min(limit, len(source))
         if chunk_size is not None:
             width = max(5, len(str(max(0, (count - 1) // chunk_size))))
+            starts = range(0, count, chunk_size)
+            if self.params.get("format") == "i2e-hf":  # the release's file names
+                from i2e_neuro.datasets.official import HF_SPLITS
+
+                split = HF_SPLITS.get(str(source.describe().get("split")), "train")
+                names = [
+                    f"{split}-{k:05d}-of-{len(starts):05d}{suffix}" for k in range(len(starts))
+                ]
+            else:
+                names = [f"chunk_{k:0{width}d}{suffix}" for k in range(len(starts))]
             self.units = [
-                Unit(k, f"chunk_{k:0{width}d}{suffix}", range(s, min(s + chunk_size, count)))
-                for k, s in enumerate(range(0, count, chunk_size))
+                Unit(k, names[k], range(s, min(s + chunk_size, count)))
+                for k, s in enumerate(starts)
             ]
         else:
             self.units = [
@@ -315,16 +325,17 @@ class Converter:
 
         from i2e_neuro.datasets.formats import save_events
         from i2e_neuro.i2e.conversion import i2e
-        from i2e_neuro.i2e.images import resize
+        from i2e_neuro.i2e.images import resize, to_unit_range
 
         size = self.params.get("size")
+        protocol = self.params.get("protocol", "legacy")
         names, images, labels, failures = [], [], [], []
         for i in unit.indices:
             item = self.source[i]
             image = item.image
             if item.ok and size:
                 try:
-                    image = resize(image, size)
+                    image = resize(image, size, protocol)
                 except (ValueError, OSError) as e:
                     image = e
             if isinstance(image, Exception):
@@ -341,7 +352,7 @@ class Converter:
             labels.append(item.label)
         if not images:
             return None
-        batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+        batch = to_unit_range(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2), protocol)
         p = self.params
         if self.device.type == "cpu":
             events = i2e(batch, ratio=p["ratio"], timesteps=p["timesteps"], order=p["order"])
@@ -399,10 +410,11 @@ class Converter:
 
         events = torch.from_numpy(load_events(self.out / unit.file).events)
         size = self.params.get("size")
+        protocol = self.params.get("protocol", "legacy")
         images = []
         for i in unit.indices:
             image = self.source[i].image
-            images.append(resize(image, size) if size else image)
+            images.append(resize(image, size, protocol) if size else image)
         self._pictures(events, images, names)
 
     def _pictures(self, events, images, names) -> None:

@@ -25,11 +25,21 @@ def load_samples(
     root: str | None = None,
     split: str = "test",
     limit: int | None = None,
+    config: str | None = None,
+    protocol: str | None = None,
 ) -> Samples:
-    """``data``: a dataset name (digits, cifar10, ...), ``cifar10-dvs`` (with ``root``), or an image file/folder.
+    """``data``: a dataset name (digits, cifar10, ...), ``cifar10-dvs`` (with ``root``), the
+    official release's ``i2e-hf`` (``root`` and ``config``) or ``i2e-npz`` (``root``), or an image
+    file/folder.
 
-    Images are resized to ``size`` = (H, W) when they differ; errors name the file or argument.
+    Images are resized to ``size`` = (H, W) when they differ, by ``protocol`` (default: official
+    for the paper datasets, as ``convert`` and ``train`` do, else legacy); errors name the file
+    or argument.
+    Event datasets are read sample by sample up to ``limit`` (the split is never read whole
+    unless all of it is asked for); their samples must already be ``size``.
     """
+    if data in ("i2e-hf", "i2e-npz"):
+        return _official_samples(data, size, root, split, limit, config)
     if data == "cifar10-dvs":
         from i2e_neuro.datasets.cifar10_dvs import CIFAR10DVS
 
@@ -52,19 +62,57 @@ def load_samples(
                 f"--data {data!r}: neither a dataset ({', '.join(sources.DATASETS)}, cifar10-dvs) nor an existing image file or folder"
             )
         src = sources.ImageFiles([path])
+    if protocol is None:
+        from i2e_neuro.datasets.registry import catalogue_of
+
+        protocol = "official" if catalogue_of(data) is not None else "legacy"
     n = len(src) if limit is None else min(limit, len(src))
     images, labels, names = [], [], []
     for i in range(n):
         item = src[i]
         if not item.ok:
             raise ValueError(f"{item.name}: {item.image}")
-        img = item.image if item.image.shape[:2] == tuple(size) else resize(item.image, size)
+        img = (
+            item.image
+            if item.image.shape[:2] == tuple(size)
+            else resize(item.image, size, protocol)
+        )
         images.append(np.ascontiguousarray(img.transpose(2, 0, 1)))
         labels.append(item.label)
         names.append(item.name)
     if not images:
         raise ValueError(f"--data {data!r}: no samples")
     return Samples(np.stack(images), np.asarray(labels, dtype=np.int64), names)
+
+
+def _official_samples(data, size, root, split, limit, config) -> Samples:
+    from i2e_neuro.datasets import official
+
+    if not root:
+        _missing(data, "--root")
+    if data == "i2e-hf":
+        ds = official.HFParquetEvents(root, config, split)
+    else:
+        ds = official.NpzFolderEvents(root, split)
+    n = len(ds) if limit is None else min(limit, len(ds))
+    events, labels = [], []
+    for i in range(n):
+        sample, label = ds[i]
+        if tuple(sample.shape[-2:]) != tuple(size):
+            raise ValueError(
+                f"--data {data} --root {root}: sample {i} is {tuple(sample.shape[-2:])} pixels, "
+                f"the network takes {tuple(size)}"
+            )
+        events.append(sample.numpy())
+        labels.append(label)
+    if not events:
+        raise ValueError(f"--data {data} --root {root}: no samples")
+    return Samples(
+        np.stack(events),
+        np.asarray(labels, dtype=np.int64),
+        [f"{split}_{i}" for i in range(n)],
+        True,
+    )
 
 
 def _missing(data: str, arg: str):

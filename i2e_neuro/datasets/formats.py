@@ -24,6 +24,8 @@ from i2e_neuro.integrity import add_hdf5_checksums, verify_hdf5, verify_zip
 
 FORMATS = ("packed", "dense", "list")
 SUFFIXES = (".npz", ".h5", ".hdf5")
+#: the official I2E release's parquet rows, a fourth format with a file type of its own
+PARQUET = ("i2e-hf", ".parquet")
 EVENT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("t", "<u2"), ("p", "u1")])
 
 
@@ -100,13 +102,24 @@ def save_events(
 ) -> Path:
     """Atomically write a batch ``[T, B, 2, H, W]`` to ``.npz`` or ``.h5`` in format ``fmt``."""
     path = Path(path)
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt={fmt!r}: must be one of {FORMATS}")
-    if path.suffix not in SUFFIXES:
+    if fmt not in FORMATS + PARQUET[:1]:
+        raise ValueError(f"fmt={fmt!r}: must be one of {FORMATS + PARQUET[:1]}")
+    if path.suffix not in SUFFIXES + PARQUET[1:]:
         raise ValueError(f"{path}: unknown event file type (use one of {SUFFIXES})")
+    if (fmt == "i2e-hf") != (path.suffix == ".parquet"):
+        raise ValueError(f"{path}: format i2e-hf is written to .parquet files, and only it")
     dense = _numpy(events)
     if dense.ndim != 5 or dense.shape[2] != 2:
         raise ValueError(f"events: expected [T, B, 2, H, W], got shape {dense.shape}")
+    if fmt == "i2e-hf":  # the official release's rows (i2e_neuro.datasets.official)
+        from i2e_neuro.datasets.official import write_hf_parquet
+
+        if labels is None:
+            raise ValueError(f"{path}: format i2e-hf needs a class label per sample")
+        header = {"format": fmt, "shape": list(dense.shape), **(meta or {})}
+        rows = ((dense[:, b], int(y)) for b, y in enumerate(np.asarray(labels)))
+        write_hf_parquet(path, rows, meta=header)
+        return path
     arrays: dict[str, np.ndarray] = {"shape": np.asarray(dense.shape, dtype=np.int64)}
     if fmt == "dense":
         arrays["events"] = dense
@@ -131,7 +144,12 @@ def save_events(
 
 
 #: the members each format stores besides ``header``, ``shape`` and ``labels``
-_MEMBERS = {"packed": {"bits"}, "dense": {"events"}, "list": {"events", "offsets"}}
+_MEMBERS = {
+    "packed": {"bits"},
+    "dense": {"events"},
+    "list": {"events", "offsets"},
+    "i2e-hf": {"events"},
+}
 _READ_ERRORS = (
     OSError,
     EOFError,
@@ -164,6 +182,14 @@ def _read(path: Path, data: bool) -> tuple[dict, tuple[int, ...], dict[str, np.n
             header = json.loads(str(f.attrs["header"]))
             shape = tuple(int(s) for s in f["shape"][()])
             arrays = {k: f[k][()] for k in keys - {"shape"}} if data else {}
+    elif path.suffix == ".parquet":
+        from i2e_neuro.datasets.official import read_parquet
+
+        header, labels, events = read_parquet(path, data)
+        header = dict(header)
+        shape = tuple(int(s) for s in header.pop("shape"))
+        keys = {"events", "labels"}
+        arrays = {"events": events, "labels": np.asarray(labels, dtype=np.int64)} if data else {}
     else:
         raise ValueError(f"unknown event file type (use one of {SUFFIXES})")
     if not isinstance(header, dict):
@@ -197,7 +223,7 @@ def load_events(path: str | Path) -> EventBatch:
     try:
         meta, shape, arrays = _read(path, data=True)
         fmt = meta.pop("format")
-        if fmt == "dense":
+        if fmt in ("dense", "i2e-hf"):
             dense = arrays["events"].astype(bool)
         elif fmt == "packed":
             dense = unpack(PackedEvents(arrays["bits"], shape))

@@ -52,6 +52,7 @@ _PAPER_CIFAR: dict[str, Any] = dict(
     augment="baseline2",
     ratio=0.07,
     size=128,
+    protocol="official",  # the I2E release's image preprocessing (i2e_neuro.i2e.images)
 )
 
 
@@ -181,8 +182,68 @@ REGISTRY: dict[str, Dataset] = {
             "real DVS recordings of CIFAR-10, 128x128",
             in_memory=False,
         ),
+        Dataset(
+            "i2e-hf",
+            "events",
+            "ROOT/CONFIG/train-*.parquet and ROOT/CONFIG/validation-*.parquet (the official "
+            "Hugging Face release UESTC-BICS/I2E, e.g. --config I2E-CIFAR10; docs/OFFICIAL.md)",
+            None,
+            None,
+            dict(_PAPER_CIFAR, augment="none", ratio=None, size=None),
+            "build_i2e_official",
+            "the official I2E event datasets (parquet)",
+            in_memory=False,
+        ),
+        Dataset(
+            "i2e-npz",
+            "events",
+            "ROOT/train/<class>/*.npz and ROOT/val/<class>/*.npz (the official I2E npz "
+            "release, array arr_0 [T, 2, H, W])",
+            None,
+            None,
+            dict(_PAPER_CIFAR, augment="none", ratio=None, size=None),
+            "build_i2e_official",
+            "the official I2E event datasets (npz folders)",
+            in_memory=False,
+        ),
     )
 }
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """One dataset of the official I2E release (its README's catalogue): ``size`` (H, W) the
+    images are resized to, ``ratio`` the threshold ratio, ``event_rate`` the published mean
+    event rate (a fraction), ``dataset`` our registry's name of the source images (None: not
+    one of ours)."""
+
+    config: str
+    size: tuple[int, int]
+    ratio: float
+    event_rate: float
+    dataset: str | None
+
+
+#: The official release's datasets by Hugging Face config name.
+CATALOGUE: dict[str, CatalogueEntry] = {
+    c.config: c
+    for c in (
+        CatalogueEntry("I2E-CIFAR10", (128, 128), 0.07, 0.0586, "cifar10"),
+        CatalogueEntry("I2E-CIFAR100", (128, 128), 0.07, 0.0576, "cifar100"),
+        CatalogueEntry("I2E-ImageNet", (224, 224), 0.12, 0.0666, "imagefolder"),
+        CatalogueEntry("I2E-Caltech101", (224, 224), 0.12, 0.0625, None),
+        CatalogueEntry("I2E-Caltech256", (224, 224), 0.12, 0.0604, None),
+        CatalogueEntry("I2E-Mini-ImageNet", (224, 224), 0.12, 0.0665, None),
+        CatalogueEntry("I2E-MNIST", (32, 32), 0.10, 0.0956, "mnist"),
+        CatalogueEntry("I2E-FashionMNIST", (32, 32), 0.15, 0.1076, "fashion-mnist"),
+    )
+}
+
+
+def catalogue_of(dataset: str) -> CatalogueEntry | None:
+    """The catalogue entry whose source images are our ``dataset`` (None: not a paper dataset)."""
+    return next((c for c in CATALOGUE.values() if c.dataset == dataset), None)
+
 
 #: default threshold ratio of loose image files (the paper's ImageNet value)
 IMAGES_RATIO = 0.12

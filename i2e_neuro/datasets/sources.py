@@ -9,7 +9,6 @@ need without decoding it. ``label`` is the class, or -1 where there is none.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
@@ -18,6 +17,7 @@ import numpy as np
 from i2e_neuro.datasets.registry import IMAGES_RATIO, REGISTRY
 from i2e_neuro.datasets.registry import names as registry_names
 from i2e_neuro.errors import ParameterError
+from i2e_neuro.folders import walk_files
 from i2e_neuro.i2e.images import IMAGE_SUFFIXES, load_image
 
 #: Default threshold ratio per dataset (the I2E paper's per-dataset ratios; the registry's for the
@@ -106,15 +106,9 @@ class Source:
 
 
 def find_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted by relative path, hidden files skipped)."""
-    folder = Path(folder)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for f in filenames:
-            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES:
-                found.append(Path(dirpath) / f)
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+    """Image files under ``folder`` (recursive, sorted by relative path, hidden files skipped;
+    links to folders followed once, loops refused: :func:`i2e_neuro.folders.walk_files`)."""
+    return walk_files(folder, lambda name: Path(name).suffix.lower() in IMAGE_SUFFIXES)
 
 
 class ImageFiles(Source):
@@ -133,7 +127,10 @@ class ImageFiles(Source):
         entries: list[tuple[str, Path | Exception]] = []
         for p in map(Path, paths):
             if p.is_dir():
-                images = find_images(p)
+                try:
+                    images = find_images(p)
+                except ValueError as e:  # a link that loops: the whole input is refused
+                    raise SourceError(str(e)) from None
                 if not images:
                     entries.append(
                         (
@@ -298,13 +295,20 @@ def load_torchvision_source(dataset: str, root: str | Path, split: str = "train"
             f"{dataset} files; expected {expected}"
         ) from e
     data = ds.data.numpy() if hasattr(ds.data, "numpy") else np.asarray(ds.data)
+    targets = np.asarray(ds.targets)
+    if len(data) != len(targets):
+        raise SourceError(
+            f"{dataset}: {root / folder}: the {split} split holds {len(data)} images but "
+            f"{len(targets)} labels: damaged or mismatched files (expected {expected})",
+            "root",
+        )
     if data.ndim == 3:  # MNIST-like: [N, H, W] grey
         data = data[..., None]
     return ArraySource(
         dataset,
         split,
         np.ascontiguousarray(data, dtype=np.uint8),
-        np.asarray(ds.targets),
+        targets,
         root=str(root),
     )
 

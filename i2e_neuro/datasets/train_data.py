@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,8 @@ import torch
 
 from i2e_neuro.datasets import registry
 from i2e_neuro.errors import ParameterError
-from i2e_neuro.i2e.images import resize, resize_filter
+from i2e_neuro.folders import FolderLinkError, walk_files
+from i2e_neuro.i2e.images import IMAGE_SUFFIXES, load_image, resize, resize_filter
 from i2e_neuro.layouts import batch_first_to_time_first
 
 IMAGE_DATASETS = registry.names("images")
@@ -190,7 +192,12 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 def image_transform(
-    augment: str, size: int, train: bool, small: bool, native: int | None
+    augment: str,
+    size: int,
+    train: bool,
+    small: bool,
+    native: int | None,
+    protocol: str = "legacy",
 ) -> Callable | None:
     """torchvision.transforms.v2 on uint8 ``[C, H, W]`` tensors.
 
@@ -207,7 +214,7 @@ def image_transform(
             v2.RandomResizedCrop(
                 size,
                 scale=(0.35, 1.0) if small else (0.08, 1.0),
-                interpolation=resize_filter(),
+                interpolation=resize_filter(protocol),
                 antialias=True,
             )
         )
@@ -216,7 +223,9 @@ def image_transform(
         return v2.Compose(steps)
     if native is None:
         steps += [
-            v2.Resize(int(round(size / 0.875)), interpolation=resize_filter(), antialias=True),
+            v2.Resize(
+                int(round(size / 0.875)), interpolation=resize_filter(protocol), antialias=True
+            ),
             v2.CenterCrop(size),
         ]
     if train and augment == "baseline1":
@@ -224,14 +233,14 @@ def image_transform(
     return v2.Compose(steps) if steps else None
 
 
-def resize_all(images: torch.Tensor, size: int) -> torch.Tensor:
+def resize_all(images: torch.Tensor, size: int, protocol: str = "legacy") -> torch.Tensor:
     """:func:`~i2e_neuro.i2e.images.resize` of a uint8 batch ``[N, C, H, W]`` to ``size x
     size``, 1024 images at a time."""
     if images.shape[-2:] == (size, size):
         return images
     out = torch.empty((*images.shape[:2], size, size), dtype=torch.uint8)
     for s in range(0, len(images), 1024):
-        out[s : s + 1024] = resize(images[s : s + 1024], (size, size))
+        out[s : s + 1024] = resize(images[s : s + 1024], (size, size), protocol)
     return out
 
 
@@ -296,14 +305,15 @@ def build_arrays(cfg):
     try:
         train_images, train_labels, _ = _array_split(cfg.dataset, cfg.root, "train")
         test_images, test_labels, _ = _array_split(cfg.dataset, cfg.root, "test")
-    except (FileNotFoundError, OSError) as e:
+    except (FileNotFoundError, OSError, ValueError) as e:
         raise DataError(str(e), *getattr(e, "params", ())) from e
     size = cfg.size
     small = True
-    train_tf = image_transform(cfg.augment, size, True, small, native=size)
+    protocol = getattr(cfg, "protocol", "legacy")
+    train_tf = image_transform(cfg.augment, size, True, small, native=size, protocol=protocol)
     if cfg.augment != "baseline2":
-        train_images = resize_all(train_images, size)
-    test_images = resize_all(test_images, size)
+        train_images = resize_all(train_images, size, protocol)
+    test_images = resize_all(test_images, size, protocol)
     classes = _class_names(cfg.dataset, cfg.root)
     classes = (
         classes
@@ -328,16 +338,15 @@ def build_arrays(cfg):
 
 
 def _read_image(path: str) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, read_image
+    """An image file as a uint8 tensor ``[3, H, W]``, through the project's one reader
+    (:func:`~i2e_neuro.i2e.images.load_image`: pixel limit, EXIF orientation, every mode)."""
 
-    try:
-        return read_image(path, mode=ImageReadMode.RGB)
-    except RuntimeError:  # formats torchvision.io cannot decode: go through PIL
-        from i2e_neuro.i2e.images import load_image
+    return torch.from_numpy(np.ascontiguousarray(load_image(path))).permute(2, 0, 1).contiguous()
 
-        return (
-            torch.from_numpy(np.ascontiguousarray(load_image(path))).permute(2, 0, 1).contiguous()
-        )
+
+def _classes_of(samples, class_to_idx):
+    names = {i: c for c, i in class_to_idx.items()}
+    return {(names[i], i) for _, i in samples}
 
 
 def build_imagefolder(cfg):
@@ -358,6 +367,34 @@ def build_imagefolder(cfg):
 
         skipped: set[str] = set()
 
+        @staticmethod
+        def find_classes(directory):
+            classes = sorted(
+                e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith(".")
+            )
+            if not classes:
+                raise FileNotFoundError("no class folders")
+            return classes, {c: i for i, c in enumerate(classes)}
+
+        @staticmethod
+        def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, **kw):
+            """The project's one folder walk (links followed once, loops refused naming the
+            link) over the whole split, so that a link from one class into another is seen."""
+
+            files = walk_files(directory, lambda n: Path(n).suffix.lower() in IMAGE_SUFFIXES)
+            samples = []
+            for f in files:
+                parts = f.relative_to(directory).parts
+                if len(parts) > 1 and parts[0] in class_to_idx:
+                    samples.append((str(f), class_to_idx[parts[0]]))
+            empty = sorted(set(class_to_idx) - {c for c, _ in _classes_of(samples, class_to_idx)})
+            if empty:
+                raise FileNotFoundError(
+                    f"no image files ({', '.join(IMAGE_SUFFIXES)}) in class folder(s) "
+                    + ", ".join(empty)
+                )
+            return samples
+
         def __getitem__(self, index: int):
             for k in range(len(self.samples)):
                 i = (index + k) % len(self.samples)
@@ -376,17 +413,28 @@ def build_imagefolder(cfg):
             sets[split] = SkippingImageFolder(
                 str(root / split),
                 loader=_read_image,
-                transform=image_transform(cfg.augment, cfg.size, train, small=False, native=None),
+                transform=image_transform(
+                    cfg.augment,
+                    cfg.size,
+                    train,
+                    small=False,
+                    native=None,
+                    protocol=getattr(cfg, "protocol", "legacy"),
+                ),
             )
+        except FolderLinkError as e:
+            raise DataError(f"dataset imagefolder: {e}", "dataset") from e
         except (FileNotFoundError, RuntimeError) as e:
             raise DataError(
                 f"dataset imagefolder: {root / split}: {e}; expected {IMAGEFOLDER_LAYOUT}",
                 "dataset",
             ) from e
     if sets["train"].classes != sets["val"].classes:
+        only = lambda a, b: ", ".join(sorted(set(sets[a].classes) - set(sets[b].classes))) or "-"  # noqa: E731
         raise DataError(
             f"dataset imagefolder: {root}/train/ and {root}/val/ have different class folders "
-            f"({len(sets['train'].classes)} vs {len(sets['val'].classes)}); expected {IMAGEFOLDER_LAYOUT}",
+            f"(only in train/: {only('train', 'val')}; only in val/: {only('val', 'train')}); "
+            f"expected {IMAGEFOLDER_LAYOUT}",
             "dataset",
         )
     info = DataInfo(
@@ -533,6 +581,58 @@ def build_cifar10_dvs(cfg):
     return train, test, info
 
 
+def build_i2e_official(cfg):
+    """The official I2E release's events (:mod:`i2e_neuro.datasets.official`): ``i2e-hf``
+    (parquet rows of ``cfg.config`` under ``cfg.root``) or ``i2e-npz`` (class folders), streamed
+    from disk. The I2E ratio recorded is the catalogue's for a known config (None otherwise)."""
+    from i2e_neuro.datasets import official
+
+    flip = RandomFlipEvents() if cfg.augment == "baseline1" else None
+    config = getattr(cfg, "config", None)
+    try:
+        if cfg.dataset == "i2e-hf":
+            train = official.HFParquetEvents(cfg.root, config, "train", transform=flip)
+            test = official.HFParquetEvents(cfg.root, config, "test")
+            k = max(train.num_classes(), test.num_classes())
+            classes = (
+                list(registry.CIFAR10_CLASSES)
+                if config == "I2E-CIFAR10"
+                else [str(i) for i in range(k)]
+            )
+        else:
+            train = official.NpzFolderEvents(cfg.root, "train", transform=flip)
+            test = official.NpzFolderEvents(cfg.root, "test")
+            if test.classes != train.classes:
+                raise DataError(
+                    f"dataset i2e-npz: {cfg.root}/train/ and {cfg.root}/val/ have different "
+                    "class folders",
+                    "dataset",
+                )
+            classes = list(train.classes)
+        shape = train.sample_shape
+        test_shape = test.sample_shape
+    except (FileNotFoundError, official.OfficialFormatError) as e:
+        raise DataError(str(e), "dataset", "root") from e
+    if test_shape != shape:
+        raise DataError(
+            f"dataset {cfg.dataset}: test samples {test_shape} differ from training samples "
+            f"{shape}",
+            "dataset",
+        )
+    entry = registry.CATALOGUE.get(config) if config else None
+    info = DataInfo(
+        "events",
+        (2, shape[2], shape[3]),
+        classes,
+        shape[0],
+        entry.ratio if entry else None,
+        "efghabcd",
+        "i2e",
+        {"dataset": cfg.dataset, "config": config, "root": str(cfg.root)},
+    )
+    return train, test, info
+
+
 def collate(batch: Sequence[tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack samples (images ``[C,H,W]`` or events ``[T,2,H,W]``) batch-first, labels ``[B]``."""
     return torch.stack([s for s, _ in batch]), torch.as_tensor(
@@ -565,4 +665,5 @@ BUILDERS: dict[str, Callable] = {
     "build_imagefolder": build_imagefolder,
     "build_events": build_events,
     "build_cifar10_dvs": build_cifar10_dvs,
+    "build_i2e_official": build_i2e_official,
 }

@@ -31,6 +31,8 @@ from typing import Any
 
 #: the targets shipped with the project
 NAMES = ("loihi2", "loihi1", "cpu", "energy_45nm")
+#: the shipped targets with per-core limits (a network can be mapped onto them)
+CHIP_NAMES = ("loihi2", "loihi1", "cpu")
 ENV_VAR = "I2E_NEURO_HW_CONFIGS"
 _SUFFIXES = (".yaml", ".yml")
 
@@ -65,8 +67,9 @@ def _package_dir() -> Path | None:
     return Path(root).resolve() if isinstance(root, Path) else None
 
 
-def config_path(name_or_path: str | os.PathLike) -> Path:
-    """Resolve a target name (``loihi2``) or a YAML path to an existing file."""
+def config_path(name_or_path: str | os.PathLike, known: tuple[str, ...] = NAMES) -> Path:
+    """Resolve a target name (``loihi2``) or a YAML path to an existing file; ``known``: the
+    names the messages offer."""
     text = os.fspath(name_or_path)
     candidate = Path(text).expanduser()
     looks_like_path = (
@@ -78,7 +81,7 @@ def config_path(name_or_path: str | os.PathLike) -> Path:
         return candidate
     if not text or not text.replace("_", "").replace("-", "").isalnum():
         raise HardwareConfigError(
-            f"{text!r}: not a hardware config name (known: {', '.join(NAMES)}) or a .yaml path"
+            f"{text!r}: not a hardware config name (known: {', '.join(known)}) or a .yaml path"
         )
     tried = []
     for folder in search_dirs():
@@ -87,17 +90,17 @@ def config_path(name_or_path: str | os.PathLike) -> Path:
             tried.append(str(path))
             if path.is_file():
                 return path
-    known = f"known: {', '.join(NAMES)}"
     raise HardwareConfigError(
-        f"{text!r}: no hardware config found ({known}); looked for {', '.join(tried)}"
+        f"{text!r}: no hardware config found (known: {', '.join(known)}); looked for "
+        f"{', '.join(tried)}"
     )
 
 
-def load_hw_config(name_or_path: str | os.PathLike) -> dict:
+def load_hw_config(name_or_path: str | os.PathLike, known: tuple[str, ...] = NAMES) -> dict:
     """Load and check one hardware description; return it as a dict (plus ``"_path"``).
 
     Parsed once per file content (a fresh copy each call: callers may change it)."""
-    path = config_path(name_or_path)
+    path = config_path(name_or_path, known)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -15,23 +15,46 @@ import torch
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
+def max_pixels() -> int:
+    """The one pixel limit of every image read: Pillow's ``PIL.Image.MAX_IMAGE_PIXELS`` (about
+    89 million pixels unless raised); larger images are refused, not decoded."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    return int(limit) if limit else 0
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image file as an RGB ``uint8`` array ``[H, W, 3]``; errors name the file.
 
-    Every bit depth is scaled to 0..255 as a viewer shows it: 16-bit integers by 255/65535,
-    32-bit integers by their full range, floats from [0, 1] (other float ranges, negative
-    integers and NaN are refused).  Transparent images are composited on black (the colour of
-    "no light", which I2E treats as no event).
+    The one image reader of the project (conversion, training, simulation, pictures). Images of
+    more than :func:`max_pixels` pixels are refused before they are decoded (a decompression
+    bomb: a small file of a huge picture); the EXIF orientation is applied (a phone photo taken
+    upright is read upright). Every bit depth is scaled to 0..255 as a viewer shows it: 16-bit
+    integers by 255/65535, 32-bit integers by their full range, floats from [0, 1] (other float
+    ranges, negative integers and NaN are refused).  Transparent images are composited on black
+    (the colour of "no light", which I2E treats as no event).
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
     try:
-        with Image.open(path) as im:
-            im.load()
-            return _to_rgb8(im, path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                limit = max_pixels()
+                if limit and width * height > limit:
+                    raise Image.DecompressionBombError(
+                        f"{width}x{height} = {width * height} pixels, more than the limit of "
+                        f"{limit}"
+                    )
+                im.load()
+                return upright(_to_rgb8(im, path), im)
     except Image.DecompressionBombError as e:
         raise ValueError(
             f"{path}: refused as a possible decompression bomb ({e}); raise "
@@ -41,6 +64,29 @@ def load_image(path: str | Path) -> np.ndarray:
         if str(e).startswith(f"{path}:"):
             raise
         raise ValueError(f"{path}: not a readable image ({e})") from e
+
+
+#: EXIF orientation -> the turn that shows the stored pixels upright (as PIL.ImageOps.exif_transpose)
+_ORIENTATIONS = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def upright(pixels: np.ndarray, im) -> np.ndarray:
+    """``pixels`` ``[H, W, C]`` of the Pillow image ``im`` turned by its EXIF orientation (tag
+    274), so that a phone photo taken upright is upright; unchanged without one."""
+    try:
+        orientation = int(im.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: the pixels as stored
+        return pixels
+    turn = _ORIENTATIONS.get(orientation)
+    return pixels if turn is None else np.ascontiguousarray(turn(pixels))
 
 
 def _to_rgb8(im, path: Path | str) -> np.ndarray:
@@ -155,10 +201,18 @@ def _is_pil(obj: Any) -> bool:
     return isinstance(obj, Image.Image)
 
 
-def resize(images, size):
-    """The project's one image resize: bilinear with antialiasing (torchvision ``v2.Resize`` on
-    uint8 tensors, the filter of PIL's ``resize``), used by conversion, training, simulation
-    and the pictures alike.
+#: Resize protocols: ``official``, the I2E release's preprocessing (its README: PIL image ->
+#: ``v2.PILToTensor`` -> ``v2.Resize((H, W), BICUBIC)`` on the uint8 tensor, antialiased ->
+#: ``v2.ToDtype(float32, scale=True)``); ``legacy``, this project's earlier bilinear resize.
+PROTOCOLS = ("official", "legacy")
+
+
+def resize(images, size, protocol: str = "legacy"):
+    """The project's one image resize: torchvision ``v2.Resize`` with antialiasing on uint8
+    tensors, bicubic under the ``official`` protocol (the I2E release's), bilinear under
+    ``legacy`` (the filter of PIL's ``resize``), used by conversion, training, simulation and the
+    pictures alike. uint8 in, uint8 out: the official pipeline's ``ToDtype(scale=True)``, a
+    division by 255, happens in the conversion (exact: max commutes with it).
 
     ``images``: one image ``[H, W, C]`` uint8 numpy array (returned as one), or a uint8 tensor
     ``[..., C, H, W]``. ``size``: ``(H, W)``, or ``(S,)`` / ``S`` for a short side of S pixels
@@ -166,6 +220,7 @@ def resize(images, size):
     """
     from torchvision.transforms import v2
 
+    interpolation = resize_filter(protocol)
     one = isinstance(images, np.ndarray)
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(2, 0, 1) if one else images
     h, w = x.shape[-2:]
@@ -177,12 +232,38 @@ def resize(images, size):
         new = size
     if tuple(new) == (h, w):
         return images
-    out = v2.Resize(new, interpolation=resize_filter(), antialias=True)(x)
+    out = v2.Resize(new, interpolation=interpolation, antialias=True)(x)
     return out.permute(1, 2, 0).numpy() if one else out
 
 
-def resize_filter():
-    """The filter of :func:`resize`, and of the training augmentations that resize."""
+def resize_filter(protocol: str = "legacy"):
+    """The filter of :func:`resize` under ``protocol``, and of the training augmentations that
+    resize: bicubic (``official``) or bilinear (``legacy``)."""
     from torchvision.transforms import v2
 
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r}: must be one of {', '.join(PROTOCOLS)}")
+    if protocol == "official":
+        return v2.InterpolationMode.BICUBIC
     return v2.InterpolationMode.BILINEAR
+
+
+def to_unit_range(images, protocol: str = "legacy"):
+    """The last step of a protocol before I2E: under ``official``, uint8 images ``[..., C, H,
+    W]`` (tensor) or ``[H, W, C]`` (numpy, returned as a ``[C, H, W]`` tensor) become float32
+    as the release's ``v2.ToDtype(float32, scale=True)`` makes them (``k * (1/255)``, which
+    differs from ``k / 255`` in the last bit for half of the values, enough to move events next
+    to the threshold); under ``legacy`` they are returned unchanged (the engine takes ``k / 255``).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r}: must be one of {', '.join(PROTOCOLS)}")
+    if protocol == "legacy":
+        return images
+    from torchvision.transforms import v2
+
+    x = images
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)
+    if x.dtype != torch.uint8:
+        raise TypeError(f"images: the official protocol scales uint8 images, got {x.dtype}")
+    return v2.ToDtype(torch.float32, scale=True)(x)

@@ -23,6 +23,8 @@ from i2e_neuro.train.config import TrainError
 
 CHECKPOINT = "checkpoint.pt"
 INTERRUPTED = "interrupted.pt"
+#: lock file of a running training (see :func:`claim_run`)
+RUN_LOCK = ".train.lock"
 CHECKPOINT_FORMAT = "i2e-neuro-train"
 CHECKPOINT_VERSION = 1
 
@@ -45,6 +47,114 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
         reason = os.strerror(e.errno) if e.errno else str(e)
         raise CheckpointError(f"checkpoint {path}: cannot write it ({reason})") from e
     return path
+
+
+def nonfinite_tensors(state: dict) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold NaN or inf."""
+    return [
+        name
+        for name, t in state.items()
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(t.isfinite().all())
+    ]
+
+
+def nonfinite_text(state: dict) -> str | None:
+    """``"8 of 57 tensors hold NaN or inf (first: blocks.0.weight)"``, or None when all are finite."""
+    bad = nonfinite_tensors(state)
+    if not bad:
+        return None
+    total = sum(isinstance(t, torch.Tensor) and t.is_floating_point() for t in state.values())
+    return f"{len(bad)} of {total} weight tensors hold NaN or inf (first: {bad[0]})"
+
+
+def check_finite_checkpoint(ckpt: dict, what: str, path, *params: str) -> None:
+    """A checkpoint whose model holds NaN or inf cannot be continued or started from."""
+    text = nonfinite_text(ckpt["model"])
+    if text:
+        raise CheckpointError(
+            f"{what} {path}: {text}; a diverged run cannot be continued or trained from",
+            *params,
+        )
+
+
+def prepare_out(out: Path) -> list[Path]:
+    """Check, before any data is loaded, that the run folder ``out`` can be written: it is
+    created if missing; a file there, or a folder that cannot be written (read-only mount, no
+    permission), is a :class:`TrainError` naming ``out``. Returns the folders it created,
+    deepest first (a refused run removes them again: :func:`remove_created`)."""
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"out {out}: is a file, not a folder; choose another out", "out")
+    created = [p for p in [out, *out.parents] if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        remove_created(created)
+        raise TrainError(
+            f"out {out}: cannot create this folder ({e.strerror or e}); choose another out",
+            "out",
+        ) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise TrainError(f"out {out}: cannot write in this folder; choose another out", "out")
+    return created
+
+
+def remove_created(created: list[Path]) -> None:
+    """Remove the folders :func:`prepare_out` created, where they are still empty."""
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+class RunLock:
+    """Hold ``out/.train.lock`` (an exclusive ``flock``) while a training runs in ``out``, so
+    that a second ``train`` into the same folder is refused at once, naming the first one's
+    pid, instead of both writing the same checkpoint. Released (and the file removed) by
+    :meth:`release`; the kernel releases it whatever signal ends the process."""
+
+    def __init__(self, out: Path) -> None:
+        import fcntl
+
+        self.path = out / RUN_LOCK
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise TrainError(
+                    f"out {out}: cannot write in this folder ({e.strerror or e}); choose "
+                    "another out",
+                    "out",
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise TrainError(
+                    f"out {out}: another i2e-neuro train (pid {holder}) is running into this "
+                    "folder; wait for it to end, or choose another out",
+                    "out",
+                ) from None
+            try:  # the file we locked must still be the one at the path (a releaser unlinks it)
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = None
 
 
 def load_checkpoint(path: str | Path, what: str = "checkpoint", param: bool = False) -> dict:
@@ -87,7 +197,9 @@ def load_run(out: Path, resume: bool) -> dict | None:
                 "resume",
                 "out",
             )
-        return load_checkpoint(path, "resume", param=True)
+        ckpt = load_checkpoint(path, "resume", param=True)
+        check_finite_checkpoint(ckpt, "resume", path, "resume")
+        return ckpt
     if path.exists():
         raise TrainError(
             f"out {out}: already holds a run ({CHECKPOINT}); add resume to continue it, "
@@ -98,9 +210,53 @@ def load_run(out: Path, resume: bool) -> dict | None:
     return None
 
 
+def _release_checkpoint(path: str | Path, error: CheckpointError) -> dict:
+    """The I2E release's checkpoint at ``path`` (:mod:`i2e_neuro.models.official`), or
+    ``error`` (ours, naming the file) if it is not one either."""
+    from i2e_neuro.models import official
+
+    try:
+        return official.read_checkpoint(path)
+    except official.OfficialCheckpointError as e:
+        if "not an I2E release checkpoint" in str(e):
+            raise CheckpointError(
+                f"{error} (nor an I2E release checkpoint: no 'state_dict')", *error.params
+            ) from None
+        why = str(e).removeprefix(f"{path}: ")
+        raise CheckpointError(
+            f"{error}; read as an I2E release checkpoint: {why}", *error.params
+        ) from None
+
+
+def init_config(path: str | Path) -> dict:
+    """The config an ``init`` checkpoint brings (backend, arch): ours, or for an I2E release
+    checkpoint its architecture only."""
+    try:
+        return load_checkpoint(path, "init", param=True)["config"]
+    except CheckpointError as e:
+        if "not an i2e-neuro training checkpoint" not in str(e):
+            raise
+        return {"arch": _release_checkpoint(path, e)["arch"]}
+
+
 def load_init_checkpoint(path: str, backend: str, arch: str) -> dict:
-    """The ``init`` checkpoint, checked to hold a model of this backend and architecture."""
-    init = load_checkpoint(path, "init", param=True)
+    """The ``init`` checkpoint, checked to hold a model of this backend and architecture. An I2E
+    release checkpoint (``*.pth.tar``) gives ``{"official": ..., "config", "model": None}``:
+    its weights go into either backend (:func:`apply_init`)."""
+    try:
+        init = load_checkpoint(path, "init", param=True)
+        check_finite_checkpoint(init, "init", path, "init")
+    except CheckpointError as e:
+        if "not an i2e-neuro training checkpoint" not in str(e):
+            raise
+        release = _release_checkpoint(path, e)
+        if release["arch"] != arch:
+            raise CheckpointError(
+                f"init {path}: the release's {release['arch']}; this run uses arch {arch}",
+                "init",
+                "arch",
+            ) from None
+        return {"official": release, "config": {"backend": backend, "arch": arch}, "model": None}
     init_cfg = init["config"]
     if init_cfg.get("backend") != backend:
         raise CheckpointError(
@@ -225,7 +381,24 @@ def load_init(model, ckpt: dict, path: str, backend: str) -> list[str]:
 
 def apply_init(model, init: dict, cfg, num_classes: int, log: Callable[[str], None]) -> None:
     """Start ``model`` from the ``init`` checkpoint's weights; a folded (QAT) one folds the model
-    and skips the float phase (``cfg.epochs`` becomes 0)."""
+    and skips the float phase (``cfg.epochs`` becomes 0). An I2E release checkpoint goes into
+    the SpikingJelly reference name for name, into the slayer graph by
+    :func:`~i2e_neuro.models.official.graph_state`."""
+    if init.get("official") is not None:
+        from i2e_neuro.models import official
+
+        release = init["official"]
+        state = official.reference_state(release["state_dict"], release["arch"], cfg.init)
+        own = model.state_dict()
+        if hasattr(model, "spec"):
+            state = official.graph_state(state, model)
+        replaced = load_init(model, {"model": {**own, **state}}, cfg.init, cfg.backend)
+        log(
+            f"initialised from the I2E release checkpoint {cfg.init} ({release['arch']}, epoch "
+            f"{release['epoch']}, best_acc1 {release['best_acc1']})"
+            + (f" (classifier replaced: {num_classes} classes)" if replaced else "")
+        )
+        return
     if init["config"].get("backend") == "slayer" and is_folded_state(init["model"]):
         model.fold()
         if cfg.epochs:

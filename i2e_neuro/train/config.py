@@ -64,6 +64,10 @@ class TrainConfig:
     workers: int = 0
     amp: bool = True
     init: str | None = None
+    config: str | None = None  # the Hugging Face config of dataset i2e-hf (I2E-CIFAR10, ...)
+    protocol: str = (
+        "legacy"  # image preprocessing: official (the paper datasets' recipes) or legacy
+    )
 
     @property
     def total_epochs(self) -> int:
@@ -143,6 +147,15 @@ def _check(cfg: TrainConfig, given: dict) -> None:
                 "ratio",
                 "dataset",
             )
+    if cfg.protocol not in ("official", "legacy"):
+        raise TrainError(f"protocol {cfg.protocol}: unknown; choose official or legacy", "protocol")
+    if cfg.config is not None and cfg.dataset != "i2e-hf":
+        raise TrainError(
+            f"config {cfg.config}: names a Hugging Face config of dataset i2e-hf, not of "
+            f"{cfg.dataset}",
+            "config",
+            "dataset",
+        )
     for name in ("epochs", "qat_epochs", "limit_train", "limit_test", "workers"):
         v = getattr(cfg, name)
         if v is not None and v < 0:

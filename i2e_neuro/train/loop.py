@@ -34,6 +34,7 @@ from i2e_neuro.datasets.train_data import (
 from i2e_neuro.train.checkpoint import (
     CHECKPOINT,
     INTERRUPTED,
+    RunLock,
     apply_init,
     check_resumed_data,
     is_folded,
@@ -41,6 +42,9 @@ from i2e_neuro.train.checkpoint import (
     load_init_checkpoint,
     load_run,
     make_payload,
+    nonfinite_text,
+    prepare_out,
+    remove_created,
     resume_hint,
     save_checkpoint,
     set_rng_state,
@@ -202,6 +206,10 @@ class Trainer:
         """A batch from the loader as time-first events on the device (I2E for images)."""
         x = x.to(self.device, non_blocking=True)
         if self.i2e is not None:
+            if self.cfg.protocol == "official" and x.dtype == torch.uint8:
+                from i2e_neuro.i2e.images import to_unit_range
+
+                x = to_unit_range(x, "official")  # scaled as the I2E release scales
             return self.i2e(x)
         from i2e_neuro.layouts import batch_first_to_time_first
 
@@ -296,6 +304,7 @@ class Trainer:
     def _fold(self) -> None:
         """Fold BatchNorm into 8-bit weights (rank 0's statistics) and start the QAT phase."""
         self.dist.broadcast(self.model.buffers())
+        self.check_weights("before folding BatchNorm")
         self.model.fold()
         self.model.to(self.device)
         self._new_optimizer("qat")
@@ -309,6 +318,30 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:
+        """Claim ``out`` (checked writable and locked before any data is loaded), then train."""
+        lock, created = None, []
+        if self.dist.main:
+            if self.resume and not (self.out / CHECKPOINT).is_file():
+                load_run(self.out, True)  # the error naming the folder; nothing is created
+            created = prepare_out(self.out)
+            try:
+                lock = RunLock(self.out)
+            except BaseException:
+                remove_created(created)
+                raise
+        try:
+            return self._run()
+        except BaseException:
+            if lock is not None:
+                lock.release()
+                lock = None
+            remove_created(created)  # refused before anything was written: no empty folders
+            raise
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self) -> dict:
         started = time.perf_counter()
         self._setup()
         cfg = self.cfg
@@ -340,6 +373,7 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 t0 = time.perf_counter()
                 row = self.train_epoch(epoch, phase)
+                self.check_weights(f"after epoch {epoch + 1}")
                 row.update(self.evaluate(phase))
                 seconds = time.perf_counter() - t0
                 train_seconds += row.pop("train_seconds")
@@ -377,10 +411,21 @@ class Trainer:
         self.dist.barrier()
         return result
 
+    def check_weights(self, when: str) -> None:
+        """:class:`NonFiniteLoss` when a weight of the model is NaN or inf (a loss can stay finite
+        while the weights diverge: no readout spikes, the loss sits at log(classes))."""
+        text = nonfinite_text(self.model.state_dict())
+        if text:
+            raise NonFiniteLoss(f"the weights diverged {when}: {text}")
+
     def save(self, phase: str) -> None:
-        """Checkpoint and metrics after ``self.completed`` epochs (main process; all wait)."""
+        """Checkpoint and metrics after ``self.completed`` epochs (main process; all wait).
+        Never a checkpoint of non-finite weights: those are refused, the last good one kept."""
+        self.check_weights(f"at epoch {self.completed}")
         if self.dist.main:
             save_checkpoint(self.out / CHECKPOINT, make_payload(self, phase, self.completed))
+            # a newer epoch than any state saved by a Ctrl-C: that state is superseded
+            (self.out / INTERRUPTED).unlink(missing_ok=True)
             self.records.write(self.history)
         self.dist.barrier()
 
@@ -389,6 +434,8 @@ class Trainer:
             return
         path = self.out / INTERRUPTED
         try:
+            if nonfinite_text(self.model.state_dict()):
+                raise ValueError("the weights hold NaN or inf: not saved")
             payload = make_payload(self, phase, self.completed, True, self.step_in_epoch)
             save_checkpoint(path, payload)
             saved = f"state saved to {path}"

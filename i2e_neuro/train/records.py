@@ -142,7 +142,9 @@ def run_result(trainer, seconds: float, train_seconds: float, train_samples: flo
     last = history[-1] if history else {}
     return {
         "test_accuracy": last.get("test_accuracy"),
-        "checkpoint": str(trainer.out / CHECKPOINT),
+        "checkpoint": str(trainer.out / CHECKPOINT)
+        if (trainer.out / CHECKPOINT).is_file()
+        else None,
         "out": str(trainer.out),
         "epochs": trainer.completed,
         "complete": trainer.completed >= trainer.total_epochs,

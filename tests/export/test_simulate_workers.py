@@ -91,6 +91,25 @@ def test_shards_merged_equal_one_runtime(model, single, capsys, tmp_path, monkey
     assert _summary(capsys, ["--merge", str(folder), "--json"]) == single
 
 
+def test_merge_refuses_shards_of_a_network_replaced_between_them(model, capsys, tmp_path):
+    """Case 5 of issue 25: the file at --model is replaced between two shards."""
+    import shutil
+
+    net, folder = tmp_path / "net.h5", tmp_path / "shards"
+    shutil.copy(model, net)
+    args = ["simulate", "--model", str(net), "--limit", "2", "--shard-dir", str(folder)]
+    assert main([*args, "--shard", "0/2"]) == 0
+    torch.manual_seed(1)  # another network, same shape, same path
+    other = randomize_batchnorm(SpikingGraph(build_spec("msresnet_tiny", (2, 32, 32), 10)))
+    other.eval().fold()
+    save_hdf5(from_deploy(other.deploy(i2e={"ratio": 0.12, "order": "efghabcd"})), net)
+    assert main([*args, "--shard", "1/2"]) == 0
+    capsys.readouterr()
+    assert main(["simulate", "--merge", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "computed by another network" in err and str(net) in err, err
+
+
 def _part(shard: int, shards: int, **over) -> dict:
     part = {
         "kind": SHARD_KIND,
@@ -170,7 +189,12 @@ def _start_time(pid: int) -> str | None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
 def test_workers_do_not_outlive_a_killed_command(model):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    from export.simulation import TEMP_PREFIX
+    from i2e_neuro.workers import reclaim_temp_folders
+
+    tmp = model.parent / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(tmp))
     cmd = [sys.executable, "-m", "i2e_neuro.cli", "simulate", "--model", str(model)]
     parent = subprocess.Popen(
         [*cmd, "--limit", "360", "--workers", "2"],  # long enough to be caught running
@@ -201,6 +225,9 @@ def test_workers_do_not_outlive_a_killed_command(model):
         while time.monotonic() < deadline and left():
             time.sleep(0.5)
         assert not left(), f"processes left behind: {left()}"
+        # its temp folder stays after a SIGKILL; the next run's start reclaims it
+        (stale,) = tmp.glob(f"{TEMP_PREFIX}*")
+        assert reclaim_temp_folders(TEMP_PREFIX, str(tmp)) == [stale] and not stale.exists()
     finally:
         if parent.poll() is None:
             parent.kill()
