@@ -38,6 +38,9 @@ CURRENT_DECAY = 4096  # u[t] = input[t]
 VOLTAGE_DECAY = 2048  # v[t] = v[t-1] / 2 + u[t] + bias  (tau = 2)
 MAX_EXPONENT = 7
 BIAS_STEP = 1 / 64  # netx convention: bias_exp = 6, so a bias mantissa counts 1/64
+STATE_SCALE = WEIGHT_SCALE * 64  # Loihi integer state per float unit (slayer's ``s_scale``)
+#: Lava's ``max_uv_val``: u and v are 24-bit registers; u wraps above it, v clips to +-(it - 1)
+STATE_LIMIT = 1 << 23
 
 
 @dataclass
@@ -91,6 +94,80 @@ def _key(name: str) -> str:
 def delay_one_step(x: torch.Tensor) -> torch.Tensor:
     """Loihi's synaptic hop: the output of step t reaches the target at step t + 1."""
     return F.pad(x[..., :-1], (1, 0))
+
+
+def wrap_current(u: torch.Tensor) -> torch.Tensor:
+    """Lava's 24-bit wrap of the current ``u``, as ``AbstractPyLifModelFixed.subthr_dynamics``
+    does it: ``2**24`` subtracted once above ``2**23``, added once at or below ``-2**23``."""
+    wrapped = torch.where(u > STATE_LIMIT, u - 2 * STATE_LIMIT, u)
+    return torch.where(wrapped <= -STATE_LIMIT, u + 2 * STATE_LIMIT, wrapped)
+
+
+@torch.no_grad()
+def cuba_integer(
+    a_in: torch.Tensor, bias: torch.Tensor, vth: int, voltage_decay: int, peaks: dict | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loihi 2's CUBA-LIF with ``du = 4096`` in integers, step for step as Lava's
+    ``PyLifModelBitAcc``: ``(u, v)`` ``[..., T]`` int64, ``v`` before the spike reset.
+
+    ``a_in`` ``[B, C, ..., T]``: the synaptic input (weight mantissa units, int64); ``bias``:
+    the effective bias (state units), broadcastable to ``a_in[..., 0]``; ``vth``: the effective
+    threshold (``vth_mant << 6``). Per step: ``u = wrap(a_in << 6)`` (:func:`wrap_current`),
+    ``v = clip(v * (4096 - dv) / 4096 rounded toward 0 + u + bias, +-(2**23 - 1))``, a spike
+    where ``v > vth`` and ``v = 0`` there. ``peaks`` (a dict) receives the largest ``|u|``
+    and ``|v|`` before the wrap and the clip, so that an overflow shows as a value >= 2**23.
+    """
+    raw_u = a_in << 6
+    u = wrap_current(raw_u)
+    keep, lim = 4096 - voltage_decay, STATE_LIMIT
+    v = torch.zeros(a_in.shape[:-1], dtype=torch.int64, device=a_in.device)
+    out = torch.empty_like(u)
+    v_peak = 0
+    for t in range(u.shape[-1]):
+        decayed = v * keep
+        v = torch.sign(decayed) * (decayed.abs() >> 12) + u[..., t] + bias
+        if peaks is not None and v.numel():
+            v_peak = max(v_peak, int(v.abs().max()))
+        v = v.clamp(1 - lim, lim - 1)
+        out[..., t] = v
+        v = torch.where(v > vth, 0, v)
+    if peaks is not None and raw_u.numel():
+        peaks["u"] = max(peaks.get("u", 0), int(raw_u.abs().max()))
+        peaks["v"] = max(peaks.get("v", 0), v_peak)
+    return u, out
+
+
+class _ChipCuba(torch.autograd.Function):
+    """The voltage of :func:`cuba_integer` (float units) with slayer's gradient: the backward
+    of ``slayer.neuron.dynamics.leaky_integrator`` for ``du = 4096`` (the current is the
+    input) and ``dv``, ignoring the reset, the wrap and the clip (straight through)."""
+
+    @staticmethod
+    def forward(ctx, synaptic, bias, vth: int, voltage_decay: int, peaks):
+        a_in = torch.round(synaptic.detach().double() * WEIGHT_SCALE).long()
+        b = torch.round(bias.detach().double() * STATE_SCALE).long()[..., 0]
+        _, v = cuba_integer(a_in, b, vth, voltage_decay, peaks)
+        ctx.decay = 1 - voltage_decay / 4096
+        ctx.bias_shape = bias.shape
+        return v.to(synaptic.dtype) / STATE_SCALE
+
+    @staticmethod
+    def backward(ctx, grad_v):
+        grad = torch.empty_like(grad_v)
+        grad[..., -1] = grad_v[..., -1]
+        for n in range(grad_v.shape[-1] - 2, -1, -1):
+            grad[..., n] = ctx.decay * grad[..., n + 1] + grad_v[..., n]
+        grad_bias = grad.sum_to_size(ctx.bias_shape) if ctx.needs_input_grad[1] else None
+        return grad, grad_bias, None, None, None
+
+
+def chip_voltage(
+    synaptic: torch.Tensor, bias: torch.Tensor, vth: int, peaks: dict | None = None
+) -> torch.Tensor:
+    """The voltage (before reset, float units ``v / 4096``) of Loihi's CUBA-LIF fed
+    ``synaptic`` (``[B, C, ..., T]``, weight units) plus ``bias`` (``[1, C, 1.., 1]``); exact
+    at the 24-bit limits, differentiable as slayer's ``cuba.Neuron``."""
+    return _ChipCuba.apply(synaptic, bias, vth, VOLTAGE_DECAY, peaks)
 
 
 def quantize_weight(w: torch.Tensor, exponent: int) -> torch.Tensor:
@@ -151,8 +228,13 @@ class SpikingGraph(torch.nn.Module):
         The logits are the readout group's spike counts over the sample window plus a detached
         tie-break below 0.5 (earliest first spike), :func:`~i2e_neuro.models.readout.spike_scores`:
         what the chip delivers to the host through ``NxToPyAdapter`` and the host counts.
-        ``states``, a dict, receives per group the largest ``|u|`` and ``|v|`` (voltage before
-        the spike reset) in Loihi's integer units, for the 24-bit overflow check.
+        ``states``, a dict, receives per group the largest ``|u|`` and ``|v|`` in Loihi's
+        integer units, for the 24-bit check: once folded, Lava's ``u`` (synaptic input, no bias)
+        before its wrap and ``v`` before its clip and the spike reset (:func:`cuba_integer`).
+
+        Folded, the neurons compute Loihi's integer CUBA-LIF exactly, wrap and clip included
+        (:func:`chip_voltage`, slayer's surrogate gradient); the float phase runs slayer's
+        ``cuba.Neuron`` (BatchNorm inputs are not on the integer grid).
         """
         if (
             events.ndim != 5
@@ -172,13 +254,17 @@ class SpikingGraph(torch.nn.Module):
                 if c.name not in outputs:
                     outputs[c.name] = self._synapse(c, spikes[c.source])
                 total = outputs[c.name] if total is None else total + outputs[c.name]
-            if bool(self.folded):
-                bias = quantize_bias(self.biases[_key(g.name)], self.neuron_config.max_bias)
-                total = total + bias.view(1, -1, *([1] * (total.ndim - 2)))
-            total = (
-                total.float()
-            )  # under CUDA autocast the synapses give float16; the neurons take float32
+            # under CUDA autocast the synapses give float16; the neurons take float32
+            total = total.float()
             neuron = self.neurons[_key(g.name)]
+            if bool(self.folded):
+                # the chip's integer dynamics, 24-bit wrap of u and clip of v included
+                bias = quantize_bias(self.biases[_key(g.name)], self.neuron_config.max_bias)
+                bias = bias.view(1, -1, *([1] * (total.ndim - 2)))
+                peaks = None if states is None else states.setdefault(g.name, {"u": 0, "v": 0})
+                voltage = chip_voltage(total, bias, self.neuron_config.vth_mant << 6, peaks)
+                spikes[g.name] = neuron.spike(voltage)
+                continue
             if states is not None:
                 with torch.no_grad():
                     current, voltage = neuron.dynamics(total)
@@ -225,7 +311,8 @@ class SpikingGraph(torch.nn.Module):
     # ------------------------------------------------------------------ folding
     @torch.no_grad()
     def fold(self) -> None:
-        """Fold BatchNorm into weights and group biases; choose exponents; switch to QAT."""
+        """Fold BatchNorm into weights and group biases; choose exponents; switch to QAT; bring
+        every neuron's reachable state within 24 bits (:meth:`project_state_range`)."""
         if bool(self.folded):
             return
         cfg = self.neuron_config
@@ -243,6 +330,7 @@ class SpikingGraph(torch.nn.Module):
             self.biases[_key(g.name)].requires_grad_(not g.readout)
         self.norms = torch.nn.ModuleDict()
         self.folded.fill_(True)
+        self.project_state_range()
 
     @torch.no_grad()
     def project_bn_shifts(self) -> int:
@@ -276,6 +364,111 @@ class SpikingGraph(torch.nn.Module):
         bn = self.norms[_key(c.name)]
         inv = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         return self.neuron_config.threshold * (bn.bias - bn.running_mean * inv)
+
+    # ------------------------------------------------------------------ state range
+    def _fan_in_sums(self, g, weights: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per neuron channel of group ``g``: the largest positive and negative synaptic input
+        (``a_in``, weight mantissa units) any input can deliver in one step, from ``weights``
+        (connection name -> ``[out, ...]`` weights in those units): the sums of its incoming
+        positive and negative weights, a pooled connection's times the pooled area (a source
+        neuron spikes at most once a step)."""
+        pos = neg = 0
+        for c in self.spec.incoming(g.name):
+            w = weights[c.name].reshape(c.out_channels, -1)
+            area = math.prod(self.spec.source_shape(c.source)[1:]) if c.kind == "pool_dense" else 1
+            pos = pos + w.clamp(min=0).sum(1) * area
+            neg = neg + (-w).clamp(min=0).sum(1) * area
+        return pos, neg
+
+    @torch.no_grad()
+    def state_bounds(self) -> dict[str, dict[str, int]]:
+        """Per group, the largest ``|u|`` and ``|v|`` (Loihi units) that ANY input can drive a
+        neuron to, from the integer weights and biases alone (no data):
+
+        * ``u = a_in << 6`` is one step's synaptic input (``du = 4096``): at most 64 times the
+          sum of the positive (negative) incoming weights, all those sources spiking at once;
+        * ``v`` above: a neuron that did not spike holds ``v <= vth``, so ``v <= vth / 2 +
+          u_max + bias``; below: ``v[t] >= v[t-1] / 2 - (u_min + |bias|)`` gives ``v >=
+          -2 (u_min + |bias|)``.
+
+        ``"u_high"``/``"u_low"`` and ``"v_high"``/``"v_low"`` give the sides, ``"u"`` and
+        ``"v"`` the larger of each. A group is in range by construction when ``u`` and ``v``
+        are below ``STATE_LIMIT`` (:data:`STATE_LIMIT`): no wrap, no clip, whatever the data.
+        """
+        ints = self.integer_parameters()
+        weights = {n: c["weight"] << c["exponent"] for n, c in ints["conns"].items()}
+        vth = self.neuron_config.vth_mant << 6
+        out = {}
+        for g in self.spec.groups:
+            pos, neg = self._fan_in_sums(g, weights)
+            bias = ints["groups"][g.name]["bias"] << 6
+            u_high, u_low = int((pos << 6).max()), int((neg << 6).max())
+            v_high = int((vth // 2 + (pos << 6) + bias.clamp(min=0)).max())
+            v_low = int((2 * ((neg << 6) + (-bias).clamp(min=0))).max())
+            out[g.name] = {
+                "u": max(u_high, u_low),
+                "v": max(v_high, v_low),
+                "u_high": u_high,
+                "u_low": u_low,
+                "v_high": v_high,
+                "v_low": v_low,
+            }
+        return out
+
+    @torch.no_grad()
+    def project_state_range(self, limit: int = STATE_LIMIT - 1) -> int:
+        """Scale down, per neuron channel, the incoming weights of every neuron whose
+        :meth:`state_bounds` exceed ``limit`` (default ``2**23 - 1``, the largest 24-bit state),
+        so that no input at all can make ``u`` wrap or ``v`` clip; returns the channels moved.
+
+        Projected SGD: called at :meth:`fold` and after every QAT step. A channel's weights
+        (all its incoming connections, as quantized) are multiplied by the largest factor that
+        brings its bounds within ``limit``; a connection into several groups is only scaled
+        down, which only lowers the others' bounds. Rounding can leave a bound one step above:
+        the pass repeats, with a slightly smaller factor, until none is.
+        """
+        if not bool(self.folded):
+            raise RuntimeError("fold() the model before projecting its state range")
+        vth = self.neuron_config.vth_mant << 6
+        moved, shrink = 0, 1.0
+        for _ in range(20):
+            weights = {
+                c.name: quantize_weight(
+                    self.synapses[_key(c.name)].weight, int(self.exponents[i])
+                ).double()
+                * WEIGHT_SCALE
+                for i, c in enumerate(self.spec.conns)
+            }
+            over = False
+            for g in self.spec.groups:
+                pos, neg = self._fan_in_sums(g, weights)
+                bias = quantize_bias(self.biases[_key(g.name)], self.neuron_config.max_bias)
+                bias = bias.double() * STATE_SCALE
+                room_high = limit - vth // 2 - bias.clamp(min=0)
+                room_low = limit / 2 - (-bias).clamp(min=0)
+                factor = torch.minimum(
+                    room_high / (64 * pos).clamp(min=1), room_low / (64 * neg).clamp(min=1)
+                ).clamp(max=1.0)
+                hit = factor < 1
+                if not bool(hit.any()):
+                    continue
+                over = True
+                moved += int(hit.sum())
+                scale = torch.where(hit, factor * shrink, torch.ones_like(factor))
+                for c in self.spec.incoming(g.name):
+                    syn = self.synapses[_key(c.name)]
+                    w = weights[c.name] / WEIGHT_SCALE
+                    view = scale.view(-1, *([1] * (w.ndim - 1)))
+                    syn.weight.copy_(torch.where(view < 1, w * view, syn.weight.double()))
+                    weights[c.name] = quantize_weight(syn.weight, self._exponent(c.name)).double()
+                    weights[c.name] *= WEIGHT_SCALE
+            if not over:
+                return moved
+            shrink *= 0.99
+        raise RuntimeError(f"project_state_range: bounds still above {limit} after 20 passes")
+
+    def _exponent(self, name: str) -> int:
+        return int(self.exponents[self._conn_index(name)])
 
     # ------------------------------------------------------------------ deployment
     @torch.no_grad()
