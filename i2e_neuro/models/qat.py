@@ -115,25 +115,31 @@ def cuba_integer(
     threshold (``vth_mant << 6``). Per step: ``u = wrap(a_in << 6)`` (:func:`wrap_current`),
     ``v = clip(v * (4096 - dv) / 4096 rounded toward 0 + u + bias, +-(2**23 - 1))``, a spike
     where ``v > vth`` and ``v = 0`` there. ``peaks`` (a dict) receives the largest ``|u|``
-    and ``|v|`` before the wrap and the clip, so that an overflow shows as a value >= 2**23.
+    and ``|v|`` before the wrap and the clip, so that an overflow shows as a value >= 2**23,
+    and, where one happened, ``"overflow_step"``: the first step at which one did.
     """
     raw_u = a_in << 6
     u = wrap_current(raw_u)
     keep, lim = 4096 - voltage_decay, STATE_LIMIT
     v = torch.zeros(a_in.shape[:-1], dtype=torch.int64, device=a_in.device)
     out = torch.empty_like(u)
-    v_peak = 0
+    v_peaks = []
     for t in range(u.shape[-1]):
         decayed = v * keep
         v = torch.sign(decayed) * (decayed.abs() >> 12) + u[..., t] + bias
         if peaks is not None and v.numel():
-            v_peak = max(v_peak, int(v.abs().max()))
+            v_peaks.append(v.abs().amax())
         v = v.clamp(1 - lim, lim - 1)
         out[..., t] = v
         v = torch.where(v > vth, 0, v)
     if peaks is not None and raw_u.numel():
-        peaks["u"] = max(peaks.get("u", 0), int(raw_u.abs().max()))
-        peaks["v"] = max(peaks.get("v", 0), v_peak)
+        u_step = raw_u.abs().flatten(0, -2).amax(0).tolist()  # per step
+        v_step = torch.stack(v_peaks).tolist()
+        peaks["u"] = max(peaks.get("u", 0), max(u_step))
+        peaks["v"] = max(peaks.get("v", 0), max(v_step))
+        over = [t for t, (a, b) in enumerate(zip(u_step, v_step)) if max(a, b) >= lim]
+        if over:
+            peaks["overflow_step"] = min(peaks.get("overflow_step", over[0]), over[0])
     return u, out
 
 
