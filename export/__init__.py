@@ -38,18 +38,18 @@ def load(path: str | Path) -> NetworkDescription:
 
 
 def build_graph(desc: NetworkDescription, backend: str = "cpu"):
-    """The Lava process graph of ``desc`` (:class:`export.lava_graph.LavaNetwork`: ``.neurons``,
+    """The Lava process graph of ``desc`` (:class:`export.lava.graph.LavaNetwork`: ``.neurons``,
     ``.synapses``, ``.processes()``, ``.connect_input(port)``, ``.output``): stock Loihi 2
     processes in Loihi's formats plus the host <-> chip adapters; the same graph for both back
     ends (``backend`` selects the adapters' models at run time).
 
     ``backend="loihi2"`` also refuses, by name, any process without a Loihi implementation.
     """
-    from export.run_config import BACKENDS
+    from export.lava.graph import build, refuse_cpu_only
+    from export.lava.run_config import RUN_BACKENDS
 
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r}: must be one of {BACKENDS}")
-    from export.lava_graph import build, refuse_cpu_only
+    if backend not in RUN_BACKENDS:
+        raise ValueError(f"backend={backend!r}: must be one of {RUN_BACKENDS}")
 
     net = build(desc, backend)
     if backend == "loihi2":

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from i2e_neuro.energy.hw import load_hw_config, register_formats
 from i2e_neuro.models.deploy import READOUT, DeployRecord, NeuronParams, as_record
 from i2e_neuro.models.spec import (  # plain data, no model code
     INPUT,  # noqa: F401  (re-exported for the consumers of the description)
@@ -208,15 +209,28 @@ class NetworkDescription:
             c.spec for c in self.connections
         ] != self.topology.conns:
             raise ValueError(f"{self.name}: groups and connections do not follow the topology")
+        fmt = register_formats(load_hw_config("loihi2"))
+        decay_hi, (vth_lo, vth_hi), (bias_lo, bias_hi) = (
+            fmt["decay"][1],
+            fmt["vth"],
+            fmt["bias_mant"],
+        )
         for g in self.groups:
             if g.bias.shape != (g.shape[0],):
                 raise ValueError(f"group {g.name!r}: bias shape {g.bias.shape} != ({g.shape[0]},)")
-            if not (0 <= g.du <= 4096 and 0 <= g.dv <= 4096 and 0 <= g.vth < 1 << 17):
+            # du is written as du - LAVA_DU_OFFSET, dv as it is (Lava's dm_offset is 0)
+            if not (
+                0 <= g.du <= decay_hi + LAVA_DU_OFFSET
+                and 0 <= g.dv <= decay_hi + LAVA_DU_OFFSET
+                and vth_lo <= g.vth <= vth_hi
+            ):
                 raise ValueError(
                     f"group {g.name!r}: du/dv/vth out of Loihi's range ({g.du}, {g.dv}, {g.vth})"
                 )
-            if np.any(g.bias < -4096) or np.any(g.bias > 4095):
-                raise ValueError(f"group {g.name!r}: bias mantissa outside the 13-bit range")
+            if np.any(g.bias < bias_lo) or np.any(g.bias > bias_hi):
+                raise ValueError(
+                    f"group {g.name!r}: bias mantissa outside [{bias_lo}, {bias_hi}] (Loihi 2)"
+                )
         for c in self.connections:
             if tuple(c.weight.shape) != c.weight_shape:
                 raise ValueError(

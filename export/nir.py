@@ -78,7 +78,7 @@ import numpy as np
 
 from export.description import BIAS_EXP, INPUT, Connection, NetworkDescription, NeuronGroup
 from i2e_neuro.atomic import atomic_path
-from i2e_neuro.models.spec import ConnSpec, GroupSpec, NetSpec
+from i2e_neuro.models.spec import ConnSpec, GroupSpec, NetSpec, pair
 
 #: Loihi's threshold compare ``v > vth << 6`` as a float compare in weight units.
 THRESHOLD_NUDGE = 63 / 4096
@@ -423,24 +423,29 @@ def _topological(graph, parents, children, preferred: list[str]) -> list[str]:
     return order
 
 
-def _pair(node_name: str, field: str, value) -> int:
-    arr = np.atleast_1d(np.asarray(value)).astype(np.int64)
-    if arr.size not in (1, 2) or arr.min() != arr.max():
+def _square(node_name: str, field: str, value) -> int:
+    """A kernel, stride or padding that must be the same in both directions."""
+    try:
+        a, b = pair(np.asarray(value).reshape(-1))
+    except ValueError:
+        a, b = 0, 1
+    if int(a) != int(b):
         raise ValueError(
-            f"node {node_name!r}: {field} {tuple(arr)} must be the same in both directions"
+            f"node {node_name!r}: {field} {tuple(np.atleast_1d(value))} must be the same in "
+            "both directions"
         )
-    return int(arr[0])
+    return int(a)
 
 
 def _conv_from_nir(name, node, source, src_shape, targets, readout_name):
     weight = np.asarray(node.weight, dtype=np.float64)
     if weight.ndim != 4 or weight.shape[1] != src_shape[0]:
         raise ValueError(f"node {name!r}: weight {weight.shape} does not fit its input {src_shape}")
-    if _pair(name, "dilation", node.dilation) != 1 or int(node.groups) != 1:
+    if _square(name, "dilation", node.dilation) != 1 or int(node.groups) != 1:
         raise ValueError(f"node {name!r}: dilation and groups must be 1")
     if isinstance(node.padding, str):
         raise ValueError(f"node {name!r}: padding {node.padding!r}: give it as integers")
-    padding = _pair(name, "padding", node.padding)
+    padding = _square(name, "padding", node.padding)
     kind = "conv"
     _, h, w = src_shape
     if readout_name in targets:
@@ -452,7 +457,7 @@ def _conv_from_nir(name, node, source, src_shape, targets, readout_name):
             )
         kind, weight, stride = "pool_dense", weight[:, :, 0, 0], 1
     else:
-        stride = _pair(name, "stride", node.stride)
+        stride = _square(name, "stride", node.stride)
         if weight.shape[2] != weight.shape[3]:
             raise ValueError(f"node {name!r}: kernel {weight.shape[2:]} must be square")
     hint = _meta(node, "exponent")
@@ -525,82 +530,3 @@ def load_nir(path: str | Path, timesteps: int | None = None) -> NetworkDescripti
         return from_nir(graph, timesteps)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
-
-
-# ---------------------------------------------------------------------------- running in Norse
-
-
-def norse_module(graph: nir.NIRGraph):
-    """The graph as a PyTorch module built from Norse's NIR node modules.
-
-    Norse 1.1.0 (``norse.torch.from_nir``) maps ``Conv2d`` and ``CubaLIF`` (and ``SumPool2d``,
-    ``Affine``, ...) but not ``Delay``, and executes through ``nirtorch.load``, which orders
-    nodes by a depth-first walk: a residual group is then computed before some of its inputs
-    and reads them one step late. So the graph is wired by ``nirtorch.nir_to_torch`` (NIR's own
-    PyTorch interpreter: topological order, the edges into a node summed), with Norse's module
-    for every ``Conv2d`` and ``CubaLIF`` node (``dt = 1``), and a one-step buffer here for
-    ``Delay``, the one node type Norse lacks.
-    """
-    import functools
-
-    import nirtorch
-    import torch
-    from norse.torch.utils.import_nir import _import_norse_module
-
-    class Delay(torch.nn.Module):
-        """NIR ``Delay`` of one step: returns the previous step's input."""
-
-        def forward(self, x, state=None):
-            return (torch.zeros_like(x) if state is None else state), x
-
-    for name, node in graph.nodes.items():
-        if isinstance(node, nir.Delay) and not np.all(np.asarray(node.delay) == 1):
-            raise ValueError(f"node {name!r}: only delays of one step are run here")
-    norse_map = functools.partial(_import_norse_module, dt=1.0)
-    node_map = {nir.Conv2d: norse_map, nir.CubaLIF: norse_map, nir.Delay: lambda n: Delay()}
-    return nirtorch.nir_to_torch(graph, node_map)
-
-
-def run_norse(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch: int = 64):
-    """Run I2E events ``[T, N, C, H, W]`` (bool/0-1) through the graph in Norse, in float64.
-
-    Each sample starts from a fresh state and runs ``steps`` steps (frames, then zeros).
-    Returns ``(predictions [N], counts {group: spikes per neuron over all samples},
-    trains {group: [min(record, N), steps, *shape] bool})`` for every ``CubaLIF`` group, the
-    readout included (its shape ``(K,)``); predictions are decided from the readout's spikes as
-    on Loihi (``i2e_neuro.models.readout.predict``: most spikes, then earliest first spike).
-    """
-    import torch
-
-    from i2e_neuro.models.readout import first_spike, predict
-
-    module = norse_module(graph).double().eval()
-    (readout,) = [a for a, b in graph.edges if isinstance(graph.nodes[b], nir.Output)]
-    groups = [n for n, node in graph.nodes.items() if isinstance(node, nir.CubaLIF)]
-    seen: dict[str, list] = {}
-    for name in groups:
-        sub = getattr(module, name.replace(".", "_"))
-        sub.register_forward_hook(lambda m, i, o, name=name: seen[name].append(o[0].detach()))
-    predictions, trains = [], {g: [] for g in groups}
-    counts = {g: 0 for g in groups}
-    n = events.shape[1]
-    with torch.no_grad():
-        for start in range(0, n, batch):
-            x = torch.as_tensor(events[:, start : start + batch]).double()
-            for g in groups:
-                seen[g] = []
-            state = None
-            for t in range(steps):
-                frame = x[t] if t < x.shape[0] else torch.zeros_like(x[0])
-                _, state = module(frame, state)
-            for g in groups:
-                spikes = torch.stack(seen[g], 1)  # [B, steps, *shape]
-                if g == readout:
-                    spikes = spikes.reshape(*spikes.shape[:2], -1)  # (K, 1, 1) -> (K,)
-                    out = spikes.movedim(1, -1).numpy()  # [B, K, steps]
-                    predictions.append(predict(out.sum(-1), first_spike(out)))
-                counts[g] = counts[g] + spikes.sum((0, 1)).numpy().astype(np.int64)
-                if start < record:
-                    trains[g].append(spikes[: record - start].numpy().astype(bool))
-    trains = {g: np.concatenate(v) for g, v in trains.items() if v}
-    return np.concatenate(predictions), counts, trains

@@ -41,7 +41,7 @@ def resource_report(
     desc: NetworkDescription, hardware: str = "loihi2", chips: int = 1, check_fan_in: bool = True
 ) -> list[GroupResources]:
     """Resources per group; raises :class:`DoesNotFit` naming the first broken limit
-    (``check_fan_in=False`` leaves the fan-in limit to the caller, e.g. ``export.legality``)."""
+    (``check_fan_in=False`` leaves the fan-in limit to the caller, e.g. ``export.lava.legality``)."""
     cfg = load_hw_config(hardware)
     per_core = int(hw_value(cfg, "limits.max_neurons_per_core"))
     memory = int(hw_value(cfg, "limits.synaptic_memory_per_core_bytes"))

@@ -31,11 +31,6 @@ def batch_first_to_time_first(x):
     return x.transpose(0, 1) if hasattr(x, "detach") else np.swapaxes(x, 0, 1)
 
 
-def slayer_to_samples(x: torch.Tensor) -> torch.Tensor:
-    """``[B, C, H, W, T]`` -> per-sample trains ``[B, T, C, H, W]`` (how spike records are compared)."""
-    return x.permute(0, 4, 1, 2, 3)
-
-
 def chw_to_lava(x: np.ndarray) -> np.ndarray:
     """``[..., C, H, W]`` -> ``[..., W, H, C]`` = Lava's ``(x, y, f)``."""
     return np.swapaxes(x, -1, -3)

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from i2e_neuro import i2e  # noqa: E402
 from i2e_neuro.i2e.baselines import algorithm1, odg  # noqa: E402
 from i2e_neuro.i2e.images import load_image  # noqa: E402
+from i2e_neuro.machine import cpu_name  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "i2e_neuro" / "data" / "samples"
 RATIO = 0.12
@@ -68,16 +69,6 @@ def timed(fn, x, device: str) -> float:
     fn(x)
     sync(device)
     return time.perf_counter() - start
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def peak_bandwidth() -> float | None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time a 10-layer conv chain in the Lava CPU simulator: stock models vs export.fast_models vs slayer.
+"""Time a 10-layer conv chain in the Lava CPU simulator: stock models vs the fast models (export.lava.conv, export.lava.lif) vs slayer.
 
 Network: a spike source of shape (size, size, channels) (Lava's (x, y, f)) with ~5 % random
 spikes per step, then ``layers`` x [Conv(channels -> channels, 3x3, padding 1) -> LIF], with
@@ -8,7 +8,7 @@ Loihi-range integer weights (even, in [-256, 254]) and fixed-point CUBA-LIF para
 Run side by side in one process, on the same numbers:
 
 (a) Lava, stock fixed-point models (``Loihi2SimCfg(select_tag="fixed_pt")``),
-(b) Lava with ``export.fast_models.fast_run_config()``: ``FastConvModelFixed`` for Conv and
+(b) Lava with ``export.lava.run_config.fast_run_config()``: ``FastConvModelFixed`` for Conv and
     ``FastLifModelBitAcc`` for LIF, the stock models for the rest,
 (c) the lava-dl slayer forward pass of the same network (``slayer.synapse.Conv`` +
     ``slayer.neuron.cuba.Neuron``; w_float = w_int / 64, threshold = vth / 64,
@@ -39,7 +39,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,8 +63,9 @@ from lava.proc.conv.process import Conv  # noqa: E402
 from lava.proc.io.source import RingBuffer as Source  # noqa: E402
 from lava.proc.lif.process import LIF  # noqa: E402
 
-from export.fast_models import fast_run_config  # noqa: E402
-from export.supervision import _actors, abort_runtime, run_checked  # noqa: E402
+from export.lava.run_config import fast_run_config  # noqa: E402
+from export.lava.supervision import _actors, abort_runtime, run_checked  # noqa: E402
+from i2e_neuro.machine import cpu_name  # noqa: E402
 
 
 @dataclass
@@ -298,17 +298,6 @@ def compare_with_slayer(lava: dict, sl: dict, steps: int) -> list[str]:
             f"{'identical' if np.array_equal(a, b) and early == 0 else 'DIFFERENT'} |"
         )
     return lines
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 
 Each repeat runs, in this one process, the lava-dl (slayer) forward of the integer network
 (``batch 1``, one sample after the other, as the simulator streams them) and the Lava simulation
-with the fast exact models (``export.fast_models``; with ``--stock`` also Lava's stock models),
+with the fast exact models (``export.lava.conv`` and ``export.lava.lif``; with ``--stock`` also Lava's stock models),
 checks that every spike of every group is identical, and records seconds per sample, wall and
 CPU (this process plus its Lava worker processes: less sensitive to other load on the machine).
 Both timings include their setup (model build; Lava compile and worker start-up).
@@ -25,7 +25,7 @@ import resource
 import statistics
 import time
 
-import export.runner  # noqa: F401  (Lava first: it fixes multiprocessing's start method)
+import export.lava.runner  # noqa: F401  (Lava first: it fixes multiprocessing's start method)
 
 
 def _cpu() -> float:
@@ -71,8 +71,8 @@ def main() -> None:
     import torch
 
     from export.description import from_deploy
-    from export.lava_dl_run import run_lava_dl
-    from export.runner import simulate
+    from export.lava.runner import simulate
+    from export.peers.lava_dl import run_lava_dl
     from i2e_neuro.datasets.eval_data import Samples
     from i2e_neuro.models.qat import SpikingGraph, randomize_batchnorm
     from i2e_neuro.models.spec import build_spec

@@ -5,7 +5,7 @@ For each configuration ``ARCH@SIZE`` (default: msresnet18 and msresnet34 at 32x3
 224x224, 2 event channels, T=8): a network with random weights drawn the way a trained model's
 are (Kaiming-initialised convolutions, random BatchNorm statistics from ``randomize_batchnorm``,
 BN shifts projected under the bias bound, then folded to Loihi integers); the network
-description; the Loihi 2 legality check (``export.legality``, when present); cores and chips
+description; the Loihi 2 legality check (``export.lava.legality``, when present); cores and chips
 from ``export.resources`` (and which limit binds); seconds per sample in the Lava CPU simulator
 (fast models) and in lava-dl's forward pass; whether every spike of every group is identical;
 SynOps and energy per sample (``export.synops.energy_report``).
@@ -26,7 +26,7 @@ import platform
 import time
 from pathlib import Path
 
-import export.runner  # noqa: F401  (Lava first: it fixes multiprocessing's start method)
+import export.lava.runner  # noqa: F401  (Lava first: it fixes multiprocessing's start method)
 
 DEFAULT_CONFIGS = [f"{a}@{s}" for a in ("msresnet18", "msresnet34") for s in (32, 128, 224)]
 QUICK_CONFIGS = ["msresnet_tiny@32"]
@@ -53,7 +53,7 @@ def parse_configs(text: str) -> list[tuple[str, int]]:
 
 def photo_paths(images: str | None) -> list[Path]:
     """The embedded sample photos, then the images of ``images`` (a folder, sorted)."""
-    from i2e_neuro.i2e.sample_photos import sample_photos
+    from i2e_neuro.datasets.sample_photos import sample_photos
 
     paths = list(sample_photos())
     if images:
@@ -71,8 +71,7 @@ def square_images(paths: list[Path], size: int):
     """Images ``[N, 3, size, size]`` uint8: resized (short side, bilinear) and centre-cropped."""
     import numpy as np
 
-    from i2e_neuro.datasets.sources import resize
-    from i2e_neuro.i2e.images import load_image
+    from i2e_neuro.i2e.images import load_image, resize
 
     out = []
     for p in paths:
@@ -105,16 +104,16 @@ def random_trained_like(arch: str, size: int, classes: int, timesteps: int, seed
 
 
 def legality(desc) -> dict:
-    """The Loihi 2 legality check of ``export.legality`` (issue 9) on the built Lava graph, or
+    """The Loihi 2 legality check of ``export.lava.legality`` (issue 9) on the built Lava graph, or
     ``{"status": "not available"}`` where this tree has no such module."""
     try:
-        import export.legality as legal
+        import export.lava.legality as legal
     except ImportError:
         return {"status": "not available"}
     check = getattr(legal, "check_graph", None)
     if check is None:
-        return {"status": "not available", "reason": "export.legality has no check_graph"}
-    from export.lava_graph import build
+        return {"status": "not available", "reason": "export.lava.legality has no check_graph"}
+    from export.lava.graph import build
 
     report = check(build(desc))
     return {
@@ -184,8 +183,8 @@ def run_config(
 ) -> dict:
     import numpy as np
 
-    from export.lava_dl_run import run_lava_dl
-    from export.runner import simulate
+    from export.lava.runner import simulate
+    from export.peers.lava_dl import run_lava_dl
     from export.synops import energy_report
     from i2e_neuro.datasets.eval_data import Samples
 

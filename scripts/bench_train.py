@@ -28,7 +28,6 @@ import datetime
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,22 +36,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from i2e_neuro.machine import cpu_name  # noqa: E402
 from i2e_neuro.models.qat import NeuronConfig, SpikingGraph  # noqa: E402
 from i2e_neuro.models.reference import build_reference  # noqa: E402
 from i2e_neuro.models.spec import build_spec  # noqa: E402
 
 DEFAULTS = [("msresnet_tiny", 32, 64, 5), ("msresnet18", 128, 8, 3)]
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_step(

@@ -3,11 +3,11 @@
 
 Exports the model (checkpoint or exported .h5) to a ``.nir`` file, reads the file back with
 ``nir.read``, builds it from Norse 1.1.0's NIR modules (``Conv2d``, ``CubaLIF``; the graph is
-wired by ``nirtorch.nir_to_torch``, see ``export.nir.norse_module``), runs the test split
+wired by ``nirtorch.nir_to_torch``, see ``export.peers.norse.norse_module``), runs the test split
 through it in float64, and compares predictions and spikes, group by group, with lava-dl's
-spike-exact forward of the same integers (``export.lava_dl_run.run_lava_dl``, spike-identical
+spike-exact forward of the same integers (``export.peers.lava_dl.run_lava_dl``, spike-identical
 to Lava). ``--lava N`` also runs the first N samples through the Lava CPU simulator
-(``export.runner.simulate``) and checks that Lava equals lava-dl there. The last line is JSON.
+(``export.lava.runner.simulate``) and checks that Lava equals lava-dl there. The last line is JSON.
 
 ``--quick`` (no --model needed): a random-weight msresnet_tiny on 32 digits, well under a minute.
 """
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import export.runner  # noqa: F401  (Lava first: it fixes multiprocessing's start method)
+import export.lava.runner  # noqa: F401  (Lava first: it fixes multiprocessing's start method)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -80,8 +80,9 @@ def main(argv=None) -> int:
     import torch
 
     from export import load
-    from export.lava_dl_run import run_lava_dl, sample_events
-    from export.nir import THRESHOLD_NUDGE, run_norse, save_nir
+    from export.nir import THRESHOLD_NUDGE, save_nir
+    from export.peers.lava_dl import run_lava_dl, sample_events
+    from export.peers.norse import run_norse
     from i2e_neuro.datasets.eval_data import load_samples
 
     torch.set_num_threads(2)
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
         }
     lava = None
     if args.lava > 0:
-        from export.runner import simulate
+        from export.lava.runner import simulate
 
         m = min(args.lava, n)
         res = simulate(desc, samples.data[:m], events=samples.events, record=m)
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
     known = labels >= 0
     summary = {
         "consumer": f"norse {_version('norse')} (nirtorch {_version('nirtorch')}, nir {nir.version})",
-        "reference": "lava-dl spike-exact forward (export.lava_dl_run.run_lava_dl)",
+        "reference": "lava-dl spike-exact forward (export.peers.lava_dl.run_lava_dl)",
         "model": str(args.model) if args.model else "random msresnet_tiny",
         "samples": n,
         "threshold_nudge": nudge,

@@ -67,7 +67,7 @@ def random_folded_description(spec, seed: int = 0, gain: float = 1.0, ratio: flo
 
 def record_counts(model, events: torch.Tensor, groups) -> dict[str, np.ndarray]:
     """Spikes per neuron ``(C, H, W)`` of each group, summed over the batch and all steps, from
-    the lava-dl model's own forward pass (not :func:`export.lava_dl_run.run_lava_dl`)."""
+    the lava-dl model's own forward pass (not :func:`export.peers.lava_dl.run_lava_dl`)."""
     with torch.no_grad():
         _, rec = model.eval()(events, record=True)
     return {g.name: rec[g.name].sum(dim=(0, 4)).numpy().astype(np.int64) for g in groups}

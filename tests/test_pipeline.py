@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from export.description import from_checkpoint
-from export.lava_dl_run import run_lava_dl
-from export.runner import simulate
+from export.lava.runner import simulate
+from export.peers.lava_dl import run_lava_dl
 from export.synops import energy_report, fanout_map
 from i2e_neuro.cli import main
 from i2e_neuro.datasets.eval_data import load_samples

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from export.description import from_checkpoint
-from export.runner import simulate
+from export.lava.runner import simulate
 from i2e_neuro.datasets.cifar10_dvs import CIFAR10DVS, CLASSES
 from i2e_neuro.train import resolve_config, train
 from tests.datasets.test_cifar10_dvs import random_events, write_events

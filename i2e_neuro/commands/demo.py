@@ -68,10 +68,10 @@ class Stages:
 def convert_stage(out: Path) -> dict:
     import numpy as np
 
+    from i2e_neuro.datasets.sample_photos import convert_samples, format_table
     from i2e_neuro.datasets.sources import DEFAULT_RATIOS, load_digits_source
     from i2e_neuro.i2e.conversion import i2e
     from i2e_neuro.i2e.pictures import save_grid
-    from i2e_neuro.i2e.sample_photos import convert_samples, format_table
 
     rows = convert_samples(out / "events", short_side=224, ratio=0.12)
     print(format_table(rows))
@@ -129,8 +129,8 @@ def export_stage(out: Path, checkpoint: str):
 def simulate_stage(desc, args) -> dict:
     import numpy as np
 
-    from export.lava_dl_run import run_lava_dl
-    from export.runner import simulate
+    from export.lava.runner import simulate
+    from export.peers.lava_dl import run_lava_dl
     from i2e_neuro.datasets.eval_data import load_samples
 
     samples = load_samples("digits", desc.input_shape[1:], split="test", limit=args.limit)
@@ -197,7 +197,7 @@ def check_args(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import export.runner  # noqa: F401  Lava must fix multiprocessing's start method before tqdm & co. use it
+    import export.lava.runner  # noqa: F401  Lava must fix multiprocessing's start method before tqdm & co. use it
     from i2e_neuro.atomic import write_text
 
     problems = check_args(args)

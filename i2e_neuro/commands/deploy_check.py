@@ -1,8 +1,8 @@
 """``i2e-neuro deploy-check FILE``: is the exported network legal on Loihi 2? The whole table.
 
-Builds the Lava graph that Loihi 2 would run (``export.lava_graph.build``, adapters included,
+Builds the Lava graph that Loihi 2 would run (``export.lava.graph.build``, adapters included,
 with the host input and readout counter attached), checks every process against the register
-formats of ``hw_configs/loihi2.yaml`` (``export.legality``) and prints every check with the core
+formats of ``hw_configs/loihi2.yaml`` (``export.lava.legality``) and prints every check with the core
 and chip mapping. ``--data`` also runs the lava-dl model of the same integers on a few samples
 to measure the largest ``|u|``, ``|v|`` and flag 24-bit overflow risk. Exit 0 legal, 1 illegal,
 2 bad input.
@@ -34,13 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from export import load as load_description
-    from export.legality import deployable_report
+    from export.lava.legality import deployable_report
 
     try:
         desc = load_description(args.model)
         peaks = None
         if args.data:
-            from export.lava_dl_run import state_peaks
+            from export.peers.lava_dl import state_peaks
             from i2e_neuro.datasets.eval_data import load_samples
 
             samples = load_samples(args.data, desc.input_shape[1:], args.root, "test", args.limit)

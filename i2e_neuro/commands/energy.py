@@ -282,9 +282,9 @@ def run_model(args: argparse.Namespace) -> int:
     import numpy as np
 
     import export
-    from export.lava_dl_run import run_lava_dl
+    from export.lava.runner import simulate
+    from export.peers.lava_dl import run_lava_dl
     from export.report import format_energy_report
-    from export.runner import simulate
     from export.synops import energy_report
     from i2e_neuro.datasets.eval_data import load_samples
     from i2e_neuro.energy.model import plot_energy

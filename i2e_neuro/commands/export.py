@@ -1,6 +1,6 @@
 """``i2e-neuro export``: trained checkpoint (or exported HDF5) -> network description in HDF5 or
 NIR + layer and resource tables; the Lava graph Loihi 2 would run is built and checked against the
-chip's register formats (``export.legality``) first, and an illegal one is refused naming process,
+chip's register formats (``export.lava.legality``) first, and an illegal one is refused naming process,
 parameter, value and limit (exit 3)."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_legal(desc, chips: int):
     """Build the deployable Lava graph and refuse it (IllegalGraph) if Loihi 2 cannot hold it."""
-    from export.legality import IllegalGraph, deployable_report
+    from export.lava.legality import IllegalGraph, deployable_report
 
     report = deployable_report(desc, "loihi2", chips)
     if not report.ok:
@@ -77,7 +77,7 @@ def output_path(args: argparse.Namespace, fmt: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from export import load
     from export.hdf5 import save_hdf5
-    from export.legality import IllegalGraph
+    from export.lava.legality import IllegalGraph
     from export.report import layer_table
     from export.resources import DoesNotFit, format_report, resource_report
     from i2e_neuro.atomic import refuse_overwriting_inputs

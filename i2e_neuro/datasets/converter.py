@@ -314,8 +314,8 @@ class Converter:
         import torch
 
         from i2e_neuro.datasets.formats import save_events
-        from i2e_neuro.datasets.sources import resize
         from i2e_neuro.i2e.conversion import i2e
+        from i2e_neuro.i2e.images import resize
 
         size = self.params.get("size")
         names, images, labels, failures = [], [], [], []
@@ -395,7 +395,7 @@ class Converter:
         import torch
 
         from i2e_neuro.datasets.formats import load_events
-        from i2e_neuro.datasets.sources import resize
+        from i2e_neuro.i2e.images import resize
 
         events = torch.from_numpy(load_events(self.out / unit.file).events)
         size = self.params.get("size")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from i2e_neuro.datasets import sources
+from i2e_neuro.i2e.images import resize
 
 
 @dataclass
@@ -57,9 +58,7 @@ def load_samples(
         item = src[i]
         if not item.ok:
             raise ValueError(f"{item.name}: {item.image}")
-        img = (
-            item.image if item.image.shape[:2] == tuple(size) else sources.resize(item.image, size)
-        )
+        img = item.image if item.image.shape[:2] == tuple(size) else resize(item.image, size)
         images.append(np.ascontiguousarray(img.transpose(2, 0, 1)))
         labels.append(item.label)
         names.append(item.name)

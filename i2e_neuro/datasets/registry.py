@@ -4,13 +4,14 @@ An entry holds what every stage needs: the kind of sample (``images``, converted
 ``events``), the folder layout under ``root`` (for help texts and errors), the class names, the
 default I2E threshold ratio, the training recipe and the builder of its training data. The
 command-line choices and help texts are generated from here, so adding a dataset is one entry
-(plus its builder). Importing this module is cheap (no torch).
+(plus its builder). Importing this module is cheap (no torch) and imports nothing of the
+package: every other dataset module may import it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 #: CIFAR-10 class names in label order (also the CIFAR10-DVS release's folder names)
 CIFAR10_CLASSES = (
@@ -54,25 +55,15 @@ _PAPER_CIFAR: dict[str, Any] = dict(
 )
 
 
-def _builder(name: str) -> Callable:
-    """A builder of :mod:`i2e_neuro.datasets.train_data`, imported when first called."""
-
-    def build(cfg):
-        from i2e_neuro.datasets import train_data
-
-        return getattr(train_data, name)(cfg)
-
-    build.__name__ = name
-    return build
-
-
 @dataclass(frozen=True)
 class Dataset:
     """One dataset: see the module docstring. ``layout``: what ``root`` must hold (None: the
     data is embedded); ``classes``: names in label order (None: read from the data);
     ``ratio``: the default I2E threshold ratio (None: not converted by I2E here);
     ``convert``: ``i2e-neuro convert --dataset`` reads it; ``in_memory``: held in memory for
-    training (no DataLoader workers by default); ``builder(cfg) -> (train, test, info)``."""
+    training (no DataLoader workers by default); ``builder``: the name of the function of
+    :mod:`i2e_neuro.datasets.train_data` that builds it, ``(cfg) -> (train, test, info)``
+    (a name, so that this module imports nothing of the package)."""
 
     name: str
     kind: str
@@ -80,7 +71,7 @@ class Dataset:
     classes: tuple[str, ...] | None
     ratio: float | None
     recipe: dict[str, Any]
-    builder: Callable
+    builder: str
     description: str = ""
     convert: bool = False
     in_memory: bool = True
@@ -108,7 +99,7 @@ REGISTRY: dict[str, Dataset] = {
                 ratio=0.10,
                 size=32,
             ),
-            _builder("build_arrays"),
+            "build_arrays",
             "embedded scikit-learn digits (1437 train / 360 test), 32x32; no root",
             convert=True,
         ),
@@ -119,7 +110,7 @@ REGISTRY: dict[str, Dataset] = {
             CIFAR10_CLASSES,
             0.07,
             dict(_PAPER_CIFAR),
-            _builder("build_arrays"),
+            "build_arrays",
             "CIFAR-10, upsampled to 128x128",
             convert=True,
         ),
@@ -130,7 +121,7 @@ REGISTRY: dict[str, Dataset] = {
             None,
             0.07,
             dict(_PAPER_CIFAR),
-            _builder("build_arrays"),
+            "build_arrays",
             "CIFAR-100, upsampled to 128x128",
             convert=True,
         ),
@@ -141,7 +132,7 @@ REGISTRY: dict[str, Dataset] = {
             DIGIT_CLASSES,
             0.10,
             dict(_PAPER_CIFAR, epochs=64, qat_epochs=8, augment="none", ratio=0.10, size=32),
-            _builder("build_arrays"),
+            "build_arrays",
             "MNIST, 32x32",
             convert=True,
         ),
@@ -152,7 +143,7 @@ REGISTRY: dict[str, Dataset] = {
             FASHION_CLASSES,
             0.15,
             dict(_PAPER_CIFAR, epochs=64, qat_epochs=8, augment="baseline1", ratio=0.15, size=32),
-            _builder("build_arrays"),
+            "build_arrays",
             "Fashion-MNIST, 32x32",
             convert=True,
         ),
@@ -164,7 +155,7 @@ REGISTRY: dict[str, Dataset] = {
             None,
             0.12,
             dict(_PAPER_CIFAR, epochs=128, qat_epochs=8, weight_decay=1e-5, ratio=0.12, size=224),
-            _builder("build_imagefolder"),
+            "build_imagefolder",
             "an ImageNet-like folder of photos, 224x224",
             in_memory=False,
         ),
@@ -176,7 +167,7 @@ REGISTRY: dict[str, Dataset] = {
             None,
             None,
             dict(_PAPER_CIFAR, augment="none", ratio=None, size=None),
-            _builder("build_events"),
+            "build_events",
             "event files written by 'i2e-neuro convert'",
         ),
         Dataset(
@@ -186,7 +177,7 @@ REGISTRY: dict[str, Dataset] = {
             CIFAR10_CLASSES,
             None,
             dict(_PAPER_CIFAR, epochs=64, qat_epochs=8, augment="none", ratio=None, size=None),
-            _builder("build_cifar10_dvs"),
+            "build_cifar10_dvs",
             "real DVS recordings of CIFAR-10, 128x128",
             in_memory=False,
         ),

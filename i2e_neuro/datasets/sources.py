@@ -322,21 +322,3 @@ def dataset_source(
             f"{dataset}: give root, the folder holding {_TORCHVISION[dataset][1]}/", "root"
         )
     return load_torchvision_source(dataset, root, split)
-
-
-def resize(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Bilinear resize of ``[H, W, C]`` uint8 to ``size`` = ``(H, W)``, or ``(S,)``: short side S."""
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    if len(size) == 1:
-        s = int(size[0])
-        new = (s, max(1, round(w * s / h))) if h <= w else (max(1, round(h * s / w)), s)
-    else:
-        new = (int(size[0]), int(size[1]))
-    if new == (h, w):
-        return image
-    channels = image.shape[2]
-    im = Image.fromarray(image[:, :, 0] if channels == 1 else image)
-    out = np.array(im.resize((new[1], new[0]), Image.BILINEAR))
-    return out[:, :, None] if channels == 1 else out

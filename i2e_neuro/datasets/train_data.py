@@ -31,6 +31,7 @@ import torch
 
 from i2e_neuro.datasets import registry
 from i2e_neuro.errors import ParameterError
+from i2e_neuro.i2e.images import resize, resize_filter
 from i2e_neuro.layouts import batch_first_to_time_first
 
 IMAGE_DATASETS = registry.names("images")
@@ -203,28 +204,34 @@ def image_transform(
     steps: list = []
     if train and augment == "baseline2":
         steps.append(
-            v2.RandomResizedCrop(size, scale=(0.35, 1.0) if small else (0.08, 1.0), antialias=True)
+            v2.RandomResizedCrop(
+                size,
+                scale=(0.35, 1.0) if small else (0.08, 1.0),
+                interpolation=resize_filter(),
+                antialias=True,
+            )
         )
         steps.append(v2.RandomHorizontalFlip())
         steps.append(v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4))
         return v2.Compose(steps)
     if native is None:
-        steps += [v2.Resize(int(round(size / 0.875)), antialias=True), v2.CenterCrop(size)]
+        steps += [
+            v2.Resize(int(round(size / 0.875)), interpolation=resize_filter(), antialias=True),
+            v2.CenterCrop(size),
+        ]
     if train and augment == "baseline1":
         steps.append(v2.RandomHorizontalFlip())
     return v2.Compose(steps) if steps else None
 
 
 def resize_all(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear (antialiased) resize of a uint8 batch ``[N, C, H, W]`` to ``size x size``."""
+    """:func:`~i2e_neuro.i2e.images.resize` of a uint8 batch ``[N, C, H, W]`` to ``size x
+    size``, 1024 images at a time."""
     if images.shape[-2:] == (size, size):
         return images
-    from torchvision.transforms import v2
-
     out = torch.empty((*images.shape[:2], size, size), dtype=torch.uint8)
-    resize = v2.Resize((size, size), antialias=True)
     for s in range(0, len(images), 1024):
-        out[s : s + 1024] = resize(images[s : s + 1024])
+        out[s : s + 1024] = resize(images[s : s + 1024], (size, size))
     return out
 
 
@@ -272,7 +279,7 @@ def build_datasets(cfg) -> tuple[torch.utils.data.Dataset, torch.utils.data.Data
         raise DataError(
             f"dataset {name} needs root DIR (expected {entry.layout})", "dataset", "root"
         )
-    train, test, info = entry.builder(cfg)
+    train, test, info = BUILDERS[entry.builder](cfg)
     if cfg.limit_train is not None:
         train = Subset(train, cfg.limit_train)
     if cfg.limit_test is not None:
@@ -550,3 +557,12 @@ def make_loader(
         generator=generator,
         persistent_workers=False,
     )
+
+
+#: The builders that registry entries name (:attr:`~i2e_neuro.datasets.registry.Dataset.builder`).
+BUILDERS: dict[str, Callable] = {
+    "build_arrays": build_arrays,
+    "build_imagefolder": build_imagefolder,
+    "build_events": build_events,
+    "build_cifar10_dvs": build_cifar10_dvs,
+}

@@ -173,3 +173,27 @@ def hw_source(cfg: dict, key: str) -> str:
     for part in key.split("."):
         node = node[part]
     return " ".join(str(node["source"]).split())
+
+
+def register_formats(cfg: dict) -> dict:
+    """The number formats of a hardware config (``formats``), as inclusive ``(lo, hi)`` ranges:
+    weights per sign mode, ``weight_exp``, 12-bit decays, 17-bit ``vth``, 13-bit signed
+    ``bias_mant``, 3-bit ``bias_exp``; ``state`` is ``2**(state_bits - 1)`` (the 24-bit ``u``,
+    ``v``). The one reader of these limits (legality checks and the network description)."""
+
+    def f(key: str) -> int:
+        return int(hw_value(cfg, f"formats.{key}"))
+
+    decay, vth, bias = f("decay_bits"), f("threshold_bits"), f("bias_mantissa_bits")
+    return {
+        "weight_bits": f("weight_mantissa_bits"),
+        "mixed": (f("weight_mixed_min"), f("weight_mixed_max")),
+        "excitatory": (0, f("weight_excitatory_max")),
+        "inhibitory": (f("weight_inhibitory_min"), 0),
+        "weight_exp": (f("weight_exp_min"), f("weight_exp_max")),
+        "decay": (0, (1 << decay) - 1),
+        "vth": (0, (1 << vth) - 1),
+        "bias_mant": (-(1 << (bias - 1)), (1 << (bias - 1)) - 1),
+        "bias_exp": (0, (1 << f("bias_exponent_bits")) - 1),
+        "state": 1 << (f("state_bits") - 1),
+    }

@@ -28,6 +28,7 @@ import numpy as np
 
 from i2e_neuro.atomic import atomic_path
 from i2e_neuro.models.spec import conv_output_size as topology_output_size
+from i2e_neuro.models.spec import pair
 
 UJ = 1e6  # joules -> microjoules
 
@@ -53,12 +54,13 @@ def _int(name: str, value: Any, minimum: int) -> int:
 
 
 def _pair(name: str, value: Any, minimum: int) -> tuple[int, int]:
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise EnergyArgumentError(name, f"must be an integer or a pair (h, w), got {value!r}")
-        return _int(name, value[0], minimum), _int(name, value[1], minimum)
-    v = _int(name, value, minimum)
-    return v, v
+    try:
+        h, w = pair(value)
+    except ValueError:
+        raise EnergyArgumentError(
+            name, f"must be an integer or a pair (h, w), got {value!r}"
+        ) from None
+    return _int(name, h, minimum), _int(name, w, minimum)
 
 
 def _number(name: str, value: Any, minimum: float = 0.0, strict: bool = False) -> float:

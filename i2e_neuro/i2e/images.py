@@ -153,3 +153,36 @@ def _is_pil(obj: Any) -> bool:
     except ImportError:  # pragma: no cover - pillow is a dependency
         return False
     return isinstance(obj, Image.Image)
+
+
+def resize(images, size):
+    """The project's one image resize: bilinear with antialiasing (torchvision ``v2.Resize`` on
+    uint8 tensors, the filter of PIL's ``resize``), used by conversion, training, simulation
+    and the pictures alike.
+
+    ``images``: one image ``[H, W, C]`` uint8 numpy array (returned as one), or a uint8 tensor
+    ``[..., C, H, W]``. ``size``: ``(H, W)``, or ``(S,)`` / ``S`` for a short side of S pixels
+    (aspect kept). Returned unchanged when already that size.
+    """
+    from torchvision.transforms import v2
+
+    one = isinstance(images, np.ndarray)
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(2, 0, 1) if one else images
+    h, w = x.shape[-2:]
+    size = (size,) if isinstance(size, int) else tuple(int(s) for s in size)
+    if len(size) == 1:
+        s = size[0]
+        new = (s, max(1, round(w * s / h))) if h <= w else (max(1, round(h * s / w)), s)
+    else:
+        new = size
+    if tuple(new) == (h, w):
+        return images
+    out = v2.Resize(new, interpolation=resize_filter(), antialias=True)(x)
+    return out.permute(1, 2, 0).numpy() if one else out
+
+
+def resize_filter():
+    """The filter of :func:`resize`, and of the training augmentations that resize."""
+    from torchvision.transforms import v2
+
+    return v2.InterpolationMode.BILINEAR

@@ -580,7 +580,3 @@ def choose_exponent(weight: torch.Tensor) -> int:
     if peak == 0:
         return 0
     return int(min(MAX_EXPONENT, max(0, math.ceil(math.log2(peak * WEIGHT_SCALE / 127)))))
-
-
-def build_model(spec: NetSpec, neuron: NeuronConfig | None = None) -> SpikingGraph:
-    return SpikingGraph(spec, neuron)

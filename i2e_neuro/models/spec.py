@@ -20,6 +20,22 @@ from typing import Sequence
 INPUT = "input"
 
 
+def pair(value) -> tuple:
+    """``value`` as an ``(h, w)`` pair: a scalar twice, or the first and last item of a sequence
+    (list, tuple, 1-D array) of one or two items. ValueError for any other length. The one
+    parser of kernel, stride and padding pairs; callers check the values."""
+    if isinstance(value, (str, bytes)):
+        items = [value]
+    else:
+        try:
+            items = list(value)
+        except TypeError:  # a scalar (0-d arrays included)
+            items = [value]
+    if len(items) not in (1, 2):
+        raise ValueError(f"expected a number or a pair (h, w), got {value!r}")
+    return items[0], items[-1]
+
+
 @dataclass
 class ConnSpec:
     """A synaptic connection. ``kind`` is ``conv`` or ``pool_dense`` (global sum-pool then dense)."""

@@ -19,8 +19,8 @@ from i2e_neuro.train.checkpoint import (
 )
 from i2e_neuro.train.config import (
     ARCHS,
-    BACKENDS,
     RECIPES,
+    TRAIN_BACKENDS,
     NonFiniteLoss,
     TrainConfig,
     TrainError,
@@ -31,7 +31,7 @@ from i2e_neuro.train.loop import Trainer, build_model, train
 
 __all__ = [
     "ARCHS",
-    "BACKENDS",
+    "TRAIN_BACKENDS",
     "CHECKPOINT",
     "INTERRUPTED",
     "RECIPES",

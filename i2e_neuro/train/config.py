@@ -18,7 +18,7 @@ from i2e_neuro.datasets.registry import REGISTRY
 from i2e_neuro.datasets.train_data import AUGMENTS, EVENT_DATASETS
 from i2e_neuro.errors import ParameterError
 
-BACKENDS = ("slayer", "spikingjelly")
+TRAIN_BACKENDS = ("slayer", "spikingjelly")
 ARCHS = ("msresnet18", "msresnet34", "msresnet_tiny")
 
 #: Recipe defaults per dataset (the registry's): the I2E paper's training recipe for CIFAR /
@@ -94,9 +94,9 @@ def resolve_config(init_config: dict | None = None, **given: Any) -> TrainConfig
             f"dataset {dataset}: unknown; choose one of {', '.join(RECIPES)}", "dataset"
         )
     backend = given.get("backend") or "slayer"
-    if backend not in BACKENDS:
+    if backend not in TRAIN_BACKENDS:
         raise TrainError(
-            f"backend {backend}: unknown; choose one of {', '.join(BACKENDS)}", "backend"
+            f"backend {backend}: unknown; choose one of {', '.join(TRAIN_BACKENDS)}", "backend"
         )
     values = {f.name: f.default for f in fields(TrainConfig)}
     values.update(RECIPES[dataset])

@@ -419,7 +419,7 @@ def test_picture_colours_and_checks(tmp_path):
 
 
 def test_demo_conversion_of_the_sample_photos(tmp_path):
-    from i2e_neuro.i2e.sample_photos import convert_samples, format_table
+    from i2e_neuro.datasets.sample_photos import convert_samples, format_table
 
     rows = convert_samples(tmp_path, short_side=40)
     assert [r["name"] for r in rows] == ["astronaut", "chelsea", "coffee", "rocket"]

@@ -12,8 +12,8 @@ import torch
 
 import export
 from export.hdf5 import save_hdf5
+from export.lava.run_config import BackendUnavailable, run_config
 from export.report import format_energy_report, layer_table
-from export.run_config import BackendUnavailable, run_config
 from export.synops import energy_report
 from i2e_neuro.models.qat import SpikingGraph, randomize_batchnorm
 from i2e_neuro.models.spec import build_spec
@@ -48,14 +48,14 @@ def test_load_reads_checkpoints_and_hdf5(checkpoint, tmp_path):
 def test_build_graph_lists_every_lava_process(checkpoint):
     from lava.magma.core.process.process import AbstractProcess
 
-    from export.lava_graph import LOIHI_PROCESSES
-    from export.processes import InputAdapter, OutputAdapter
+    from export.lava.graph import LOIHI_PROCESSES
+    from export.lava.processes import InputAdapter, OutputAdapter
 
     desc = export.from_checkpoint(checkpoint)
     for backend in ("cpu", "loihi2"):
         net = export.build_graph(desc, backend=backend)
         procs = net.processes()
-        # the network's chip processes, then the host <-> chip adapters (export.processes)
+        # the network's chip processes, then the host <-> chip adapters (export.lava.processes)
         assert len(procs) == len(desc.groups) + len(desc.connections) + 2
         chip, adapters = procs[:-2], procs[-2:]
         assert all(isinstance(p, AbstractProcess) and isinstance(p, LOIHI_PROCESSES) for p in chip)
@@ -76,13 +76,14 @@ def test_importing_export_does_not_import_lava():
 def test_one_run_config_builder():
     from lava.proc.conv.process import Conv
 
-    from export.fast_models import LoihiConvModelReference, fast_exception_map, fast_run_config
-    from export.processes import (
+    from export.lava.conv import LoihiConvModelReference
+    from export.lava.processes import (
         InputAdapter,
         OutputAdapter,
         PyInputAdapterModel,
         PyOutputAdapterModel,
     )
+    from export.lava.run_config import fast_exception_map, fast_run_config
 
     adapters = {InputAdapter: PyInputAdapterModel, OutputAdapter: PyOutputAdapterModel}
     assert run_config("cpu").exception_proc_model_map == {**adapters, **fast_exception_map()}

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from export.hdf5 import load_hdf5, save_hdf5
-from export.lava_dl_run import run_lava_dl
-from export.runner import simulate
+from export.lava.runner import simulate
+from export.peers.lava_dl import run_lava_dl
 from i2e_neuro import i2e
 from i2e_neuro.datasets.cifar10_dvs import CLASSES
 from i2e_neuro.datasets.eval_data import Samples, load_samples

@@ -10,7 +10,8 @@ import torch
 
 from export.description import from_checkpoint, from_deploy, to_deploy
 from export.hdf5 import load_hdf5, save_hdf5
-from export.runner import BackendUnavailable, simulate
+from export.lava.run_config import BackendUnavailable
+from export.lava.runner import simulate
 from i2e_neuro import i2e
 from i2e_neuro.models.qat import SpikingGraph, randomize_batchnorm
 from i2e_neuro.models.readout import first_spike, predict
@@ -265,8 +266,8 @@ def _children() -> set[int]:
 
 
 def test_a_failing_run_leaves_no_lava_processes_behind(residual, monkeypatch):
-    from export import processes
-    from export.supervision import LavaRunError
+    from export.lava import processes
+    from export.lava.supervision import LavaRunError
 
     _, desc = residual
     before = _children()
@@ -300,7 +301,7 @@ def test_resource_report_names_the_group_and_limit_that_do_not_fit():
 def test_loihi_path_refuses_cpu_only_processes_by_name(residual):
     from lava.proc.io.source import RingBuffer
 
-    from export.lava_graph import build, refuse_cpu_only
+    from export.lava.graph import build, refuse_cpu_only
 
     net = build(residual[1])
     refuse_cpu_only(net)  # LIFReset, Conv and Dense only

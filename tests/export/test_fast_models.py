@@ -1,4 +1,4 @@
-"""export.fast_models: the fast Conv and LIF models equal Lava's stock fixed-point models bit
+"""export.lava.conv / lif (the fast models): the fast Conv and LIF models equal Lava's stock fixed-point models bit
 for bit, and a failing Lava run leaves no worker processes behind.
 
 Every network runs twice in the Lava CPU simulator, once with the stock fixed-point models
@@ -26,15 +26,12 @@ from lava.proc.io.source import RingBuffer as SourceBuffer
 from lava.proc.lif.models import PyLifModelBitAcc, PyLifResetModelBitAcc
 from lava.proc.lif.process import LIF, LIFReset
 
-from export import fast_models
-from export.fast_models import (
-    FastConvModelFixed,
-    FastLifModelBitAcc,
-    FastLifResetModelBitAcc,
-    conv_exact,
-    fast_run_config,
-)
-from export.supervision import LavaRunError, run_checked
+from export.lava import conv_plan, ports, synapse
+from export.lava.conv import FastConvModelFixed
+from export.lava.conv_plan import conv_exact
+from export.lava.lif import FastLifModelBitAcc, FastLifResetModelBitAcc
+from export.lava.run_config import fast_run_config
+from export.lava.supervision import LavaRunError, run_checked
 
 # Runs Lava process graphs (OS processes per process model): left out of `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -81,7 +78,7 @@ def _inputs(rng, shape):
 def test_conv_exact_scaled_equals_the_integer_shift(backend, weight_exp, monkeypatch):
     """``weight_exp`` folded into the float convolution equals the stock integer sum shifted
     as Loihi does (``shift_by_exponent`` on int64), in every geometry and input range."""
-    monkeypatch.setattr(fast_models, "_BACKEND", backend)
+    monkeypatch.setattr(conv_plan, "_BACKEND", backend)
     for geom in GEOMETRIES:
         w_, h_, cin, cout, k, s, p, d, g = geom
         rng = np.random.default_rng(300 + GEOMETRIES.index(geom))
@@ -90,12 +87,10 @@ def test_conv_exact_scaled_equals_the_integer_shift(backend, weight_exp, monkeyp
             if name == "int32_extreme":
                 continue  # the stock cast to int32 overflows before the shift
             with np.errstate(all="ignore"):  # graded_24bit overflows int32 in both
-                ref = fast_models.shift_by_exponent(
+                ref = synapse.shift_by_exponent(
                     utils.conv(x, weight, k, s, p, d, g).astype(np.int64), weight_exp
                 )
-                got, bound = fast_models._conv_exact(
-                    x, weight, k, s, p, d, g, weight_exp=weight_exp
-                )
+                got, bound = conv_plan._conv_exact(x, weight, k, s, p, d, g, weight_exp=weight_exp)
             assert np.array_equal(got, ref), (geom, name)
             if bound is not None:
                 assert np.abs(ref).max(initial=0) <= bound, (geom, name)
@@ -108,7 +103,7 @@ def test_conv_exact_scaled_equals_the_integer_shift(backend, weight_exp, monkeyp
     ids=lambda g: "x".join(map(str, g[:2])) + f"_k{g[4]}_s{g[5]}_p{g[6]}_d{g[7]}_g{g[8]}",
 )
 def test_conv_exact_equals_stock_conv(geom, backend, monkeypatch):
-    monkeypatch.setattr(fast_models, "_BACKEND", backend)
+    monkeypatch.setattr(conv_plan, "_BACKEND", backend)
     w_, h_, cin, cout, k, s, p, d, g = geom
     rng = np.random.default_rng(100 + GEOMETRIES.index(geom))
     weight = (rng.integers(-128, 128, (cout, *k, cin // g)) * 2).astype(np.int32)
@@ -127,16 +122,16 @@ def test_conv_exact_equals_stock_conv(geom, backend, monkeypatch):
 def test_conv_plan_reused_across_inputs(backend, monkeypatch):
     """One ``_ConvPlan`` (what the model keeps between steps) serves every later input exactly,
     whichever precision (float32, float64, stock) each input needs."""
-    monkeypatch.setattr(fast_models, "_BACKEND", backend)
+    monkeypatch.setattr(conv_plan, "_BACKEND", backend)
     rng = np.random.default_rng(7)
     w_, h_, cin, cout, k, s, p, d, g = GEOMETRIES[1]
     weight = (rng.integers(-128, 128, (cout, *k, cin // g)) * 2).astype(np.int32)
-    plan = fast_models._ConvPlan(weight, k, s, p, d, g)
+    plan = conv_plan._ConvPlan(weight, k, s, p, d, g)
     with np.errstate(all="ignore"):
         for _ in range(2):
             for name, x in _inputs(rng, (w_, h_, cin)).items():
                 ref = utils.conv(x, weight, k, s, p, d, g)
-                got, _ = fast_models._conv_exact(x, weight, k, s, p, d, g, plan=plan)
+                got, _ = conv_plan._conv_exact(x, weight, k, s, p, d, g, plan=plan)
                 assert got.dtype == ref.dtype and np.array_equal(got, ref), name
 
 
@@ -475,7 +470,7 @@ def test_fast_model_after_parent_used_torch_threads():
         torch.set_num_threads(max(2, threads))
         torch.nn.functional.conv2d(torch.rand(1, 16, 64, 64), torch.rand(16, 16, 3, 3), padding=1)
         conv_exact(x, w, (3, 3), (1, 1), (1, 1), (1, 1), 1)
-        fast_models._prepare_worker()  # in the main process: a no-op
+        conv_plan._prepare_worker()  # in the main process: a no-op
         assert torch.get_num_threads() == max(2, threads)
     finally:
         torch.set_num_threads(threads)
@@ -540,8 +535,8 @@ def test_fast_lif_arithmetic_direct():
 def test_pinned_models_are_the_ones_lava_selects():
     """``runner.pin_models`` pins, per process instance, exactly the model Lava's own search and
     the run configuration select (stock and fast configurations; our host processes too)."""
-    from export.processes import ReadoutCounter, SpikeMonitor, spike_monitors
-    from export.runner import pin_models, run_config
+    from export.lava.processes import ReadoutCounter, spike_monitors
+    from export.lava.runner import pin_models, run_config
 
     procs = [
         Conv(weight=np.ones((2, 3, 3, 2), np.int32), input_shape=(5, 5, 2)),
@@ -549,14 +544,12 @@ def test_pinned_models_are_the_ones_lava_selects():
         LIF(shape=(3,)),
         SourceBuffer(data=np.zeros((3, 4), np.int32)),
         ReadoutCounter(num_classes=3, num_samples=1, window=4),
-        SpikeMonitor(shape=(3,), num_samples=1, steps=4, folder="unused"),
         spike_monitors([(3,), (2, 2)], num_samples=1, steps=4, folders=["a", "b"]),
     ]
-    from export import processes
+    from export.lava import processes
 
     ours = {
         ReadoutCounter: processes.PyReadoutCounterModel,
-        SpikeMonitor: processes.PySpikeMonitorModel,
         type(procs[-1]): processes.PySpikeMonitors2Model,
     }
     for fast in (False, True):
@@ -585,7 +578,7 @@ def test_pinned_models_are_the_ones_lava_selects():
     ],
 )
 def test_is_silent(x, silent):
-    assert fast_models.is_silent(x) is silent
+    assert ports.is_silent(x) is silent
 
 
 @pytest.mark.parametrize("bits", [1, 3, 6, 7, 8])
@@ -599,8 +592,8 @@ def test_synapse_weights_fast_equals_lavas_weightutils(low, high, bits):
     rng = np.random.default_rng(bits)
     w = rng.integers(low, high, (5, 3, 3, 4), dtype=np.int64, endpoint=True).astype(np.int32)
     w.flat[0] = low
-    expected = fast_models.loihi_synapse_weights(w, bits)
-    got = fast_models.synapse_weights_fast(w, bits)
+    expected = synapse.loihi_synapse_weights(w, bits)
+    got = synapse.synapse_weights_fast(w, bits)
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, expected)
 
@@ -614,7 +607,7 @@ def test_conv_plan_l1_bound_at_the_dtype_ends(dtype):
     w[0], w[1] = info.min, info.max
     w[2, 0, 0, 0] = info.max // 2 + 1
     expected = int(np.abs(w.reshape(3, -1).astype(object)).sum(axis=1).max())
-    assert fast_models._ConvPlan(w, 3, 1, 0, 1, 1).l1 == expected
+    assert conv_plan._ConvPlan(w, 3, 1, 0, 1, 1).l1 == expected
 
 
 @pytest.mark.parametrize("sign", [1, -1])
@@ -625,13 +618,13 @@ def test_synapse_weights_fast_keeps_weights_the_synapses_hold(sign):
     mixed = (rng.integers(-128, 128, (4, 3, 3, 2)) * 2).astype(np.int32)
     one_sign = (sign * rng.integers(0, 256, (4, 3, 3, 2))).astype(np.int32)
     for w in (mixed, one_sign):
-        got = fast_models.synapse_weights_fast(w, 8)
+        got = synapse.synapse_weights_fast(w, 8)
         assert got is w
-        np.testing.assert_array_equal(got, fast_models.loihi_synapse_weights(w, 8))
+        np.testing.assert_array_equal(got, synapse.loihi_synapse_weights(w, 8))
     mixed.flat[3] = 7
-    got = fast_models.synapse_weights_fast(mixed, 8)
+    got = synapse.synapse_weights_fast(mixed, 8)
     assert got is not mixed and got.flat[3] == 6
-    np.testing.assert_array_equal(got, fast_models.loihi_synapse_weights(mixed, 8))
+    np.testing.assert_array_equal(got, synapse.loihi_synapse_weights(mixed, 8))
 
 
 @pytest.mark.parametrize("in_process", [False, True], ids=["lava_runtime", "in_process"])

@@ -1,4 +1,4 @@
-"""The in-process Lava runtime (``export.inprocess_runtime``): the same results as Lava's own
+"""The in-process Lava runtime (``export.lava.inprocess_runtime``): the same results as Lava's own
 multiprocessing runtime, Var access and resumed runs, and failures that end every actor."""
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from lava.proc.io.source import RingBuffer as SourceBuffer
 from lava.proc.lif.process import LIF, LIFReset
 
 from export.description import from_deploy
-from export.fast_models import FastConvModelFixed, fast_run_config
-from export.inprocess_runtime import is_in_process
-from export.runner import simulate
-from export.supervision import LavaRunError, run_checked
+from export.lava.conv import FastConvModelFixed
+from export.lava.inprocess_runtime import is_in_process
+from export.lava.run_config import fast_run_config
+from export.lava.runner import simulate
+from export.lava.supervision import LavaRunError, run_checked
 from i2e_neuro.models.qat import SpikingGraph, randomize_batchnorm
 from i2e_neuro.models.spec import build_spec
 from tests.export.test_fast_models import _child_processes, _RaisesInInit, _RaisesInRunSpk
@@ -187,14 +188,14 @@ def test_a_successful_run_leaves_no_threads():
 
 
 def _channels(infra, n: int, dtype, shape=(4, 3)):
-    from export.inprocess_runtime import LocalChannel
+    from export.lava.inprocess_runtime import LocalChannel
 
     return [LocalChannel(infra, f"src{i}", f"dst{i}", shape, dtype, 2) for i in range(n)]
 
 
 @pytest.fixture
 def infra():
-    from export.inprocess_runtime import InProcessInfrastructure
+    from export.lava.inprocess_runtime import InProcessInfrastructure
 
     infra = InProcessInfrastructure()
     infra.start()
@@ -236,7 +237,7 @@ def test_recv_dense_equals_lavas_recv(infra, port_dtype, channel_dtype, n):
     int32 wrap-around included, for the same messages."""
     from lava.magma.core.model.py.ports import PyInPortVectorDense
 
-    from export.fast_models import recv_dense
+    from export.lava.ports import recv_dense
 
     rng = np.random.default_rng(n)
     channels = _channels(infra, n, channel_dtype)

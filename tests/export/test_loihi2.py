@@ -18,11 +18,11 @@ from lava.proc.lif.process import LIFReset
 from lava.utils.weightutils import SignMode, determine_sign_mode
 
 from export.description import from_deploy
-from export.fast_models import fast_run_config
 from export.hdf5 import save_hdf5
-from export.lava_graph import build, loihi_weights
-from export.legality import IllegalGraph, check_processes, deployable_report, require_legal
-from export.supervision import run_checked
+from export.lava.graph import build, loihi_weights
+from export.lava.legality import IllegalGraph, check_processes, deployable_report, require_legal
+from export.lava.run_config import fast_run_config
+from export.lava.supervision import run_checked
 from i2e_neuro.models.spec import build_spec
 from tests.export.test_export import I2E, chain_spec, random_folded
 
@@ -87,7 +87,7 @@ def _reference(m: np.ndarray, e: int, spikes: np.ndarray) -> np.ndarray:
 
 
 def test_fast_conv_equals_the_integer_reference_with_weight_exp_and_mixed_signs():
-    from export.lava_graph import conv_weight_to_lava
+    from export.lava.graph import conv_weight_to_lava
 
     rng = np.random.default_rng(7)
     m = rng.integers(-128, 128, (3, 2, 3, 3))  # mixed signs
@@ -109,7 +109,7 @@ def test_fast_conv_drops_the_lowest_bit_of_mixed_weights_as_loihi_does():
     m = rng.integers(-128, 128, (2, 2, 3, 3))
     odd = (2 * m + 1).astype(np.int32)  # 9 significant bits: not storable in mixed mode
     spikes = rng.random((4, 4, 2, STEPS)) < 0.5
-    from export.lava_graph import conv_weight_to_lava
+    from export.lava.graph import conv_weight_to_lava
 
     got = _conv_outputs(conv_weight_to_lava(odd).astype(np.int32), 0, spikes, fast_run_config())
     expected = _reference(2 * m, 0, spikes)  # truncate_weights: (2m + 1) -> 2m

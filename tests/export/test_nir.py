@@ -9,8 +9,9 @@ import torch
 
 from export.description import from_deploy
 from export.hdf5 import save_hdf5
-from export.lava_dl_run import run_lava_dl, sample_events
-from export.nir import DELAY_SUFFIX, from_nir, load_nir, run_norse, save_nir, to_nir
+from export.nir import DELAY_SUFFIX, from_nir, load_nir, save_nir, to_nir
+from export.peers.lava_dl import run_lava_dl, sample_events
+from export.peers.norse import run_norse
 from i2e_neuro.cli import main
 from i2e_neuro.datasets.eval_data import Samples, load_samples
 from i2e_neuro.models.qat import SpikingGraph, randomize_batchnorm
@@ -227,7 +228,7 @@ def test_off_grid_parameters_are_refused_by_name(tiny):
 
 @pytest.mark.slow
 def test_trained_digits_model_in_norse_agrees_with_lava(tmp_path_factory, capsys):
-    from export.runner import simulate
+    from export.lava.runner import simulate
     from i2e_neuro.train import resolve_config, train
 
     out = tmp_path_factory.mktemp("run")

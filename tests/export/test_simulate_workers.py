@@ -17,10 +17,11 @@ import torch
 
 from export.description import from_deploy
 from export.hdf5 import save_hdf5
+from export.simulation import SHARD_KIND, TIMING_FIELDS, merge_counts
 from i2e_neuro.cli import main
-from i2e_neuro.commands.simulate import SHARD_KIND, TIMING_FIELDS, merge_counts, shard_bounds
 from i2e_neuro.models.qat import SpikingGraph, randomize_batchnorm
 from i2e_neuro.models.spec import build_spec
+from i2e_neuro.shards import shard_bounds
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT, CHECK = "5", "3"  # 5 samples: shards of 2 and 3; the checked samples span both shards

@@ -33,10 +33,9 @@ def convert_samples(
     import torch
 
     from i2e_neuro.datasets.formats import save_events
-    from i2e_neuro.datasets.sources import resize
     from i2e_neuro.i2e.conversion import i2e
     from i2e_neuro.i2e.directions import PAPER_ORDER
-    from i2e_neuro.i2e.images import load_image
+    from i2e_neuro.i2e.images import load_image, resize
     from i2e_neuro.i2e.pictures import save_gif, save_grid
 
     out_dir = Path(out_dir)

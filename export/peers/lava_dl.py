@@ -66,7 +66,7 @@ def run_lava_dl(desc, samples: Samples, record: int = 0, batch: int = 64) -> Lav
 
 def state_peaks(desc, samples: Samples, batch: int = 64) -> dict[str, dict[str, int]]:
     """Largest ``|u|`` and ``|v|`` per group (Loihi units) over ``samples`` in the lava-dl model
-    of the description's integers, for ``export.legality``'s 24-bit state check."""
+    of the description's integers, for ``export.lava.legality``'s 24-bit state check."""
     from i2e_neuro.models.qat import SpikingGraph
 
     model = SpikingGraph.from_deploy(desc.deploy_record()).eval()

@@ -259,7 +259,7 @@ class LocalSendPort(_LocalPort, CspSendPort):
         if data.shape != self._shape:
             raise AssertionError(f"{data.shape=} {self._shape=} Mismatch")  # as Lava's port
         if type(data) is np.ndarray and data.dtype == self._dtype:
-            # A read-only array (a sender's fresh result, ``export.fast_models.frozen``) cannot
+            # A read-only array (a sender's fresh result, ``export.lava.ports.frozen``) cannot
             # change, so every receiver may have it as it is; anything else is copied.
             message = data if not data.flags.writeable else data.copy()
         else:
@@ -402,7 +402,7 @@ class _Selector:
 
 class Actor:
     """One process model (or runtime service) as a greenlet of the hub; the part of Lava's
-    ``SystemProcess`` interface that the runtime and ``export.supervision`` use."""
+    ``SystemProcess`` interface that the runtime and ``export.lava.supervision`` use."""
 
     def __init__(self, infra: "InProcessInfrastructure", target_fn, builder, exception_q):
         self.name = f"{type(builder).__name__}-{getattr(builder, '_model_id', '')}"

@@ -14,11 +14,11 @@
   ``netx.utils.optimize_weight_bits`` produces for full-range 8-bit mantissas), single-sign
   weights as ``m`` with ``weight_exp = e``; ``num_weight_bits = 8``;
 * the residual stream -> several connections into one ``a_in`` port (Lava sums them);
-* host <-> chip: the input enters through an :class:`~export.processes.InputAdapter` and the
-  readout's spikes leave through an :class:`~export.processes.OutputAdapter` (lava-dl's netx
+* host <-> chip: the input enters through an :class:`~export.lava.processes.InputAdapter` and the
+  readout's spikes leave through an :class:`~export.lava.processes.OutputAdapter` (lava-dl's netx
   tutorials' pattern, ``tutorials/lava/lib/dl/netx/mnist/utils.py``): on Loihi 2 they are
   ``lava.proc.embedded_io.spike.PyToNxAdapter`` / ``NxToPyAdapter``, on the CPU a pass-through
-  in the same step (see ``export.processes`` for the latency assumed).
+  in the same step (see ``export.lava.processes`` for the latency assumed).
 
 Every Lava connection delays by one step, exactly as the trained model does.
 """
@@ -39,7 +39,6 @@ from i2e_neuro.layouts import chw_shape_to_lava
 #: Stock Lava processes that Loihi 2 implements, and all this builder creates for the network.
 LOIHI_PROCESSES = (LIFReset, Conv, Dense)
 #: Our own processes: host-side I/O that stays on the CPU in every run configuration.
-HOST_PROCESSES = ("I2ESource", "ReadoutCounter", "SpikeMonitor")
 WEIGHT_BITS = 8
 
 
@@ -198,9 +197,9 @@ def build(desc: NetworkDescription, backend: str = "cpu") -> LavaNetwork:
     with ``connect_input`` and a host sink to ``output``.
 
     ``backend`` "cpu" or "loihi2" gives the same graph; it only selects the adapters' process
-    models at run time (``export.runner.run_config``).
+    models at run time (``export.lava.runner.run_config``).
     """
-    from export.processes import InputAdapter, OutputAdapter
+    from export.lava.processes import InputAdapter, OutputAdapter
 
     desc.validate()
     net = LavaNetwork(desc, backend)

@@ -1,7 +1,7 @@
 """Run a network description in Lava: CPU simulation (Loihi 2 fixed point) or Loihi 2 hardware.
 
 The runtime is always stopped: on success, on exceptions, on Ctrl-C and when compilation fails,
-so no Lava OS processes are left behind (``fast_models.run_checked``: Lava 0.10 itself hangs when
+so no Lava OS processes are left behind (``supervision.run_checked``: Lava 0.10 itself hangs when
 a process model raises).
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from export.description import NetworkDescription
-from export.lava_graph import build, refuse_cpu_only
-from export.run_config import BACKENDS, BackendUnavailable, run_config  # noqa: F401  (re-exported)
+from export.lava.graph import build, refuse_cpu_only
+from export.lava.run_config import run_config
 from i2e_neuro.layouts import lava_to_chw
 
 
@@ -64,12 +64,12 @@ def simulate(
     dataset of samples.
 
     ``in_process`` (CPU only): every Lava process model inside this process
-    (``export.inprocess_runtime``: greenlets on one thread) instead of one forked OS process
+    (``export.lava.inprocess_runtime``: greenlets on one thread) instead of one forked OS process
     each; same models, same values, several times less overhead.  False: Lava's own
     multiprocessing runtime.
     """
-    from export.legality import require_legal
-    from export.processes import (
+    from export.lava.legality import require_legal
+    from export.lava.processes import (
         I2ESource,
         ReadoutCounter,
         as_sample_array,
@@ -77,7 +77,7 @@ def simulate(
         monitor_arrays,
         spike_monitors,
     )
-    from export.supervision import private_folder, run_checked
+    from export.lava.supervision import private_folder, run_checked
 
     samples = as_sample_array(samples)
     check_samples(desc, samples, events)
@@ -166,7 +166,7 @@ def pin_models(cfg, processes) -> None:
     namespace package) again, once per process (about 45 processes for MS-ResNet-18).  Here the
     search runs once per class (cached for the life of this Python process) and ``cfg.select`` (the run configuration's own rule: its
     class-keyed exceptions, then tags) picks the model, so the choice is the configuration's.
-    The processes of this package (``export.processes``) keep their models in their own module,
+    The processes of this package (``export.lava.processes``) keep their models in their own module,
     so only that module is searched for them: Lava's search would import every module of the
     ``export`` package, and one that fails to import (an optional dependency) would stop every
     simulation.

@@ -17,12 +17,11 @@ source). Checked, per process:
 * the per-core and per-chip limits (``export.resources``), with the core and chip mapping.
 
 :func:`require_legal` raises :class:`IllegalGraph` naming process, parameter, value and limit.
+The rules that need no Lava (report, formats, state check, core mapping) are in
+:mod:`export.rules`.
 """
 
 from __future__ import annotations
-
-import math
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from lava.proc.conv.process import Conv
@@ -30,109 +29,17 @@ from lava.proc.dense.process import Dense
 from lava.proc.lif.process import LIF, LIFReset
 from lava.utils.weightutils import SignMode, determine_sign_mode
 
-from i2e_neuro.energy.hw import hw_value, load_hw_config
+from export.rules import (  # noqa: F401  (IllegalGraph, LegalityReport: re-exported)
+    Check,
+    IllegalGraph,
+    LegalityReport,
+    core_mapping,
+    range_check,
+    state_checks,
+)
+from i2e_neuro.energy.hw import load_hw_config, register_formats
 
 CHIP_TYPES = (Conv, Dense, LIF, LIFReset)
-
-
-class IllegalGraph(ValueError):
-    """The graph breaks a Loihi 2 limit; the message names process, parameter, value and limit."""
-
-
-@dataclass
-class Check:
-    process: str
-    kind: str
-    parameter: str
-    value: str
-    limit: str
-    ok: bool
-    level: str = "error"  # "error" or "warning" (a risk, not a refusal)
-
-    def text(self) -> str:
-        return f"{self.process} ({self.kind}): {self.parameter} = {self.value}, limit {self.limit}"
-
-
-@dataclass
-class LegalityReport:
-    hardware: str
-    checks: list[Check] = field(default_factory=list)
-    mapping: list[dict] = field(default_factory=list)
-
-    @property
-    def violations(self) -> list[Check]:
-        return [c for c in self.checks if not c.ok and c.level == "error"]
-
-    @property
-    def warnings(self) -> list[Check]:
-        return [c for c in self.checks if not c.ok and c.level == "warning"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
-
-    def table(self) -> str:
-        lines = [
-            f"{'process':<16} {'kind':<9} {'parameter':<22} {'value':<24} {'limit':<26} status"
-        ]
-        for c in self.checks:
-            status = "ok" if c.ok else ("RISK" if c.level == "warning" else "ILLEGAL")
-            lines.append(
-                f"{c.process:<16} {c.kind:<9} {c.parameter:<22} {c.value:<24} {c.limit:<26} {status}"
-            )
-        if self.mapping:
-            lines += [
-                "",
-                f"{'group':<16} {'neurons':>9} {'cores':>6} {'first core':>11} {'chip':>5}",
-            ]
-            for m in self.mapping:
-                lines.append(
-                    f"{m['group']:<16} {m['neurons']:>9} {m['cores']:>6} {m['first_core']:>11} {m['chip']:>5}"
-                )
-        verdict = "LEGAL" if self.ok else f"ILLEGAL ({len(self.violations)} violation(s))"
-        lines.append(f"\n{self.hardware}: {verdict}; {len(self.warnings)} risk(s)")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        return {
-            "hardware": self.hardware,
-            "legal": self.ok,
-            "violations": [asdict(c) for c in self.violations],
-            "warnings": [asdict(c) for c in self.warnings],
-            "checks": [asdict(c) for c in self.checks],
-            "mapping": self.mapping,
-        }
-
-
-def _formats(cfg: dict) -> dict:
-    f = lambda key: int(hw_value(cfg, f"formats.{key}"))  # noqa: E731
-    decay, vth, bias, bias_exp, state = (
-        f("decay_bits"),
-        f("threshold_bits"),
-        f("bias_mantissa_bits"),
-        f("bias_exponent_bits"),
-        f("state_bits"),
-    )
-    return {
-        "weight_bits": f("weight_mantissa_bits"),
-        "mixed": (f("weight_mixed_min"), f("weight_mixed_max")),
-        "excitatory": (0, f("weight_excitatory_max")),
-        "inhibitory": (f("weight_inhibitory_min"), 0),
-        "weight_exp": (f("weight_exp_min"), f("weight_exp_max")),
-        "decay": (0, (1 << decay) - 1),
-        "vth": (0, (1 << vth) - 1),
-        "bias_mant": (-(1 << (bias - 1)), (1 << (bias - 1)) - 1),
-        "bias_exp": (0, (1 << bias_exp) - 1),
-        "state": 1 << (state - 1),
-    }
-
-
-def _range_check(proc, parameter, values, lo, hi, unit="") -> Check:
-    a = np.asarray(values)
-    vmin, vmax = (int(a.min()), int(a.max())) if a.size else (0, 0)
-    value = f"{vmin}" if vmin == vmax else f"{vmin}..{vmax}"
-    ok = lo <= vmin and vmax <= hi
-    return Check(proc.name, type(proc).__name__, parameter, value + unit, f"[{lo}, {hi}]", ok)
 
 
 def _init(var) -> np.ndarray:
@@ -160,8 +67,12 @@ def _synapse_checks(proc, fmt: dict) -> list[Check]:
             Check(proc.name, kind, "sign_mode", implied.name, f"declared {declared.name}", fits)
         )
     lo, hi = fmt[mode.name.lower()] if mode.name.lower() in fmt else fmt["mixed"]
-    checks.append(_range_check(proc, f"weights ({mode.name})", w, lo, hi))
-    checks.append(_range_check(proc, "num_weight_bits", [bits], 1, fmt["weight_bits"]))
+    checks.append(range_check(proc.name, type(proc).__name__, f"weights ({mode.name})", w, lo, hi))
+    checks.append(
+        range_check(
+            proc.name, type(proc).__name__, "num_weight_bits", [bits], 1, fmt["weight_bits"]
+        )
+    )
     # Loihi keeps num_weight_bits of the 8 (mixed: the sign takes one): lower bits are dropped.
     step = 1 << max(0, fmt["weight_bits"] - bits + (mode == SignMode.MIXED))
     # step is a power of two: for integers the low bits are the remainder mod step.
@@ -177,18 +88,20 @@ def _synapse_checks(proc, fmt: dict) -> list[Check]:
             lost == 0,
         )
     )
-    checks.append(_range_check(proc, "weight_exp", [exp], *fmt["weight_exp"]))
+    checks.append(
+        range_check(proc.name, type(proc).__name__, "weight_exp", [exp], *fmt["weight_exp"])
+    )
     return checks
 
 
 def _neuron_checks(proc, fmt: dict, peaks: dict | None) -> list[Check]:
     kind = type(proc).__name__
     checks = [
-        _range_check(proc, "du", _init(proc.du), *fmt["decay"]),
-        _range_check(proc, "dv", _init(proc.dv), *fmt["decay"]),
-        _range_check(proc, "vth", _init(proc.vth), *fmt["vth"]),
-        _range_check(proc, "bias_mant", _init(proc.bias_mant), *fmt["bias_mant"]),
-        _range_check(proc, "bias_exp", _init(proc.bias_exp), *fmt["bias_exp"]),
+        range_check(proc.name, kind, "du", _init(proc.du), *fmt["decay"]),
+        range_check(proc.name, kind, "dv", _init(proc.dv), *fmt["decay"]),
+        range_check(proc.name, kind, "vth", _init(proc.vth), *fmt["vth"]),
+        range_check(proc.name, kind, "bias_mant", _init(proc.bias_mant), *fmt["bias_mant"]),
+        range_check(proc.name, kind, "bias_exp", _init(proc.bias_exp), *fmt["bias_exp"]),
     ]
     if isinstance(proc, LIFReset):
         interval = int(proc.proc_params["reset_interval"])
@@ -196,38 +109,7 @@ def _neuron_checks(proc, fmt: dict, peaks: dict | None) -> list[Check]:
         checks.append(
             Check(proc.name, kind, "reset_interval", str(interval), "a power of two", pow2)
         )
-    limit = fmt["state"]
-    for var in ("u", "v"):
-        peak = None if peaks is None else peaks.get(proc.name, {}).get(var)
-        if peak is None:
-            checks.append(
-                Check(
-                    proc.name,
-                    kind,
-                    f"max |{var}|",
-                    "not measured",
-                    f"< 2^23 = {limit}",
-                    False,
-                    "warning",
-                )
-                if peaks is not None
-                else Check(proc.name, kind, f"max |{var}|", "not measured", f"< {limit}", True)
-            )
-            continue
-        level = "error" if peak >= limit else "warning"
-        ok = peak <= limit // 2
-        checks.append(
-            Check(
-                proc.name,
-                kind,
-                f"max |{var}| (simulated)",
-                str(int(peak)),
-                f"< {limit} (24 bit)",
-                ok,
-                level,
-            )
-        )
-    return checks
+    return checks + state_checks(proc.name, kind, peaks, fmt["state"])
 
 
 def _resolve(port) -> list:
@@ -247,7 +129,7 @@ def _ports(proc) -> list:
 
 def _connection_checks(processes: list) -> list[Check]:
     """No host process may connect to a chip process except through the adapters."""
-    from export.processes import InputAdapter, OutputAdapter
+    from export.lava.processes import InputAdapter, OutputAdapter
 
     adapters = (InputAdapter, OutputAdapter)
     checks = []
@@ -288,57 +170,6 @@ def _connection_checks(processes: list) -> list[Check]:
     return checks
 
 
-def core_mapping(
-    desc, hardware: str = "loihi2", chips: int | None = None
-) -> tuple[list[dict], list[Check]]:
-    """Groups laid out on consecutive cores (``export.resources``), chip by chip; ``chips`` None:
-    as many chips as needed (a multi-chip system such as Kapoho Point), else at most that many."""
-    from export.resources import DoesNotFit, resource_report
-
-    cfg = load_hw_config(hardware)
-    per_chip = int(hw_value(cfg, "limits.cores_per_chip"))
-    try:
-        rows = resource_report(
-            desc, hardware, chips if chips is not None else 1 << 20, check_fan_in=False
-        )
-    except DoesNotFit as e:
-        return [], [Check("(network)", "-", "cores", "does not fit", str(e), False)]
-    mapping, core = [], 0
-    for r in rows:
-        mapping.append(
-            {
-                "group": r.name,
-                "neurons": r.neurons,
-                "fan_in": r.fan_in,
-                "cores": r.cores,
-                "first_core": core,
-                "chip": core // per_chip,
-            }
-        )
-        core += r.cores
-    used = math.ceil(core / per_chip) if core else 0
-    limit = f"{per_chip} per chip" + (f" x {chips} chip(s)" if chips is not None else "")
-    checks = [Check("(network)", "-", "cores", f"{core} on {used} chip(s)", limit, True)]
-    # Fan-in: Loihi 2's per-core input-axon limit is not published; loihi2.yaml uses Loihi 1's
-    # figure as a conservative bound and says so ("NOT PUBLISHED"): exceeding an unpublished
-    # bound is reported as a risk, exceeding a published one as illegal.
-    max_fan_in = int(hw_value(cfg, "limits.max_fan_in_per_core"))
-    published = "NOT PUBLISHED" not in str(cfg["limits"]["max_fan_in_per_core"].get("source", ""))
-    for r in rows:
-        checks.append(
-            Check(
-                r.name,
-                "group",
-                "fan-in per neuron",
-                str(r.fan_in),
-                f"<= {max_fan_in}" + ("" if published else " (Loihi 1 figure)"),
-                r.fan_in <= max_fan_in,
-                "error" if published else "warning",
-            )
-        )
-    return mapping, checks
-
-
 def check_graph(
     net,
     extra=(),
@@ -346,9 +177,9 @@ def check_graph(
     state_peaks: dict | None = None,
     chips: int | None = None,
 ) -> LegalityReport:
-    """Check a built :class:`~export.lava_graph.LavaNetwork` (plus the host processes ``extra``
+    """Check a built :class:`~export.lava.graph.LavaNetwork` (plus the host processes ``extra``
     connected to it); ``state_peaks`` ``{group: {"u": max|u|, "v": max|v|}}`` from a simulation."""
-    fmt = _formats(load_hw_config(hardware))
+    fmt = register_formats(load_hw_config(hardware))
     report = LegalityReport(hardware)
     processes = [*net.processes(), *extra]
     for proc in processes:
@@ -366,8 +197,8 @@ def check_graph(
 
 def deployable_report(desc, hardware: str = "loihi2", chips: int | None = None, peaks=None):
     """The legality report of the deployable graph (network, adapters, host source and counter)."""
-    from export.lava_graph import build
-    from export.processes import I2ESource, ReadoutCounter
+    from export.lava.graph import build
+    from export.lava.processes import I2ESource, ReadoutCounter
 
     net = build(desc, "loihi2")
     c, h, w = desc.input_shape

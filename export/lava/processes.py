@@ -19,7 +19,7 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from export.fast_models import is_silent, recv_dense
+from export.lava.ports import is_silent, recv_dense
 from i2e_neuro.layouts import batch_first_to_time_first, chw_to_lava
 
 
@@ -224,34 +224,6 @@ def loihi_adapter_models() -> dict:
     return {InputAdapter: NxInputAdapterModel, OutputAdapter: NxOutputAdapterModel}
 
 
-class SpikeMonitor(AbstractProcess):
-    """Counts a group's spikes per sample and per neuron, and records the full trains of the first samples.
-
-    The results go to one memory-mapped file in ``folder`` (``counts``, ``neuron_counts``,
-    ``trains``): reading Lava Vars back moves one element per message, far too slow for spike
-    trains. :func:`create_monitor_file` creates it; the host reads it after the run
-    (:func:`monitor_arrays`).
-    """
-
-    def __init__(
-        self,
-        *,
-        shape: tuple[int, ...],
-        num_samples: int,
-        steps: int,
-        folder: str,
-        record_samples: int = 0,
-    ):
-        super().__init__(
-            shape=shape,
-            num_samples=num_samples,
-            steps=steps,
-            folder=folder,
-            record_samples=record_samples,
-        )
-        self.s_in = InPort(shape=shape)
-
-
 def _monitor_layout(
     shape: tuple[int, ...], num_samples: int, steps: int, record_samples: int
 ) -> tuple[list, int]:
@@ -278,7 +250,7 @@ def monitor_arrays(
     record_samples: int,
     mode: str,
 ) -> dict:
-    """The result arrays of a :class:`SpikeMonitor`, all in one file, ``folder/monitor.bin``:
+    """The result arrays of one group of :class:`SpikeMonitors`, all in one file, ``folder/monitor.bin``:
     ``mode`` "w+" creates it (zeros) and maps it, "r+" maps it (the monitor), "r" reads it into
     memory (the host, after the run)."""
     from pathlib import Path
@@ -304,7 +276,7 @@ def monitor_arrays(
 def create_monitor_file(
     folder: str, shape: tuple[int, ...], num_samples: int, steps: int, record_samples: int
 ) -> None:
-    """Create a :class:`SpikeMonitor`'s result file, ``folder/monitor.bin``, all zeros."""
+    """Create one monitored group's result file, ``folder/monitor.bin``, all zeros."""
     from pathlib import Path
 
     _, size = _monitor_layout(shape, num_samples, steps, record_samples)
@@ -312,31 +284,8 @@ def create_monitor_file(
         f.truncate(size)
 
 
-@implements(proc=SpikeMonitor, protocol=LoihiProtocol)
-@requires(CPU)
-class PySpikeMonitorModel(PyLoihiProcessModel):
-    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=1)
-
-    def __init__(self, proc_params):
-        super().__init__(proc_params)
-        p = proc_params
-        self.steps, self.record = p["steps"], p["record_samples"]
-        self.out = monitor_arrays(
-            p["folder"], p["shape"], p["num_samples"], p["steps"], p["record_samples"], "r+"
-        )
-
-    def run_spk(self) -> None:
-        spikes = self.s_in.recv() != 0
-        k, j = divmod(self.time_step - 1, self.steps)
-        if k < len(self.out["counts"]):
-            self.out["counts"][k] += int(np.count_nonzero(spikes))
-            self.out["neuron_counts"] += spikes
-        if k < self.record:
-            self.out["trains"][k, j] = spikes
-
-
 class SpikeMonitors(AbstractProcess):
-    """:class:`SpikeMonitor` for several groups in one process: ports ``s_in0 .. s_in{n-1}``
+    """Counts spikes of several groups in one process, per sample and per neuron, and records the full trains of the first samples: ports ``s_in0 .. s_in{n-1}``
     (one per group, any shapes), results in ``folders[i]`` as :func:`monitor_arrays` lays them.
 
     Every Lava process is an OS process that each time step exchanges messages with the runtime

@@ -14,13 +14,11 @@ workers are gone, whatever killed them.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,12 +27,13 @@ import typing as ty
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.runtime.mgmt_token_enums import MGMT_RESPONSE, enum_equal
 
+from i2e_neuro.workers import die_with_parent, libc_prctl
+
 
 class LavaRunError(RuntimeError):
     """A Lava worker process failed (or the run timed out); the workers have been ended."""
 
 
-_PR_SET_PDEATHSIG = 1
 _guard_installed = False
 _forking_pid = 0
 _prctl = None  # libc's prctl, looked up before any fork (no dlopen in a forked child)
@@ -45,22 +44,11 @@ def _record_parent() -> None:
     _forking_pid = os.getpid()
 
 
-def _die_with_parent() -> None:
-    """In a freshly forked child: end when the process that forked it ends."""
-    parent = _forking_pid
+def _after_fork_in_child() -> None:
+    """In a freshly forked child: end (SIGKILL) when the process that forked it ends."""
     if getattr(signal.getsignal(signal.SIGTERM), "ends_main_command", False):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a worker ends on SIGTERM, as usual
-    armed = _prctl is not None and _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
-    if not armed:  # no prctl: watch the parent from a thread
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(0.5)
-            os._exit(1)
-
-        threading.Thread(target=watch, name="i2e-neuro-parent-watch", daemon=True).start()
+    die_with_parent(_forking_pid, signal.SIGKILL, _prctl, 1)
 
 
 def guard_children() -> None:
@@ -73,12 +61,8 @@ def guard_children() -> None:
     """
     global _guard_installed, _prctl
     if not _guard_installed:
-        if sys.platform.startswith("linux"):
-            try:
-                _prctl = ctypes.CDLL(None, use_errno=True).prctl
-            except (OSError, AttributeError):
-                _prctl = None
-        os.register_at_fork(before=_record_parent, after_in_child=_die_with_parent)
+        _prctl = libc_prctl()
+        os.register_at_fork(before=_record_parent, after_in_child=_after_fork_in_child)
         _guard_installed = True
 
 
@@ -146,7 +130,7 @@ def abort_runtime(proc) -> None:
     runtime = getattr(proc, "runtime", None)
     if runtime is None:
         return
-    from export.inprocess_runtime import is_in_process
+    from export.lava.inprocess_runtime import is_in_process
 
     if is_in_process(runtime):  # threads: release every blocked port, they end by themselves
         runtime._messaging_infrastructure.abort()
@@ -211,7 +195,7 @@ def run_checked(
     """``proc.run(RunSteps(num_steps), run_cfg)`` that raises instead of hanging.
 
     ``in_process``: when ``proc`` has no runtime yet, create Lava's runtime with every model
-    inside this process (``export.inprocess_runtime``: greenlets on one thread) instead of a
+    inside this process (``export.lava.inprocess_runtime``: greenlets on one thread) instead of a
     forked OS process each; the same models compute the same values, with much less hand-off
     and start-up cost.  A failing model then releases the others at once, so nothing is
     polled.  A runtime created so is run the same way later, whatever ``in_process`` says.
@@ -223,7 +207,7 @@ def run_checked(
     the workers (``proc.run`` raising) also ends them before re-raising.  Call ``proc.stop()``
     when done, as always (harmless after a failure).
     """
-    from export.inprocess_runtime import create_runtime, is_in_process
+    from export.lava.inprocess_runtime import create_runtime, is_in_process
 
     if in_process and getattr(proc, "runtime", None) is None:
         create_runtime(proc, run_cfg)  # a model that fails to build is raised from here
@@ -263,7 +247,7 @@ def run_checked(
 
 
 def _run_in_process(proc, num_steps: int, timeout_s: ty.Optional[float]) -> None:
-    from export.inprocess_runtime import ChannelClosed
+    from export.lava.inprocess_runtime import ChannelClosed
 
     infra = proc.runtime._messaging_infrastructure
     timer = None

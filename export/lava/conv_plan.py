@@ -1,0 +1,357 @@
+"""Exact integer convolution for the fast Conv model: torch ``conv2d`` or numpy gemms in
+float32 / float64 where that is provably exact (docs/EXACTNESS.md, section 4), else Lava's
+stock ``lava.proc.conv.utils.conv``; plans of the per-weight work; one compute thread per
+forked Lava worker.
+
+torch inside Lava workers: Lava's CPU backend forks one OS process per process model.  When
+the main process has already run a multi-threaded torch op (GNU OpenMP pool started), a
+multi-threaded torch op in a forked worker hangs (reproduced here with torch 2.3.1; the
+reason Lava's own ``lava.proc.conv.utils`` disabled its torch path).  The models therefore
+set torch (and numpy's OpenBLAS) to one thread in each worker before any computation, keyed
+by process id (``_prepare_worker``); torch is only used where that was done or in a main
+process (``_torch_is_safe``), numpy otherwise.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import typing as ty
+
+import numpy as np
+
+try:
+    import torch
+    import torch.nn.functional as torch_F
+except ImportError:  # pragma: no cover - torch is a dependency of lava-dl
+    torch = None
+
+from lava.proc.conv import utils
+
+from export.lava.synapse import shift_by_exponent
+from i2e_neuro.models.spec import pair
+
+# Largest magnitude below which every integer is exactly representable.
+_F32_EXACT = 1 << 24
+_F64_EXACT = 1 << 53
+
+
+# Process id in which _prepare_worker ran.  A pid, not a flag: Lava forks its workers from the
+# main process, and a flag set there would be inherited by every worker.
+_prepared_pid: ty.Optional[int] = None
+
+# Which convolution routine _conv_exact uses: "auto" (torch where it is safe, else numpy),
+# "torch" or "numpy" (tests set this to check both).
+_BACKEND = "auto"
+
+
+def _numpy_blas_thread_setters():
+    """``openblas_set_num_threads`` of the OpenBLAS that numpy is linked to (wheels bundle it
+    in ``numpy.libs``), found without scanning every loaded library."""
+    import ctypes
+    import glob
+
+    here = os.path.dirname(np.__file__)
+    paths = glob.glob(os.path.join(here, os.pardir, "numpy.libs", "libopenblas*.so*")) + glob.glob(
+        os.path.join(here, ".libs", "libopenblas*.so*")
+    )
+    setters = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)  # already loaded by numpy: the same handle
+        except OSError:
+            continue
+        for symbol in (
+            "openblas_set_num_threads64_",
+            "openblas_set_num_threads",
+            "scipy_openblas_set_num_threads64_",
+        ):
+            fn = getattr(lib, symbol, None)
+            if fn is not None:
+                setters.append(fn)
+                break
+    return setters
+
+
+def _prepare_worker() -> None:
+    """One compute thread (torch and numpy's OpenBLAS) in this Lava worker process.
+
+    Called from the models' constructors, which Lava runs inside the forked worker process.
+    Two reasons:
+
+    * All workers compute each time step concurrently, so threads inside them only compete
+      for the same cores.
+    * torch after fork: when the main process has already run a multi-threaded torch op
+      (GNU OpenMP thread pool started), a multi-threaded torch op in the forked child hangs
+      (reproduced here with torch 2.3.1: the worker's conv2d never returns; see
+      ``tests/export/test_fast_models.py::test_fast_model_after_parent_used_torch_threads``).  With
+      one thread torch does not enter an OpenMP parallel region.  This is the reason Lava's
+      own ``lava.proc.conv.utils`` disabled its torch path.
+
+    Only inside a forked worker (``multiprocessing.parent_process()`` set): a model built by
+    hand in a main process leaves that process's settings alone.
+    """
+    global _prepared_pid
+    pid = os.getpid()
+    if _prepared_pid == pid or multiprocessing.parent_process() is None:
+        return
+    if torch is not None:
+        torch.set_num_threads(1)
+    setters = _numpy_blas_thread_setters()
+    for fn in setters:
+        fn(1)
+    if not setters:  # pragma: no cover - numpy wheels ship numpy.libs/libopenblas*
+        try:
+            from threadpoolctl import ThreadpoolController  # ~70 ms with torch loaded
+
+            ThreadpoolController().select(internal_api="openblas").limit(limits=1)
+        except ImportError:
+            pass
+    _prepared_pid = pid
+
+
+def _torch_is_safe() -> bool:
+    """torch may run here: a main process (its own thread pool) or a prepared worker."""
+    return torch is not None and (
+        _prepared_pid == os.getpid() or multiprocessing.parent_process() is None
+    )
+
+
+def _ints(v) -> tuple[int, int]:
+    a, b = pair(v)
+    return int(a), int(b)
+
+
+def conv_exact(
+    input_: np.ndarray, weight: np.ndarray, kernel_size, stride, padding, dilation, groups: int
+) -> np.ndarray:
+    """Drop-in replacement for ``lava.proc.conv.utils.conv`` on integer data; see
+    ``_conv_exact``."""
+    return _conv_exact(input_, weight, kernel_size, stride, padding, dilation, groups)[0]
+
+
+class _ConvPlan:
+    """Everything of one convolution that depends only on its weight and geometry: checked
+    once, not at every step.
+
+    ``ok`` is False for geometry or dtypes the fast routines do not handle (the stock routine
+    runs then); ``l1`` is the largest sum of ``|w|`` over one output channel; ``weights(dtype,
+    backend)`` is the flipped kernel in the layout each backend wants, built on first use.
+    """
+
+    def __init__(self, weight: np.ndarray, kernel_size, stride, padding, dilation, groups: int):
+        self.weight = weight
+        self.ok = False
+        self._prepared: dict = {}
+        if weight.dtype.kind not in "iu" or weight.ndim != 4:
+            return
+        c_out, _, _, c_g = weight.shape
+        self.groups = int(groups)
+        self.stride, self.padding, self.dilation = _ints(stride), _ints(padding), _ints(dilation)
+        if (
+            self.groups < 1
+            or c_out % self.groups
+            or min(*self.stride, *self.dilation) < 1
+            or min(self.padding) < 0
+        ):
+            return
+        rows = weight.reshape(c_out, -1)
+        if not weight.size:
+            self.l1 = 0
+        elif weight.itemsize > 4:  # 64-bit weights (never Lava's int32 Var): Python ints
+            self.l1 = int(np.abs(rows.astype(object)).sum(axis=1).max())
+        else:  # exact in int64, a block of rows at a time (no int64 copy of all the weights)
+            block = max(1, (1 << 16) // max(1, rows.shape[1]))
+            self.l1 = max(
+                int(np.abs(rows[i : i + block], dtype=np.int64).sum(axis=1).max())
+                for i in range(0, c_out, block)
+            )
+        self.ok = True
+
+    def accepts(self, input_: np.ndarray) -> bool:
+        """The fast routines compute this input (shape, dtype) exactly as the stock one."""
+        if not self.ok or input_.ndim != 3 or input_.dtype.kind not in "biu":
+            return False
+        w_, h_, c_in = input_.shape
+        c_out, k_w, k_h, c_g = self.weight.shape
+        (px, py), (dx, dy) = self.padding, self.dilation
+        return (
+            c_g * self.groups == c_in
+            and w_ + 2 * px - dx * (k_w - 1) >= 1
+            and h_ + 2 * py - dy * (k_h - 1) >= 1
+        )
+
+    def weights(self, dtype, backend: str):
+        key = (np.dtype(dtype).str, backend)
+        w = self._prepared.get(key)
+        if w is None:
+            flipped = self.weight[:, ::-1, ::-1, :]
+            if backend == "torch":
+                # Convolution = correlation with the flipped kernel; (C_out, kW, kH, C_in/g)
+                # -> (C_out, C_in/g, kW, kH), channels-last memory like the input.
+                w = torch.from_numpy(np.ascontiguousarray(flipped, dtype=dtype)).permute(0, 3, 1, 2)
+                w = w.contiguous(memory_format=torch.channels_last)
+            else:  # (kW, kH, C_in/g, C_out)
+                w = np.ascontiguousarray(flipped.transpose(1, 2, 3, 0), dtype=dtype)
+            self._prepared[key] = w
+        return w
+
+
+def _conv_exact(
+    input_: np.ndarray,
+    weight: np.ndarray,
+    kernel_size,
+    stride,
+    padding,
+    dilation,
+    groups: int,
+    plan: ty.Optional[_ConvPlan] = None,
+    weight_exp: int = 0,
+) -> tuple[np.ndarray, ty.Optional[int]]:
+    """Drop-in replacement for ``lava.proc.conv.utils.conv`` on integer data, same result;
+    with ``weight_exp``, that result scaled as Loihi's synapses do (:func:`shift_by_exponent`).
+
+    ``utils.conv`` (scipy path) accumulates in float64 and returns ``output.astype(
+    weight.dtype)``; this function returns exactly that array.  Layouts are Lava's: input
+    ``(W, H, C_in)``, weight ``(C_out, kW, kH, C_in // groups)``, output ``(W', H', C_out)``;
+    stride, padding and dilation are (x, y) pairs.  Lava's "conv" is a true convolution (scipy
+    ``convolve2d`` flips the kernel), so the kernel is flipped and then correlated.  ``plan``
+    (a ``_ConvPlan`` of this ``weight`` and geometry) saves the per-call weight work; it must
+    have been built from this very ``weight`` array, unchanged since.
+
+    Methods (same numbers, see exactness): torch ``conv2d`` (oneDNN ``convolution_direct`` in
+    float32, im2col + GEMM in float64) where torch is safe to call (``_torch_is_safe``), else
+    numpy: the zero-padded input is flattened to rows ``(x * H_pad + y, c)``; for each kernel
+    tap (i, j) the rows shifted by ``i * dx * H_pad + j * dy`` times the tap's ``(C_in/g,
+    C_out/g)`` weight matrix (one BLAS gemm) is added to the output rows; this is the stride-1
+    output on the padded-width grid, the wrapped-around columns are dropped and the stride is
+    applied by slicing.  An all-zero input gives all-zero output without computing.
+
+    Exactness (docs/EXACTNESS.md, section 4): with ``L = max over output channels of sum |w|``
+    and ``m = max |input|``, float32 when ``L * m < 2**24``, float64 when ``L * m < 2**53``,
+    otherwise (or for non-integer data) ``utils.conv`` itself.
+
+    ``weight_exp`` != 0: on the float paths the sum ``y`` (an exact integer) is scaled in
+    float, ``floor(y * 2**e)``, which is exact and equals the arithmetic shift, as long as
+    ``L * m * 2**max(e, 0) < 2**30`` (so the int32 result cannot overflow); otherwise the
+    integer result is shifted in int64.
+
+    Returns ``(output, bound)``: ``bound`` bounds the magnitude of every output (``L * m``,
+    scaled), or None when the stock routine computed the output.
+    """
+    out, bound, scaled = _convolve(
+        input_, weight, kernel_size, stride, padding, dilation, groups, plan, weight_exp
+    )
+    if weight_exp != 0 and not scaled:
+        out = shift_by_exponent(out.astype(np.int64), weight_exp)
+        if bound is not None:
+            bound = _scaled_bound(bound, weight_exp)
+    return out, bound
+
+
+def _scaled_bound(bound: int, weight_exp: int) -> int:
+    """A bound on ``|floor(y * 2**e)|`` given ``|y| <= bound``."""
+    return bound << weight_exp if weight_exp >= 0 else (bound >> -weight_exp) + 1
+
+
+def _convolve(input_, weight, kernel_size, stride, padding, dilation, groups, plan, weight_exp):
+    """``_conv_exact`` up to the scaling: ``(output, bound, scaled)``; ``scaled`` tells whether
+    the float path already applied ``weight_exp`` (exactly) to the output and the bound."""
+    if plan is None:
+        plan = _ConvPlan(weight, kernel_size, stride, padding, dilation, groups)
+    if not plan.accepts(input_):
+        stock = utils.conv(input_, weight, kernel_size, stride, padding, dilation, groups)
+        return stock, None, False
+
+    w_, h_, _ = input_.shape
+    c_out, k_w, k_h, _ = weight.shape
+    (sx, sy), (px, py), (dx, dy) = plan.stride, plan.padding, plan.dilation
+    if input_.dtype == np.bool_ or input_.size == 0:
+        m = 1
+    else:
+        m = max(abs(int(input_.max())), abs(int(input_.min())))
+    bound = plan.l1 * m
+    if bound < _F32_EXACT:
+        dtype = np.float32
+    elif bound < _F64_EXACT:
+        dtype = np.float64
+    else:
+        stock = utils.conv(input_, weight, kernel_size, stride, padding, dilation, groups)
+        return stock, None, False
+
+    if m == 0 or not input_.any():
+        # All-zero input: the stock float64 sum is 0 everywhere, cast to 0.
+        wo = (w_ + 2 * px - dx * (k_w - 1) - 1) // sx + 1
+        ho = (h_ + 2 * py - dy * (k_h - 1) - 1) // sy + 1
+        return np.zeros((wo, ho, c_out), weight.dtype), 0, True  # any scaling of 0 is 0
+
+    backend = _BACKEND
+    if backend == "auto":
+        backend = "torch" if _torch_is_safe() else "numpy"
+    conv = _conv_torch if backend == "torch" else _conv_numpy
+    out = conv(
+        input_,
+        plan.weights(dtype, backend),
+        dtype,
+        plan.stride,
+        plan.padding,
+        plan.dilation,
+        plan.groups,
+    )
+    if weight_exp != 0 and _scaled_bound(bound, max(weight_exp, 0)) < 1 << 30:
+        np.multiply(out, 2.0**weight_exp, out=out)  # exact: a power of two, no underflow
+        np.floor(out, out=out)  # = the arithmetic right shift of the integer sum
+        return out.astype(np.int32, order="C"), _scaled_bound(bound, weight_exp), True
+    if dtype is np.float32:
+        # Exact integers below 2**24: the cast is exact, no need for a contiguous copy first.
+        return out.astype(weight.dtype, order="C"), bound, False
+    # float64: cast a C-contiguous array, as the stock code does (same numpy loop, so the
+    # same result even where the cast overflows int32).
+    return np.ascontiguousarray(out).astype(weight.dtype), bound, False
+
+
+def _conv_torch(input_, w, dtype, stride, padding, dilation, groups) -> np.ndarray:
+    """``w``: the prepared torch weight of ``_ConvPlan.weights(dtype, "torch")``."""
+    # Everything channels-last: (W, H, C) memory is (1, C, W, H) in torch's channels_last
+    # format (a view, no copy), and with a channels_last weight too the output comes back
+    # channels-last, i.e. already (W', H', C_out) in memory.  (128x128x16, one thread: 0.9 ms
+    # for the conv and 0.06 ms to get the result out, against 1.75 ms and 0.7 ms otherwise.)
+    cl = torch.channels_last
+    x = (
+        torch.from_numpy(input_.astype(dtype))
+        .permute(2, 0, 1)
+        .unsqueeze(0)
+        .contiguous(memory_format=cl)
+    )
+    with torch.no_grad():
+        y = torch_F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return y[0].permute(1, 2, 0).numpy()  # (W', H', C_out)
+
+
+def _conv_numpy(input_, wt, dtype, stride, padding, dilation, groups) -> np.ndarray:
+    """``wt``: the flipped kernel ``(kW, kH, C_in/g, C_out)`` of ``_ConvPlan.weights``."""
+    w_, h_, c_in = input_.shape
+    k_w, k_h, c_g, c_out = wt.shape
+    (sx, sy), (px, py), (dx, dy) = stride, padding, dilation
+    wp, hp = w_ + 2 * px, h_ + 2 * py
+    wo1, ho1 = wp - dx * (k_w - 1), hp - dy * (k_h - 1)  # stride-1 output size
+    # Padded input as rows (x * hp + y, c), plus slack rows so every tap's slice is in range.
+    n_rows = wo1 * hp
+    slack = dy * (k_h - 1)
+    xp = np.zeros((wp * hp + slack, c_in), dtype)
+    xp[: wp * hp].reshape(wp, hp, c_in)[px : px + w_, py : py + h_] = input_
+    k_g = c_out // groups
+    out = np.zeros((n_rows, c_out), dtype)
+    prod = np.empty((n_rows, k_g), dtype)
+    for g in range(groups):
+        xs = xp[:, g * c_g : (g + 1) * c_g]
+        og = out[:, g * k_g : (g + 1) * k_g]
+        for i in range(k_w):
+            for j in range(k_h):
+                wij = wt[i, j, :, g * k_g : (g + 1) * k_g]
+                if not wij.any():
+                    continue
+                off = i * dx * hp + j * dy
+                np.matmul(xs[off : off + n_rows], wij, out=prod)
+                og += prod
+    return out.reshape(wo1, hp, c_out)[::sx, :ho1:sy]

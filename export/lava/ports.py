@@ -1,0 +1,76 @@
+"""Port helpers of the fast process models: receive without Lava's zeros-and-add, send
+read-only arrays that the in-process channels pass uncopied."""
+
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.model.py.ports import IdentityTransformer, PyInPortVectorDense
+
+from export.lava.inprocess_runtime import LocalSendPort
+
+_max, _min = np.maximum.reduce, np.minimum.reduce
+
+
+def recv_dense(port) -> np.ndarray:
+    """``port.recv()`` of a ``PyInPortVectorDense``, without Lava's ``zeros + x1 + x2 ...``
+    where that sum is known: when every channel delivers an integer array of the port's shape,
+    all of one dtype that the port's dtype promotes to, the sum is ``x1`` for one channel and
+    ``x1 + x2 + ...`` otherwise, in that dtype (same values, same int wrap-around; floats keep
+    Lava's way, where ``0.0 + -0.0`` differs from ``-0.0``).  Anything else: ``port.recv()``.
+
+    With one channel the array is returned as it came; it may be read-only (an in-process
+    channel passes a sender's read-only array as it is), so callers do not write into it.
+    """
+    channels = getattr(port, "csp_ports", ())
+    if not (
+        type(port) is PyInPortVectorDense
+        and channels
+        and type(getattr(port, "_transformer", None)) is IdentityTransformer
+    ):
+        return port.recv()
+    xs = [c.recv() for c in channels]
+    first = xs[0]
+    dtype = first.dtype
+    if (
+        dtype.kind in "iu"
+        and np.result_type(port._d_type, dtype) == dtype
+        and all(x.shape == port._shape and x.dtype == dtype for x in xs)
+    ):
+        if len(xs) == 1:
+            return first
+        total = first + xs[1]
+        for x in xs[2:]:
+            total += x
+        return total
+    total = np.zeros(port._shape, port._d_type)  # Lava's own sum, in Lava's order
+    for x in xs:
+        total = total + x
+    return total
+
+
+def is_silent(x: np.ndarray) -> bool:
+    """True when every element of ``x`` is zero (two SIMD reductions: cheaper than
+    ``not x.any()`` on integer arrays, which casts to bool first)."""
+    if x.dtype == np.bool_:
+        return not x.any()
+    return not (x.size and (_max(x, axis=None) or _min(x, axis=None)))
+
+
+def one_message(port, data: np.ndarray):
+    """What ``port.send(data)`` should be given: in the in-process runtime, ``data`` cast once
+    to the dtype its channels carry and ``frozen``, so that all of the port's channels pass that
+    one array (instead of each casting a copy of its own); elsewhere ``data`` as it is."""
+    channels = getattr(port, "csp_ports", ())
+    if type(data) is np.ndarray and channels and all(type(c) is LocalSendPort for c in channels):
+        dtype = channels[0]._dtype
+        if all(c._dtype == dtype for c in channels):
+            return frozen(np.array(data, dtype=dtype))
+    return data
+
+
+def frozen(x: np.ndarray) -> np.ndarray:
+    """``x`` marked read-only (in place) and returned: an in-process channel passes such an
+    array to its receivers without copying it.  Only for a fresh result that nothing else
+    refers to and nobody writes into again."""
+    x.flags.writeable = False
+    return x

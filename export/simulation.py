@@ -1,0 +1,171 @@
+"""A simulation job over several Lava runtimes: what one shard counts, how shards merge, and the
+report, the same numbers whatever the sharding.
+
+A shard records integer counts only (samples, correct predictions, agreements with lava-dl,
+spikes and SynOps per layer, mismatching spikes); every reported number is computed from the
+summed counts by the same code as a single run, so a merged run reports exactly what one
+runtime over all samples reports (the samples are independent: every group resets at the start
+of each sample window). The counting itself runs Lava: :func:`export.lava.sharded.run_counts`.
+Lava-free.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from i2e_neuro.shards import read_shard_files, shard_file
+from i2e_neuro.workers import run_children
+
+SHARD_KIND = "i2e-neuro simulate shard"
+#: Fields of the summary that are timings (everything else is exact counts and ratios).
+TIMING_FIELDS = ("seconds", "seconds_per_sample", "lava_seconds", "workers")
+
+
+@dataclass(frozen=True)
+class SimulationJob:
+    """What to simulate: the network file, the samples, the back end and the checks."""
+
+    model: str
+    data: str = "digits"
+    root: str | None = None
+    split: str = "test"
+    limit: int | None = None
+    backend: str = "cpu"
+    check: int = 0
+    stock: bool = False
+    lava_processes: bool = False
+
+    def identity(self, total: int) -> dict:
+        """What every shard of one run must agree on."""
+        fields = ("model", "data", "split", "limit", "backend", "check", "stock")
+        return {**{k: asdict(self)[k] for k in fields}, "model": str(self.model), "samples": total}
+
+    def shard_command(self, shard: int, shards: int, folder: Path) -> list[str]:
+        """The ``i2e-neuro simulate`` command line that runs one shard into ``folder``."""
+        cmd = [sys.executable, "-m", "i2e_neuro.cli", "simulate", "--model", str(self.model)]
+        cmd += ["--data", self.data, "--split", self.split, "--backend", self.backend]
+        cmd += ["--check", str(self.check), "--shard", f"{shard}/{shards}"]
+        cmd += ["--shard-dir", str(folder)]
+        if self.root is not None:
+            cmd += ["--root", str(self.root)]
+        if self.limit is not None:
+            cmd += ["--limit", str(self.limit)]
+        if self.stock:
+            cmd.append("--stock")
+        if self.lava_processes:
+            cmd.append("--lava-processes")
+        return cmd
+
+
+def run_workers(job: SimulationJob, workers: int) -> dict:
+    """``workers`` shards of ``job`` as child processes in parallel; their merged counts."""
+    with tempfile.TemporaryDirectory(prefix="i2e-neuro-simulate-") as tmp:
+        folder = Path(tmp)
+        commands = [job.shard_command(i, workers, folder) for i in range(workers)]
+        run_children(commands, folder, "--workers")
+        parts = [json.loads(shard_file(folder, i, workers).read_text()) for i in range(workers)]
+    return merge_counts(parts)
+
+
+def read_shards(folder: Path) -> list[dict]:
+    """The shard results in ``folder`` (``--merge``)."""
+    return read_shard_files(folder, SHARD_KIND)
+
+
+def merge_counts(parts: list[dict]) -> dict:
+    """Sum the counts of all shards of one run (each shard exactly once, any order)."""
+    if not parts:
+        raise ValueError("no shard results to merge")
+    parts = sorted(parts, key=lambda p: p["shard"][0])
+    first = parts[0]
+    shards = first["shard"][1]
+    seen = [p["shard"][0] for p in parts]
+    missing = sorted(set(range(shards)) - set(seen))
+    if missing or len(seen) != len(set(seen)) or any(p["shard"][1] != shards for p in parts):
+        raise ValueError(
+            f"need each of the {shards} shards exactly once; have {seen}"
+            + (f", missing {missing}" if missing else "")
+        )
+    for p in parts[1:]:
+        for key in ("run", "steps", "groups"):
+            if p[key] != first[key]:
+                raise ValueError(
+                    f"shard {p['shard'][0]} belongs to another run: {key} {p[key]} != {first[key]}"
+                )
+    merged = {k: first[k] for k in ("run", "steps", "groups")}
+    for key in ("labelled", "correct", "agree", "checked", "mismatches"):
+        merged[key] = sum(int(p[key]) for p in parts)
+    merged["samples"] = sum(p["stop"] - p["start"] for p in parts)
+    for key in ("spikes", "synops"):
+        names = [name for p in parts for name in p[key]]
+        merged[key] = {
+            name: sum(int(p[key].get(name, 0)) for p in parts) for name in dict.fromkeys(names)
+        }
+    merged["shard_seconds"] = [p["seconds"] for p in parts]
+    return merged
+
+
+def summarize(counts: dict, seconds: float, workers: int = 1) -> dict:
+    """The report of a run from its (merged) counts: the same numbers whatever the sharding.
+
+    ``seconds``: wall time of the whole run (samples, simulation, lava-dl reference), as the
+    caller measured it; ``lava_seconds``: the Lava simulations alone, summed over shards.
+    """
+    run = counts["run"]
+    n, steps = counts["samples"], counts["steps"]
+    layers = [
+        {
+            "group": g["group"],
+            "neurons": g["neurons"],
+            "spikes": counts["spikes"][g["group"]],
+            "rate": counts["spikes"][g["group"]] / (g["neurons"] * steps * n),
+            "synops": counts["synops"].get(g["group"], 0) / n,
+        }
+        for g in counts["groups"]
+    ]
+    synops = counts["synops"]
+    return {
+        "accuracy": counts["correct"] / counts["labelled"] if counts["labelled"] else None,
+        "samples": n,
+        "agreement": counts["agree"] / n,
+        "spike_mismatches": counts["mismatches"] if run["check"] else None,
+        "checked_samples": counts["checked"],
+        "synops_per_sample": sum(synops.values()) / n,
+        "input_synops_per_sample": synops.get("i2e input", 0) / n,
+        "seconds": seconds,
+        "seconds_per_sample": seconds / n,
+        "lava_seconds": sum(counts["shard_seconds"]),
+        "workers": workers,
+        "backend": run["backend"],
+        "layers": layers,
+    }
+
+
+def summary_text(summary: dict) -> str:
+    """The summary as the table and closing line ``simulate`` prints."""
+    lines = [f"{'group':<14} {'neurons':>8} {'spikes':>10} {'rate':>8} {'SynOps/sample':>14}"]
+    for row in summary["layers"]:
+        lines.append(
+            f"{row['group']:<14} {row['neurons']:>8} {row['spikes']:>10} {row['rate']:>8.4f}"
+            f" {row['synops']:>14.0f}"
+        )
+    n, seconds = summary["samples"], summary["seconds"]
+    acc = summary["accuracy"]
+    acc_text = f"{acc:.4f}" if acc is not None else "n/a (no labels)"
+    mism = summary["spike_mismatches"]
+    lines.append(
+        f"\nLava {summary['backend']}: {n} samples in {seconds:.1f} s ({seconds / n:.3f} s/sample"
+        + (f", {summary['workers']} workers" if summary["workers"] > 1 else "")
+        + f"; Lava {summary['lava_seconds']:.1f} s); accuracy {acc_text}; agreement with lava-dl"
+        f" {summary['agreement']:.4f}; SynOps/sample {summary['synops_per_sample']:.0f}"
+        + (
+            f"; spike mismatches on {summary['checked_samples']} samples: {mism}"
+            if mism is not None
+            else ""
+        )
+    )
+    return "\n".join(lines)
