@@ -174,7 +174,7 @@ def strong_images() -> "Samples":  # noqa: F821 - the eval_data type, imported l
     """The sample photos at 32x32 and saturated digits (every non-zero pixel at 255): dense,
     high-contrast images, converted by I2E into many events."""
     from i2e_neuro.datasets.eval_data import Samples, load_samples
-    from i2e_neuro.i2e.sample_photos import SAMPLES
+    from i2e_neuro.datasets.sample_photos import SAMPLES
 
     photos = load_samples(str(SAMPLES), (32, 32))
     digits = load_samples("digits", (32, 32), limit=4)
@@ -193,8 +193,8 @@ def test_strong_images_lava_equals_the_qat_model_spike_for_spike(project: bool):
     (every state in range: legal) or not (states past 24 bits: the chip's wrap and clip,
     computed by both sides)."""
     from export.description import from_deploy
-    from export.lava_dl_run import run_lava_dl, state_peaks
-    from export.runner import simulate
+    from export.lava.runner import simulate
+    from export.peers.lava_dl import run_lava_dl, state_peaks
 
     model = _strong_model(0, 12.0, project=project)
     classes = [str(i) for i in range(10)]
@@ -213,7 +213,7 @@ def test_strong_images_lava_equals_the_qat_model_spike_for_spike(project: bool):
         assert (lava.predictions == reference.predictions).all()
     assert sum(int(t.sum()) for t in reference.trains.values()) > 1000
     # lava-dl's own dynamics (no wrap, no clip) agree with Lava only while the states fit
-    from export.lava_dl_run import sample_events
+    from export.peers.lava_dl import sample_events
 
     plain = slayer_spikes(model, sample_events(desc, samples, 0, n))
     differ = sum(
