@@ -113,18 +113,53 @@ def state_checks(process: str, kind: str, peaks: dict | None, limit: int) -> lis
             )
             continue
         level = "error" if peak >= limit else "warning"
+        step = peaks[process].get("overflow_step")
         checks.append(
             Check(
                 process,
                 kind,
                 f"max |{var}| (simulated)",
-                str(int(peak)),
+                str(int(peak)) + (f" (past 24 bits from step {step})" if peak >= limit else ""),
                 f"< {limit} (24 bit)",
                 peak <= limit // 2,
                 level,
             )
         )
     return checks
+
+
+def bound_checks(bounds: dict, limit: int) -> list[Check]:
+    """The data-free bounds of ``|u|`` and ``|v|`` per group (``NetworkDescription.state_bounds``)
+    against the signed state width ``limit``: a group whose bound reaches it is not in range by
+    construction (some input could make ``u`` wrap or ``v`` clip), a risk; below it no input can
+    (docs/EXACTNESS.md)."""
+    return [
+        Check(
+            group,
+            "LIF",
+            f"max |{var}| (bound, any input)",
+            str(int(b[var])),
+            f"< {limit} (24 bit)",
+            int(b[var]) < limit,
+            "warning",
+        )
+        for group, b in bounds.items()
+        for var in ("u", "v")
+    ]
+
+
+def first_overflow(peaks: dict | None, order: list[str], limit: int) -> tuple[str, int] | None:
+    """``(group, step)`` of the first state past 24 bits in measured ``peaks`` (feed-forward
+    ``order``, earliest step first), or None: where Loihi's wrap or clip starts to act."""
+    found = [
+        (int(p["overflow_step"]), order.index(g), g)
+        for g, p in (peaks or {}).items()
+        if g in order and "overflow_step" in p and max(p.get("u", 0), p.get("v", 0)) >= limit
+    ]
+    if not found:
+        return None
+    step, _, group = min(found)
+    return group, step
 
 
 def core_mapping(

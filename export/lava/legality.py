@@ -33,6 +33,7 @@ from export.rules import (  # noqa: F401  (IllegalGraph, LegalityReport: re-expo
     Check,
     IllegalGraph,
     LegalityReport,
+    bound_checks,
     core_mapping,
     range_check,
     state_checks,
@@ -190,6 +191,7 @@ def check_graph(
     report.checks += _connection_checks(processes)
     desc = getattr(net, "description", None)
     if desc is not None:
+        report.checks += bound_checks(desc.state_bounds(), fmt["state"])
         report.mapping, checks = core_mapping(desc, hardware, chips)
         report.checks += checks
     return report

@@ -26,7 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from i2e_neuro.layouts import i2e_to_slayer
-from i2e_neuro.models.deploy import DeployRecord, NeuronParams, as_record
+from i2e_neuro.models.deploy import (
+    STATE_LIMIT,
+    DeployRecord,
+    NeuronParams,
+    as_record,
+    fan_in_sums,
+    state_bounds,
+)
 from i2e_neuro.models.readout import spike_scores
 from i2e_neuro.models.spec import INPUT, NetSpec
 from i2e_neuro.quiet import import_lava_dl
@@ -39,8 +46,6 @@ VOLTAGE_DECAY = 2048  # v[t] = v[t-1] / 2 + u[t] + bias  (tau = 2)
 MAX_EXPONENT = 7
 BIAS_STEP = 1 / 64  # netx convention: bias_exp = 6, so a bias mantissa counts 1/64
 STATE_SCALE = WEIGHT_SCALE * 64  # Loihi integer state per float unit (slayer's ``s_scale``)
-#: Lava's ``max_uv_val``: u and v are 24-bit registers; u wraps above it, v clips to +-(it - 1)
-STATE_LIMIT = 1 << 23
 
 
 @dataclass
@@ -372,54 +377,18 @@ class SpikingGraph(torch.nn.Module):
         return self.neuron_config.threshold * (bn.bias - bn.running_mean * inv)
 
     # ------------------------------------------------------------------ state range
-    def _fan_in_sums(self, g, weights: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per neuron channel of group ``g``: the largest positive and negative synaptic input
-        (``a_in``, weight mantissa units) any input can deliver in one step, from ``weights``
-        (connection name -> ``[out, ...]`` weights in those units): the sums of its incoming
-        positive and negative weights, a pooled connection's times the pooled area (a source
-        neuron spikes at most once a step)."""
-        pos = neg = 0
-        for c in self.spec.incoming(g.name):
-            w = weights[c.name].reshape(c.out_channels, -1)
-            area = math.prod(self.spec.source_shape(c.source)[1:]) if c.kind == "pool_dense" else 1
-            pos = pos + w.clamp(min=0).sum(1) * area
-            neg = neg + (-w).clamp(min=0).sum(1) * area
-        return pos, neg
-
     @torch.no_grad()
     def state_bounds(self) -> dict[str, dict[str, int]]:
-        """Per group, the largest ``|u|`` and ``|v|`` (Loihi units) that ANY input can drive a
-        neuron to, from the integer weights and biases alone (no data):
-
-        * ``u = a_in << 6`` is one step's synaptic input (``du = 4096``): at most 64 times the
-          sum of the positive (negative) incoming weights, all those sources spiking at once;
-        * ``v`` above: a neuron that did not spike holds ``v <= vth``, so ``v <= vth / 2 +
-          u_max + bias``; below: ``v[t] >= v[t-1] / 2 - (u_min + |bias|)`` gives ``v >=
-          -2 (u_min + |bias|)``.
-
-        ``"u_high"``/``"u_low"`` and ``"v_high"``/``"v_low"`` give the sides, ``"u"`` and
-        ``"v"`` the larger of each. A group is in range by construction when ``u`` and ``v``
-        are below ``STATE_LIMIT`` (:data:`STATE_LIMIT`): no wrap, no clip, whatever the data.
-        """
+        """Per group, the largest ``|u|`` and ``|v|`` any input can reach with the deployable
+        integers (:func:`~i2e_neuro.models.deploy.state_bounds`: no data involved)."""
         ints = self.integer_parameters()
-        weights = {n: c["weight"] << c["exponent"] for n, c in ints["conns"].items()}
-        vth = self.neuron_config.vth_mant << 6
-        out = {}
-        for g in self.spec.groups:
-            pos, neg = self._fan_in_sums(g, weights)
-            bias = ints["groups"][g.name]["bias"] << 6
-            u_high, u_low = int((pos << 6).max()), int((neg << 6).max())
-            v_high = int((vth // 2 + (pos << 6) + bias.clamp(min=0)).max())
-            v_low = int((2 * ((neg << 6) + (-bias).clamp(min=0))).max())
-            out[g.name] = {
-                "u": max(u_high, u_low),
-                "v": max(v_high, v_low),
-                "u_high": u_high,
-                "u_low": u_low,
-                "v_high": v_high,
-                "v_low": v_low,
-            }
-        return out
+        return state_bounds(
+            self.spec,
+            {n: c["weight"] for n, c in ints["conns"].items()},
+            {n: c["exponent"] for n, c in ints["conns"].items()},
+            {n: g["bias"] for n, g in ints["groups"].items()},
+            self.neuron_config.vth_mant,
+        )
 
     @torch.no_grad()
     def project_state_range(self, limit: int = STATE_LIMIT - 1) -> int:
@@ -447,7 +416,7 @@ class SpikingGraph(torch.nn.Module):
             }
             over = False
             for g in self.spec.groups:
-                pos, neg = self._fan_in_sums(g, weights)
+                pos, neg = fan_in_sums(self.spec, g.name, weights)
                 bias = quantize_bias(self.biases[_key(g.name)], self.neuron_config.max_bias)
                 bias = bias.double() * STATE_SCALE
                 room_high = limit - vth // 2 - bias.clamp(min=0)
