@@ -137,7 +137,7 @@ def bound_checks(bounds: dict, limit: int) -> list[Check]:
         Check(
             group,
             "LIF",
-            f"max |{var}| (bound, any input)",
+            f"max |{var}| (any input)",
             str(int(b[var])),
             f"< {limit} (24 bit)",
             int(b[var]) < limit,
