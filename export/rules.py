@@ -136,7 +136,7 @@ def bound_checks(bounds: dict, limit: int) -> list[Check]:
     return [
         Check(
             group,
-            "LIF",
+            "group",
             f"max |{var}| (any input)",
             str(int(b[var])),
             f"< {limit} (24 bit)",
