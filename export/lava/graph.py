@@ -6,7 +6,7 @@
   rounded up to a power of two, which Loihi 2 requires (lava-dl
   ``tutorials/lava/lib/dl/netx/mnist/run.ipynb``: "reset_interval on Loihi-2 Hardware has to be a
   power of 2"). The padding is exact: trained biases keep a group silent once its input has
-  ended (README "Design: timing"), so the extra steps carry no spikes;
+  ended (docs/DESIGN.md, "Timing"), so the extra steps carry no spikes;
 * conv connections -> ``lava.proc.conv.process.Conv``, pooled-dense connections ->
   ``lava.proc.dense.process.Dense``, both with the synapse format of ``lava.utils.weightutils``
   (:func:`loihi_weights`): the training mantissa ``m`` and exponent ``e`` unchanged, mixed-sign

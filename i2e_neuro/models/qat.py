@@ -12,8 +12,8 @@ of its incoming connections plus a bias. Training goes in two phases:
    1/64 grid (quantization-aware fine-tuning with straight-through rounding).
 
 Units follow slayer's (``scale = 64``): a weight ``w`` adds ``w * 4096`` to Loihi's 24-bit
-current, the threshold ``theta`` is ``vth_mant / 64``. Neuron parameters (see README "Design:
-the neuron"): ``du = 4096`` (the current is the synaptic input of this step, as SpikingJelly's
+current, the threshold ``theta`` is ``vth_mant / 64``. Neuron parameters (see docs/DESIGN.md, "The
+neuron"): ``du = 4096`` (the current is the synaptic input of this step, as SpikingJelly's
 ``decay_input=False`` LIF), ``dv = 2048`` (tau = 2), hard reset to 0.
 """
 
@@ -87,7 +87,7 @@ class NeuronConfig:
         """Largest bias that keeps a neuron silent without input (v <= theta/2 + bias <= theta).
 
         This makes every sample's activity end ``depth`` steps after its last frame, so
-        consecutive samples never interact on Lava / Loihi (see README "Design: timing").
+        consecutive samples never interact on Lava / Loihi (see docs/DESIGN.md, "Timing").
         """
         return self.threshold * (4096 - VOLTAGE_DECAY) / 4096
 

@@ -14,8 +14,8 @@ from PIL import Image
 from i2e_neuro import i2e
 from i2e_neuro.commands import convert as cmd
 from i2e_neuro.datasets.formats import load_events
-from i2e_neuro.datasets.sources import load_digits_source, resize
-from i2e_neuro.i2e.images import load_image
+from i2e_neuro.datasets.sources import load_digits_source
+from i2e_neuro.i2e.images import load_image, resize
 
 SAMPLES = Path(__file__).parents[2] / "i2e_neuro" / "data" / "samples"
 

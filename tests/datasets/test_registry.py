@@ -50,8 +50,7 @@ def test_every_entry_resolves_and_has_a_builder(name):
     cfg = resolve_config(dataset=name)
     assert cfg.dataset == name and cfg.epochs == entry.recipe["epochs"]
     assert cfg.ratio == entry.recipe["ratio"]
-    target = entry.builder.__name__
-    assert callable(getattr(train_data, target)), target
+    assert train_data.BUILDERS[entry.builder] is getattr(train_data, entry.builder)
     if entry.ratio is not None:
         assert sources.DEFAULT_RATIOS[name] == entry.ratio
 
