@@ -9,7 +9,11 @@ of its incoming connections plus a bias. Training goes in two phases:
 2. ``folded``: :meth:`SpikingGraph.fold` folds every BN into its connection's weights and the
    target groups' biases, picks a per-connection exponent, and from then on the forward pass
    uses 8-bit mantissas ``m`` in [-128, 127] with ``w = m * 2**e / 64`` and biases on Loihi's
-   1/64 grid (quantization-aware fine-tuning with straight-through rounding).
+   1/64 grid (quantization-aware fine-tuning with straight-through rounding). Folded, the
+   neurons compute Loihi's integer CUBA-LIF exactly, the 24-bit wrap of ``u`` and clip of ``v``
+   included (:func:`cuba_integer`, slayer's surrogate gradient), and
+   :meth:`SpikingGraph.project_state_range` keeps every neuron's reachable state inside 24 bits
+   for any input (docs/EXACTNESS.md, "The 24-bit neuron states").
 
 Units follow slayer's (``scale = 64``): a weight ``w`` adds ``w * 4096`` to Loihi's 24-bit
 current, the threshold ``theta`` is ``vth_mant / 64``. Neuron parameters (see docs/DESIGN.md, "The
