@@ -90,10 +90,15 @@ def range_check(process: str, kind: str, parameter: str, values, lo: int, hi: in
     return Check(process, kind, parameter, value, f"[{lo}, {hi}]", lo <= vmin and vmax <= hi)
 
 
-def state_checks(process: str, kind: str, peaks: dict | None, limit: int) -> list[Check]:
+def state_checks(
+    process: str, kind: str, peaks: dict | None, limit: int, bounds: dict | None = None
+) -> list[Check]:
     """The largest ``|u|`` and ``|v|`` a simulation reached (``peaks`` ``{process: {"u", "v"}}``)
     against the signed state width ``limit`` (``2**23``): an error at the limit, a risk above
-    half of it; not measured is a risk where peaks were asked for, else only noted."""
+    half of it unless the data-free bound (``bounds``, as :func:`bound_checks` takes them)
+    shows that no input can reach the limit; not measured is a risk where peaks were asked for,
+    else only noted."""
+    proven = bounds is not None and process in bounds
     checks = []
     for var in ("u", "v"):
         peak = None if peaks is None else peaks.get(process, {}).get(var)
@@ -121,7 +126,7 @@ def state_checks(process: str, kind: str, peaks: dict | None, limit: int) -> lis
                 f"max |{var}| (simulated)",
                 str(int(peak)) + (f" (past 24 bits from step {step})" if peak >= limit else ""),
                 f"< {limit} (24 bit)",
-                peak <= limit // 2,
+                peak <= limit // 2 or (proven and peak < limit and bounds[process][var] < limit),
                 level,
             )
         )

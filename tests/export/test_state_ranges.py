@@ -64,5 +64,5 @@ def test_network_file_records_ranges_and_deploy_check_names_the_overflow(tmp_pat
     model = _strong_model(0, 12.0, project=True)
     code = main(["deploy-check", _checkpoint(tmp_path, model), "--data", "digits", "--limit", "8"])
     text = capsys.readouterr().out
-    assert code == 0 and "LEGAL" in text and "every group in range" in text
+    assert code == 0 and "loihi2: LEGAL; 0 risk(s)" in text and "every group in range" in text
     assert "max |v| (simulated)" in text and "max |v| (any input)" in text
