@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from i2e_neuro.energy.hw import load_hw_config, register_formats
-from i2e_neuro.models.deploy import READOUT, DeployRecord, NeuronParams, as_record
+from i2e_neuro.models.deploy import READOUT, DeployRecord, NeuronParams, as_record, state_bounds
 from i2e_neuro.models.spec import (  # plain data, no model code
     INPUT,  # noqa: F401  (re-exported for the consumers of the description)
     ConnSpec,
@@ -117,6 +117,10 @@ class NetworkDescription:
     groups: list[NeuronGroup]
     connections: list[Connection]
     classes: list[str] = field(default_factory=list)
+    #: the largest ``|u|``, ``|v|`` per group measured at the end of training, on its training
+    #: data (``{group: {"u", "v"}}``; empty when not recorded); :meth:`state_bounds` gives the
+    #: data-free bounds
+    measured_states: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -252,6 +256,17 @@ class NetworkDescription:
                     f"connection {c.name!r}: delay {c.delay} unsupported (every hop delays by exactly 1 step)"
                 )
 
+    def state_bounds(self) -> dict[str, dict[str, int]]:
+        """Per group the largest ``|u|``, ``|v|`` any input can reach
+        (:func:`i2e_neuro.models.deploy.state_bounds`)."""
+        return state_bounds(
+            self.topology,
+            {c.name: c.weight for c in self.connections},
+            {c.name: c.exponent for c in self.connections},
+            {g.name: g.bias for g in self.groups},
+            self.spiking_groups[0].vth,
+        )
+
     def deploy_record(self) -> DeployRecord:
         """The description as a deploy record (the inverse of :func:`from_deploy`), e.g. to
         rebuild the lava-dl model of an exported file for spike-by-spike checks."""
@@ -340,6 +355,11 @@ def from_checkpoint(path: str | Path) -> NetworkDescription:
             "(train with --backend slayer and at least one QAT epoch)"
         )
     try:
-        return from_deploy(ckpt["deploy"])
+        desc = from_deploy(ckpt["deploy"])
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
+    peaks = (ckpt.get("extras") or {}).get("state_peaks") or {}
+    desc.measured_states = {
+        g: {k: int(v) for k, v in p.items()} for g, p in peaks.items() if isinstance(p, dict)
+    }
+    return desc

@@ -47,6 +47,11 @@ def save_hdf5(desc: NetworkDescription, path: str | Path) -> Path:
             steps=desc.steps,
             i2e=json.dumps(desc.i2e),
             classes=json.dumps(desc.classes),
+            # 24-bit states: measured at the end of training (training data) and bounded for
+            # any input (docs/EXACTNESS.md); informative, read back into measured_states
+            state_ranges=json.dumps(
+                {"measured": desc.measured_states, "bound": desc.state_bounds()}
+            ),
         )
         layers = f.create_group("layer")
         inp = layers.create_group("0")
@@ -179,6 +184,7 @@ def load_hdf5(path: str | Path) -> NetworkDescription:
                 groups=groups,
                 connections=list(conns.values()),
                 classes=json.loads(f.attrs["classes"]),
+                measured_states=json.loads(f.attrs.get("state_ranges", "{}")).get("measured", {}),
             )
     except KeyError as e:
         reason = str(e).strip("'\"")

@@ -90,10 +90,15 @@ def range_check(process: str, kind: str, parameter: str, values, lo: int, hi: in
     return Check(process, kind, parameter, value, f"[{lo}, {hi}]", lo <= vmin and vmax <= hi)
 
 
-def state_checks(process: str, kind: str, peaks: dict | None, limit: int) -> list[Check]:
+def state_checks(
+    process: str, kind: str, peaks: dict | None, limit: int, bounds: dict | None = None
+) -> list[Check]:
     """The largest ``|u|`` and ``|v|`` a simulation reached (``peaks`` ``{process: {"u", "v"}}``)
     against the signed state width ``limit`` (``2**23``): an error at the limit, a risk above
-    half of it; not measured is a risk where peaks were asked for, else only noted."""
+    half of it unless the data-free bound (``bounds``, as :func:`bound_checks` takes them)
+    shows that no input can reach the limit; not measured is a risk where peaks were asked for,
+    else only noted."""
+    proven = bounds is not None and process in bounds
     checks = []
     for var in ("u", "v"):
         peak = None if peaks is None else peaks.get(process, {}).get(var)
@@ -113,18 +118,53 @@ def state_checks(process: str, kind: str, peaks: dict | None, limit: int) -> lis
             )
             continue
         level = "error" if peak >= limit else "warning"
+        step = peaks[process].get("overflow_step")
         checks.append(
             Check(
                 process,
                 kind,
                 f"max |{var}| (simulated)",
-                str(int(peak)),
+                str(int(peak)) + (f" (past 24 bits from step {step})" if peak >= limit else ""),
                 f"< {limit} (24 bit)",
-                peak <= limit // 2,
+                peak <= limit // 2 or (proven and peak < limit and bounds[process][var] < limit),
                 level,
             )
         )
     return checks
+
+
+def bound_checks(bounds: dict, limit: int) -> list[Check]:
+    """The data-free bounds of ``|u|`` and ``|v|`` per group (``NetworkDescription.state_bounds``)
+    against the signed state width ``limit``: a group whose bound reaches it is not in range by
+    construction (some input could make ``u`` wrap or ``v`` clip), a risk; below it no input can
+    (docs/EXACTNESS.md)."""
+    return [
+        Check(
+            group,
+            "group",
+            f"max |{var}| (any input)",
+            str(int(b[var])),
+            f"< {limit} (24 bit)",
+            int(b[var]) < limit,
+            "warning",
+        )
+        for group, b in bounds.items()
+        for var in ("u", "v")
+    ]
+
+
+def first_overflow(peaks: dict | None, order: list[str], limit: int) -> tuple[str, int] | None:
+    """``(group, step)`` of the first state past 24 bits in measured ``peaks`` (feed-forward
+    ``order``, earliest step first), or None: where Loihi's wrap or clip starts to act."""
+    found = [
+        (int(p["overflow_step"]), order.index(g), g)
+        for g, p in (peaks or {}).items()
+        if g in order and "overflow_step" in p and max(p.get("u", 0), p.get("v", 0)) >= limit
+    ]
+    if not found:
+        return None
+    step, _, group = min(found)
+    return group, step
 
 
 def core_mapping(

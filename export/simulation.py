@@ -17,6 +17,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from i2e_neuro.shards import read_shard_files, shard_file
 from i2e_neuro.workers import owned_temp_folder, run_children
 
@@ -98,6 +100,28 @@ def read_shards(folder: Path) -> list[dict]:
     return read_shard_files(folder, SHARD_KIND)
 
 
+def first_divergence(lava: dict, reference: dict, order: list[str], offset: int = 0) -> dict | None:
+    """Where two recordings first differ: ``{"sample", "step", "group", "spikes"}`` for the
+    lowest sample (numbered from ``offset``), then the earliest step, then the first group in
+    feed-forward ``order``, with the number of differing spikes of that group at that step;
+    None when the trains (``group -> [M, steps, ...]``) are equal."""
+    best = None
+    for rank, g in enumerate(order):
+        if g not in reference:
+            continue
+        diff = np.asarray(lava[g]) != np.asarray(reference[g])
+        per_step = diff.reshape(diff.shape[0], diff.shape[1], -1).sum(-1)  # [M, steps]
+        hits = np.argwhere(per_step > 0)
+        if not len(hits):
+            continue
+        m, t = (int(x) for x in hits[0])  # argwhere is row-major: lowest sample, then step
+        key = (m, t, rank)
+        if best is None or key < best[0]:
+            spikes = int(per_step[m, t])
+            best = (key, {"sample": m + offset, "step": t, "group": g, "spikes": spikes})
+    return None if best is None else best[1]
+
+
 def merge_counts(parts: list[dict]) -> dict:
     """Sum the counts of all shards of one run (each shard exactly once, any order)."""
     if not parts:
@@ -135,6 +159,8 @@ def merge_counts(parts: list[dict]) -> dict:
     for key in ("labelled", "correct", "agree", "checked", "mismatches"):
         merged[key] = sum(int(p[key]) for p in parts)
     merged["samples"] = sum(p["stop"] - p["start"] for p in parts)
+    found = [p["first_divergence"] for p in parts if p.get("first_divergence")]
+    merged["first_divergence"] = found[0] if found else None  # shards in sample order
     for key in ("spikes", "synops"):
         names = [name for p in parts for name in p[key]]
         merged[key] = {
@@ -168,6 +194,7 @@ def summarize(counts: dict, seconds: float, workers: int = 1) -> dict:
         "samples": n,
         "agreement": counts["agree"] / n,
         "spike_mismatches": counts["mismatches"] if run["check"] else None,
+        "first_divergence": counts.get("first_divergence"),
         "checked_samples": counts["checked"],
         "synops_per_sample": sum(synops.values()) / n,
         "input_synops_per_sample": synops.get("i2e input", 0) / n,
@@ -203,4 +230,10 @@ def summary_text(summary: dict) -> str:
             else ""
         )
     )
+    first = summary.get("first_divergence")
+    if first:
+        lines.append(
+            f"first divergence from lava-dl: sample {first['sample']}, step {first['step']}, "
+            f"group {first['group']} ({first['spikes']} spikes differ there)"
+        )
     return "\n".join(lines)

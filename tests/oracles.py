@@ -11,6 +11,8 @@ code with ``i2e_neuro.energy`` or ``export.synops``.
   with every source active (NeuroBench's ``Dense`` of one step).
 * :func:`random_folded_description`: a network with random weights and BatchNorm statistics,
   folded to Loihi integers, and its network description (no training).
+* :func:`slayer_spikes`: a folded model's spikes through lava-dl's own CUBA dynamics (no
+  24-bit limits), against which the chip-exact QAT forward is compared.
 """
 
 from __future__ import annotations
@@ -214,3 +216,27 @@ def official_resnet_logits(state: dict, events: torch.Tensor, blocks=(2, 2, 2, 2
     x = lif(x.mean(dim=(3, 4)))  # adaptive average pool to 1x1, flattened; then the head's LIF
     logits = x @ state["fc.weight"].T + state["fc.bias"]
     return logits.mean(0)
+
+
+def slayer_spikes(model, events: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Spikes ``[B, ..., steps]`` per group of a folded :class:`SpikingGraph` run through
+    lava-dl's own ``slayer.neuron.cuba.Neuron`` dynamics (synaptic input plus bias into the
+    current; no 24-bit wrap of ``u``, no clip of ``v``): the QAT forward without the chip's
+    limits, to show what they change."""
+    from i2e_neuro.layouts import i2e_to_slayer
+    from i2e_neuro.models.qat import _key, quantize_bias
+
+    spikes = {INPUT: i2e_to_slayer(events, model.spec.steps)}
+    outputs: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for g in model.spec.groups:
+            total = 0
+            for c in model.spec.incoming(g.name):
+                if c.name not in outputs:
+                    outputs[c.name] = model._synapse(c, spikes[c.source])
+                total = total + outputs[c.name]
+            bias = quantize_bias(model.biases[_key(g.name)], model.neuron_config.max_bias)
+            total = total + bias.view(1, -1, *([1] * (total.ndim - 2)))
+            spikes[g.name] = model.neurons[_key(g.name)](total.float())
+    del spikes[INPUT]
+    return spikes

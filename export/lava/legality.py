@@ -33,6 +33,7 @@ from export.rules import (  # noqa: F401  (IllegalGraph, LegalityReport: re-expo
     Check,
     IllegalGraph,
     LegalityReport,
+    bound_checks,
     core_mapping,
     range_check,
     state_checks,
@@ -94,7 +95,7 @@ def _synapse_checks(proc, fmt: dict) -> list[Check]:
     return checks
 
 
-def _neuron_checks(proc, fmt: dict, peaks: dict | None) -> list[Check]:
+def _neuron_checks(proc, fmt: dict, peaks: dict | None, bounds: dict | None = None) -> list[Check]:
     kind = type(proc).__name__
     checks = [
         range_check(proc.name, kind, "du", _init(proc.du), *fmt["decay"]),
@@ -109,7 +110,7 @@ def _neuron_checks(proc, fmt: dict, peaks: dict | None) -> list[Check]:
         checks.append(
             Check(proc.name, kind, "reset_interval", str(interval), "a power of two", pow2)
         )
-    return checks + state_checks(proc.name, kind, peaks, fmt["state"])
+    return checks + state_checks(proc.name, kind, peaks, fmt["state"], bounds)
 
 
 def _resolve(port) -> list:
@@ -182,14 +183,16 @@ def check_graph(
     fmt = register_formats(load_hw_config(hardware))
     report = LegalityReport(hardware)
     processes = [*net.processes(), *extra]
+    desc = getattr(net, "description", None)
+    bounds = None if desc is None else desc.state_bounds()
     for proc in processes:
         if isinstance(proc, (Conv, Dense)):
             report.checks += _synapse_checks(proc, fmt)
         elif isinstance(proc, (LIF, LIFReset)):
-            report.checks += _neuron_checks(proc, fmt, state_peaks)
+            report.checks += _neuron_checks(proc, fmt, state_peaks, bounds)
     report.checks += _connection_checks(processes)
-    desc = getattr(net, "description", None)
     if desc is not None:
+        report.checks += bound_checks(bounds, fmt["state"])
         report.mapping, checks = core_mapping(desc, hardware, chips)
         report.checks += checks
     return report

@@ -10,7 +10,7 @@ import numpy as np
 import export
 from export.lava.runner import simulate
 from export.peers.lava_dl import run_lava_dl
-from export.simulation import SHARD_KIND, SimulationJob, file_sha256
+from export.simulation import SHARD_KIND, SimulationJob, file_sha256, first_divergence
 from export.synops import fanout_map
 from i2e_neuro.datasets.eval_data import Samples, load_samples
 from i2e_neuro.shards import shard_bounds
@@ -43,6 +43,7 @@ def run_counts(job: SimulationJob, shard: int = 0, shards: int = 1) -> dict:
         "agree": 0,
         "checked": check,
         "mismatches": 0,
+        "first_divergence": None,
         "spikes": {g.name: 0 for g in desc.spiking_groups},
         "synops": {},
         "seconds": 0.0,
@@ -68,6 +69,10 @@ def run_counts(job: SimulationJob, shard: int = 0, shards: int = 1) -> dict:
         counts["mismatches"] = (
             int(sum((result.trains[g] != reference.trains[g]).sum() for g in reference.trains))
             + result.padding_spikes  # a spike in a padding step is one lava-dl does not have
+        )
+        order = [g.name for g in desc.groups]
+        counts["first_divergence"] = first_divergence(
+            result.trains, reference.trains, order, offset=start
         )
     populations = [("i2e input", "input", reference.input_counts)] + [
         (g.name, g.name, result.neuron_counts[g.name]) for g in desc.spiking_groups

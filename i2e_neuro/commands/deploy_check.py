@@ -37,7 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from export import load as load_description
+    from export.rules import first_overflow
     from i2e_neuro.energy.hw import CHIP_NAMES, HardwareConfigError, load_hw_config
+    from i2e_neuro.models.deploy import STATE_LIMIT
 
     problems = []
     if args.chips is not None and args.chips < 1:
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         desc = load_description(args.model)
         from export.lava.legality import deployable_report  # Lava: once the network is read
 
-        peaks = None
+        peaks, measured = None, None
         if args.data:
             from export.peers.lava_dl import state_peaks
             from i2e_neuro.datasets.eval_data import load_samples
@@ -69,12 +71,28 @@ def run(args: argparse.Namespace) -> int:
             samples = load_samples(
                 args.data, desc.input_shape[1:], args.root, "test", args.limit, args.config
             )
-            peaks = state_peaks(desc, samples)
+            peaks, measured = state_peaks(desc, samples), f"{len(samples.data)} {args.data} samples"
+        elif desc.measured_states:
+            peaks, measured = desc.measured_states, "the training data (recorded by train)"
         report = deployable_report(desc, args.hardware, args.chips, peaks)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(report.table())
+    order = [g.name for g in desc.groups]
+    overflow = first_overflow(peaks, order, STATE_LIMIT)
+    if measured:
+        print(
+            f"24-bit states measured on {measured}: "
+            + (
+                f"first past the limit in group {overflow[0]} at step {overflow[1]} (Loihi wraps "
+                "u / clips v from there; the lava-dl model computes the same)"
+                if overflow
+                else "every group in range"
+            )
+        )
     if args.json:
-        print(json.dumps(report.to_dict()))
+        out = report.to_dict()
+        out["first_overflow"] = {"group": overflow[0], "step": overflow[1]} if overflow else None
+        print(json.dumps(out))
     return 0 if report.ok else 1

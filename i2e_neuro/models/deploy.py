@@ -122,3 +122,61 @@ class DeployRecord:
 def as_record(deploy: DeployRecord | dict) -> DeployRecord:
     """A record, from a record or a ``deploy`` dict."""
     return deploy if isinstance(deploy, DeployRecord) else DeployRecord.from_dict(deploy)
+
+
+#: Loihi 2's neuron state registers ``u`` and ``v`` are 24-bit signed: Lava's ``max_uv_val``.
+STATE_LIMIT = 1 << 23
+
+
+def fan_in_sums(spec: NetSpec, group: str, weights: dict) -> tuple[Any, Any]:
+    """Per neuron channel of ``group``: the largest positive and negative synaptic input
+    (``a_in``, weight units) any input can deliver in one step. ``weights``: connection name ->
+    ``[out, ...]`` weights in those units (numpy or torch). The sums of the incoming positive
+    and negative weights; a pooled connection's count once per pooled position (a source neuron
+    spikes at most once a step)."""
+    pos = neg = 0
+    for c in spec.incoming(group):
+        w = weights[c.name].reshape(c.out_channels, -1)
+        area = 1
+        if c.kind == "pool_dense":
+            for n in spec.source_shape(c.source)[1:]:
+                area *= n
+        pos = pos + w.clip(min=0).sum(1) * area
+        neg = neg + (-w).clip(min=0).sum(1) * area
+    return pos, neg
+
+
+def state_bounds(
+    spec: NetSpec, weights: dict, exponents: dict, biases: dict, vth_mant: int
+) -> dict[str, dict[str, int]]:
+    """Per group, the largest ``|u|`` and ``|v|`` (Loihi units) that ANY input can drive a
+    neuron to, from the integers alone (mantissas, exponents, bias mantissas at exponent 6;
+    numpy or torch int64), for Loihi's CUBA-LIF with ``du = 4096`` and ``dv = 2048``:
+
+    * ``u = a_in << 6`` is one step's synaptic input: at most 64 times the sum of the positive
+      (negative) incoming weights, all those sources spiking at once;
+    * ``v`` above: a neuron that did not spike holds ``v <= vth``, so ``v <= vth / 2 + u_max +
+      bias``; below: ``v[t] >= v[t-1] / 2 - (u_min + |bias|)`` gives ``v >= -2 (u_min + |bias|)``.
+
+    Keys ``u_high``/``u_low``, ``v_high``/``v_low`` (the sides) and ``u``, ``v`` (the larger of
+    each); a group is in range by construction when ``u`` and ``v`` are below
+    :data:`STATE_LIMIT`: no wrap, no clip, whatever the data (docs/EXACTNESS.md).
+    """
+    ints = {name: weights[name] << int(exponents[name]) for name in weights}
+    vth = int(vth_mant) << 6
+    out = {}
+    for g in spec.groups:
+        pos, neg = fan_in_sums(spec, g.name, ints)
+        bias = biases[g.name] << 6
+        u_high, u_low = int((pos << 6).max()), int((neg << 6).max())
+        v_high = int((vth // 2 + (pos << 6) + bias.clip(min=0)).max())
+        v_low = int((2 * ((neg << 6) + (-bias).clip(min=0))).max())
+        out[g.name] = {
+            "u": max(u_high, u_low),
+            "v": max(v_high, v_low),
+            "u_high": u_high,
+            "u_low": u_low,
+            "v_high": v_high,
+            "v_low": v_low,
+        }
+    return out

@@ -9,7 +9,11 @@ of its incoming connections plus a bias. Training goes in two phases:
 2. ``folded``: :meth:`SpikingGraph.fold` folds every BN into its connection's weights and the
    target groups' biases, picks a per-connection exponent, and from then on the forward pass
    uses 8-bit mantissas ``m`` in [-128, 127] with ``w = m * 2**e / 64`` and biases on Loihi's
-   1/64 grid (quantization-aware fine-tuning with straight-through rounding).
+   1/64 grid (quantization-aware fine-tuning with straight-through rounding). Folded, the
+   neurons compute Loihi's integer CUBA-LIF exactly, the 24-bit wrap of ``u`` and clip of ``v``
+   included (:func:`cuba_integer`, slayer's surrogate gradient), and
+   :meth:`SpikingGraph.project_state_range` keeps every neuron's reachable state inside 24 bits
+   for any input (docs/EXACTNESS.md, "The 24-bit neuron states").
 
 Units follow slayer's (``scale = 64``): a weight ``w`` adds ``w * 4096`` to Loihi's 24-bit
 current, the threshold ``theta`` is ``vth_mant / 64``. Neuron parameters (see docs/DESIGN.md, "The
@@ -26,7 +30,14 @@ import torch
 import torch.nn.functional as F
 
 from i2e_neuro.layouts import i2e_to_slayer
-from i2e_neuro.models.deploy import DeployRecord, NeuronParams, as_record
+from i2e_neuro.models.deploy import (
+    STATE_LIMIT,
+    DeployRecord,
+    NeuronParams,
+    as_record,
+    fan_in_sums,
+    state_bounds,
+)
 from i2e_neuro.models.readout import spike_scores
 from i2e_neuro.models.spec import INPUT, NetSpec
 from i2e_neuro.quiet import import_lava_dl
@@ -38,6 +49,7 @@ CURRENT_DECAY = 4096  # u[t] = input[t]
 VOLTAGE_DECAY = 2048  # v[t] = v[t-1] / 2 + u[t] + bias  (tau = 2)
 MAX_EXPONENT = 7
 BIAS_STEP = 1 / 64  # netx convention: bias_exp = 6, so a bias mantissa counts 1/64
+STATE_SCALE = WEIGHT_SCALE * 64  # Loihi integer state per float unit (slayer's ``s_scale``)
 
 
 @dataclass
@@ -91,6 +103,86 @@ def _key(name: str) -> str:
 def delay_one_step(x: torch.Tensor) -> torch.Tensor:
     """Loihi's synaptic hop: the output of step t reaches the target at step t + 1."""
     return F.pad(x[..., :-1], (1, 0))
+
+
+def wrap_current(u: torch.Tensor) -> torch.Tensor:
+    """Lava's 24-bit wrap of the current ``u``, as ``AbstractPyLifModelFixed.subthr_dynamics``
+    does it: ``2**24`` subtracted once above ``2**23``, added once at or below ``-2**23``."""
+    wrapped = torch.where(u > STATE_LIMIT, u - 2 * STATE_LIMIT, u)
+    return torch.where(wrapped <= -STATE_LIMIT, u + 2 * STATE_LIMIT, wrapped)
+
+
+@torch.no_grad()
+def cuba_integer(
+    a_in: torch.Tensor, bias: torch.Tensor, vth: int, voltage_decay: int, peaks: dict | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loihi 2's CUBA-LIF with ``du = 4096`` in integers, step for step as Lava's
+    ``PyLifModelBitAcc``: ``(u, v)`` ``[..., T]`` int64, ``v`` before the spike reset.
+
+    ``a_in`` ``[B, C, ..., T]``: the synaptic input (weight mantissa units, int64); ``bias``:
+    the effective bias (state units), broadcastable to ``a_in[..., 0]``; ``vth``: the effective
+    threshold (``vth_mant << 6``). Per step: ``u = wrap(a_in << 6)`` (:func:`wrap_current`),
+    ``v = clip(v * (4096 - dv) / 4096 rounded toward 0 + u + bias, +-(2**23 - 1))``, a spike
+    where ``v > vth`` and ``v = 0`` there. ``peaks`` (a dict) receives the largest ``|u|``
+    and ``|v|`` before the wrap and the clip, so that an overflow shows as a value >= 2**23,
+    and, where one happened, ``"overflow_step"``: the first step at which one did.
+    """
+    raw_u = a_in << 6
+    u = wrap_current(raw_u)
+    keep, lim = 4096 - voltage_decay, STATE_LIMIT
+    v = torch.zeros(a_in.shape[:-1], dtype=torch.int64, device=a_in.device)
+    out = torch.empty_like(u)
+    v_peaks = []
+    for t in range(u.shape[-1]):
+        decayed = v * keep
+        v = torch.sign(decayed) * (decayed.abs() >> 12) + u[..., t] + bias
+        if peaks is not None and v.numel():
+            v_peaks.append(v.abs().amax())
+        v = v.clamp(1 - lim, lim - 1)
+        out[..., t] = v
+        v = torch.where(v > vth, 0, v)
+    if peaks is not None and raw_u.numel():
+        u_step = raw_u.abs().flatten(0, -2).amax(0).tolist()  # per step
+        v_step = torch.stack(v_peaks).tolist()
+        peaks["u"] = max(peaks.get("u", 0), max(u_step))
+        peaks["v"] = max(peaks.get("v", 0), max(v_step))
+        over = [t for t, (a, b) in enumerate(zip(u_step, v_step)) if max(a, b) >= lim]
+        if over:
+            peaks["overflow_step"] = min(peaks.get("overflow_step", over[0]), over[0])
+    return u, out
+
+
+class _ChipCuba(torch.autograd.Function):
+    """The voltage of :func:`cuba_integer` (float units) with slayer's gradient: the backward
+    of ``slayer.neuron.dynamics.leaky_integrator`` for ``du = 4096`` (the current is the
+    input) and ``dv``, ignoring the reset, the wrap and the clip (straight through)."""
+
+    @staticmethod
+    def forward(ctx, synaptic, bias, vth: int, voltage_decay: int, peaks):
+        a_in = torch.round(synaptic.detach().double() * WEIGHT_SCALE).long()
+        b = torch.round(bias.detach().double() * STATE_SCALE).long()[..., 0]
+        _, v = cuba_integer(a_in, b, vth, voltage_decay, peaks)
+        ctx.decay = 1 - voltage_decay / 4096
+        ctx.bias_shape = bias.shape
+        return v.to(synaptic.dtype) / STATE_SCALE
+
+    @staticmethod
+    def backward(ctx, grad_v):
+        grad = torch.empty_like(grad_v)
+        grad[..., -1] = grad_v[..., -1]
+        for n in range(grad_v.shape[-1] - 2, -1, -1):
+            grad[..., n] = ctx.decay * grad[..., n + 1] + grad_v[..., n]
+        grad_bias = grad.sum_to_size(ctx.bias_shape) if ctx.needs_input_grad[1] else None
+        return grad, grad_bias, None, None, None
+
+
+def chip_voltage(
+    synaptic: torch.Tensor, bias: torch.Tensor, vth: int, peaks: dict | None = None
+) -> torch.Tensor:
+    """The voltage (before reset, float units ``v / 4096``) of Loihi's CUBA-LIF fed
+    ``synaptic`` (``[B, C, ..., T]``, weight units) plus ``bias`` (``[1, C, 1.., 1]``); exact
+    at the 24-bit limits, differentiable as slayer's ``cuba.Neuron``."""
+    return _ChipCuba.apply(synaptic, bias, vth, VOLTAGE_DECAY, peaks)
 
 
 def quantize_weight(w: torch.Tensor, exponent: int) -> torch.Tensor:
@@ -151,8 +243,13 @@ class SpikingGraph(torch.nn.Module):
         The logits are the readout group's spike counts over the sample window plus a detached
         tie-break below 0.5 (earliest first spike), :func:`~i2e_neuro.models.readout.spike_scores`:
         what the chip delivers to the host through ``NxToPyAdapter`` and the host counts.
-        ``states``, a dict, receives per group the largest ``|u|`` and ``|v|`` (voltage before
-        the spike reset) in Loihi's integer units, for the 24-bit overflow check.
+        ``states``, a dict, receives per group the largest ``|u|`` and ``|v|`` in Loihi's
+        integer units, for the 24-bit check: once folded, Lava's ``u`` (synaptic input, no bias)
+        before its wrap and ``v`` before its clip and the spike reset (:func:`cuba_integer`).
+
+        Folded, the neurons compute Loihi's integer CUBA-LIF exactly, wrap and clip included
+        (:func:`chip_voltage`, slayer's surrogate gradient); the float phase runs slayer's
+        ``cuba.Neuron`` (BatchNorm inputs are not on the integer grid).
         """
         if (
             events.ndim != 5
@@ -172,13 +269,17 @@ class SpikingGraph(torch.nn.Module):
                 if c.name not in outputs:
                     outputs[c.name] = self._synapse(c, spikes[c.source])
                 total = outputs[c.name] if total is None else total + outputs[c.name]
-            if bool(self.folded):
-                bias = quantize_bias(self.biases[_key(g.name)], self.neuron_config.max_bias)
-                total = total + bias.view(1, -1, *([1] * (total.ndim - 2)))
-            total = (
-                total.float()
-            )  # under CUDA autocast the synapses give float16; the neurons take float32
+            # under CUDA autocast the synapses give float16; the neurons take float32
+            total = total.float()
             neuron = self.neurons[_key(g.name)]
+            if bool(self.folded):
+                # the chip's integer dynamics, 24-bit wrap of u and clip of v included
+                bias = quantize_bias(self.biases[_key(g.name)], self.neuron_config.max_bias)
+                bias = bias.view(1, -1, *([1] * (total.ndim - 2)))
+                peaks = None if states is None else states.setdefault(g.name, {"u": 0, "v": 0})
+                voltage = chip_voltage(total, bias, self.neuron_config.vth_mant << 6, peaks)
+                spikes[g.name] = neuron.spike(voltage)
+                continue
             if states is not None:
                 with torch.no_grad():
                     current, voltage = neuron.dynamics(total)
@@ -225,7 +326,8 @@ class SpikingGraph(torch.nn.Module):
     # ------------------------------------------------------------------ folding
     @torch.no_grad()
     def fold(self) -> None:
-        """Fold BatchNorm into weights and group biases; choose exponents; switch to QAT."""
+        """Fold BatchNorm into weights and group biases; choose exponents; switch to QAT; bring
+        every neuron's reachable state within 24 bits (:meth:`project_state_range`)."""
         if bool(self.folded):
             return
         cfg = self.neuron_config
@@ -243,6 +345,7 @@ class SpikingGraph(torch.nn.Module):
             self.biases[_key(g.name)].requires_grad_(not g.readout)
         self.norms = torch.nn.ModuleDict()
         self.folded.fill_(True)
+        self.project_state_range()
 
     @torch.no_grad()
     def project_bn_shifts(self) -> int:
@@ -276,6 +379,75 @@ class SpikingGraph(torch.nn.Module):
         bn = self.norms[_key(c.name)]
         inv = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         return self.neuron_config.threshold * (bn.bias - bn.running_mean * inv)
+
+    # ------------------------------------------------------------------ state range
+    @torch.no_grad()
+    def state_bounds(self) -> dict[str, dict[str, int]]:
+        """Per group, the largest ``|u|`` and ``|v|`` any input can reach with the deployable
+        integers (:func:`~i2e_neuro.models.deploy.state_bounds`: no data involved)."""
+        ints = self.integer_parameters()
+        return state_bounds(
+            self.spec,
+            {n: c["weight"] for n, c in ints["conns"].items()},
+            {n: c["exponent"] for n, c in ints["conns"].items()},
+            {n: g["bias"] for n, g in ints["groups"].items()},
+            self.neuron_config.vth_mant,
+        )
+
+    @torch.no_grad()
+    def project_state_range(self, limit: int = STATE_LIMIT - 1) -> int:
+        """Scale down, per neuron channel, the incoming weights of every neuron whose
+        :meth:`state_bounds` exceed ``limit`` (default ``2**23 - 1``, the largest 24-bit state),
+        so that no input at all can make ``u`` wrap or ``v`` clip; returns the channels moved.
+
+        Projected SGD: called at :meth:`fold` and after every QAT step. A channel's weights
+        (all its incoming connections, as quantized) are multiplied by the largest factor that
+        brings its bounds within ``limit``; a connection into several groups is only scaled
+        down, which only lowers the others' bounds. Rounding can leave a bound one step above:
+        the pass repeats, with a slightly smaller factor, until none is.
+        """
+        if not bool(self.folded):
+            raise RuntimeError("fold() the model before projecting its state range")
+        vth = self.neuron_config.vth_mant << 6
+        moved, shrink = 0, 1.0
+        for _ in range(20):
+            weights = {
+                c.name: quantize_weight(
+                    self.synapses[_key(c.name)].weight, int(self.exponents[i])
+                ).double()
+                * WEIGHT_SCALE
+                for i, c in enumerate(self.spec.conns)
+            }
+            over = False
+            for g in self.spec.groups:
+                pos, neg = fan_in_sums(self.spec, g.name, weights)
+                bias = quantize_bias(self.biases[_key(g.name)], self.neuron_config.max_bias)
+                bias = bias.double() * STATE_SCALE
+                room_high = limit - vth // 2 - bias.clamp(min=0)
+                room_low = limit / 2 - (-bias).clamp(min=0)
+                factor = torch.minimum(
+                    room_high / (64 * pos).clamp(min=1), room_low / (64 * neg).clamp(min=1)
+                ).clamp(max=1.0)
+                hit = factor < 1
+                if not bool(hit.any()):
+                    continue
+                over = True
+                moved += int(hit.sum())
+                scale = torch.where(hit, factor * shrink, torch.ones_like(factor))
+                for c in self.spec.incoming(g.name):
+                    syn = self.synapses[_key(c.name)]
+                    w = weights[c.name] / WEIGHT_SCALE
+                    view = scale.view(-1, *([1] * (w.ndim - 1)))
+                    syn.weight.copy_(torch.where(view < 1, w * view, syn.weight.double()))
+                    weights[c.name] = quantize_weight(syn.weight, self._exponent(c.name)).double()
+                    weights[c.name] *= WEIGHT_SCALE
+            if not over:
+                return moved
+            shrink *= 0.99
+        raise RuntimeError(f"project_state_range: bounds still above {limit} after 20 passes")
+
+    def _exponent(self, name: str) -> int:
+        return int(self.exponents[self._conn_index(name)])
 
     # ------------------------------------------------------------------ deployment
     @torch.no_grad()

@@ -258,6 +258,8 @@ class Trainer:
             self.scheduler.step()
             if phase == "float" and hasattr(self.model, "project_bn_shifts"):
                 self._project_bn_shifts()
+            if phase == "qat" and hasattr(self.model, "project_state_range"):
+                self.model.project_state_range()  # 24-bit states by construction
             self.step_in_epoch += 1
             loss_sum, correct, count = (
                 loss_sum + batch_loss,
@@ -315,6 +317,43 @@ class Trainer:
             f"folded BatchNorm, 8-bit weights: test {100 * ev['test_accuracy']:.2f}% before QAT "
             "fine-tuning"
         )
+
+    @torch.no_grad()
+    def check_states(self) -> bool:
+        """Measure each group's largest ``|u|`` and ``|v|`` on the training data (canonical I2E
+        vectors) and its data-free bound (``SpikingGraph.state_bounds``), print both against
+        Loihi 2's 24-bit limit, and record them in ``extras``; True when every group is in
+        range by construction (its bound below the limit), the condition to call the run
+        deployable. Under DDP the peaks are this process's shard's."""
+        from i2e_neuro.models.qat import STATE_LIMIT
+
+        self.model.eval()
+        if self.i2e is not None:
+            self.i2e.eval()
+        peaks: dict[str, dict[str, int]] = {}
+        for x, _ in self.train_loader:
+            self.model(self.to_events(x), states=peaks)
+        bounds = self.model.state_bounds()
+        self.log(
+            f"24-bit state check (Loihi 2: |u|, |v| < {STATE_LIMIT}), measured on the "
+            "training data / bound for any input:"
+        )
+        ok = True
+        for g, b in bounds.items():
+            p = peaks.get(g, {"u": 0, "v": 0})
+            fits = max(b["u"], b["v"]) < STATE_LIMIT
+            ok = ok and fits and max(p["u"], p["v"]) < STATE_LIMIT
+            self.log(
+                f"  {g:<12} max|u| {p['u']:>9,} / {b['u']:>10,}   max|v| {p['v']:>9,} / "
+                f"{b['v']:>10,}   {'in range' if fits else 'CAN OVERFLOW'}"
+            )
+        self.extras.update(state_peaks=peaks, state_bounds=bounds, deployable=ok)
+        if not ok:
+            self.log(
+                "NOT DEPLOYABLE: a group can leave Loihi 2's 24-bit state range (u wraps, v "
+                "clips); the network on the chip would differ from the trained one"
+            )
+        return ok
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:
@@ -405,6 +444,13 @@ class Trainer:
             ) from None
         finally:
             self.records.close()
+        if (
+            self.completed >= self.total_epochs
+            and is_folded(self.model)
+            and "deployable" not in self.extras
+        ):
+            self.check_states()
+            self.save(phase)
         if self.dist.main:
             self.records.curves(self.history, cfg)
         result = run_result(self, time.perf_counter() - started, train_seconds, train_samples)
