@@ -400,54 +400,50 @@ class SpikingGraph(torch.nn.Module):
         :meth:`state_bounds` exceed ``limit`` (default ``2**23 - 1``, the largest 24-bit state),
         so that no input at all can make ``u`` wrap or ``v`` clip; returns the channels moved.
 
-        Projected SGD: called at :meth:`fold` and after every QAT step. A channel's weights
-        (all its incoming connections, as quantized) are multiplied by the largest factor that
-        brings its bounds within ``limit``; a connection into several groups is only scaled
-        down, which only lowers the others' bounds. Rounding can leave a bound one step above:
-        the pass repeats, with a slightly smaller factor, until none is.
+        Projected SGD: called at :meth:`fold` and after every QAT step. A channel's weight
+        mantissas (all its incoming connections) are multiplied by the largest factor that
+        brings its bounds within ``limit`` and rounded toward zero, so that every sum of
+        ``|mantissa|`` shrinks at least by that factor: one pass suffices, whatever the
+        mantissas (rounding to nearest would leave mantissas of 1 where they were). A connection
+        into several groups is only scaled down, which only lowers the others' bounds. Raises
+        RuntimeError naming the group if its bias alone leaves no room.
         """
         if not bool(self.folded):
             raise RuntimeError("fold() the model before projecting its state range")
         vth = self.neuron_config.vth_mant << 6
-        moved, shrink = 0, 1.0
-        for _ in range(20):
-            weights = {
-                c.name: quantize_weight(
-                    self.synapses[_key(c.name)].weight, int(self.exponents[i])
-                ).double()
-                * WEIGHT_SCALE
-                for i, c in enumerate(self.spec.conns)
-            }
-            over = False
-            for g in self.spec.groups:
-                pos, neg = fan_in_sums(self.spec, g.name, weights)
-                bias = quantize_bias(self.biases[_key(g.name)], self.neuron_config.max_bias)
-                bias = bias.double() * STATE_SCALE
-                room_high = limit - vth // 2 - bias.clamp(min=0)
-                room_low = limit / 2 - (-bias).clamp(min=0)
-                factor = torch.minimum(
-                    room_high / (64 * pos).clamp(min=1), room_low / (64 * neg).clamp(min=1)
-                ).clamp(max=1.0)
-                hit = factor < 1
-                if not bool(hit.any()):
-                    continue
-                over = True
-                moved += int(hit.sum())
-                scale = torch.where(hit, factor * shrink, torch.ones_like(factor))
-                for c in self.spec.incoming(g.name):
-                    syn = self.synapses[_key(c.name)]
-                    w = weights[c.name] / WEIGHT_SCALE
-                    view = scale.view(-1, *([1] * (w.ndim - 1)))
-                    syn.weight.copy_(torch.where(view < 1, w * view, syn.weight.double()))
-                    weights[c.name] = quantize_weight(syn.weight, self._exponent(c.name)).double()
-                    weights[c.name] *= WEIGHT_SCALE
-            if not over:
-                return moved
-            shrink *= 0.99
-        raise RuntimeError(f"project_state_range: bounds still above {limit} after 20 passes")
-
-    def _exponent(self, name: str) -> int:
-        return int(self.exponents[self._conn_index(name)])
+        units = {}  # connection -> (mantissas as float64, 2**e): quantized weight = m * 2**e / 64
+        for i, c in enumerate(self.spec.conns):
+            e = int(self.exponents[i])
+            w = quantize_weight(self.synapses[_key(c.name)].weight, e).double()
+            units[c.name] = (torch.round(w * WEIGHT_SCALE / 2.0**e), 2.0**e)
+        moved = 0
+        for g in self.spec.groups:
+            weights = {n: m * scale for n, (m, scale) in units.items()}
+            pos, neg = fan_in_sums(self.spec, g.name, weights)
+            bias = quantize_bias(self.biases[_key(g.name)], self.neuron_config.max_bias)
+            bias = bias.double() * STATE_SCALE
+            room_high = limit - vth // 2 - bias.clamp(min=0)
+            room_low = limit / 2 - (-bias).clamp(min=0)
+            if bool((room_high < 0).any() or (room_low < 0).any()):
+                raise RuntimeError(
+                    f"group {g.name!r}: its bias alone takes the state past {limit}; no weight "
+                    "scaling can bring it into 24 bits"
+                )
+            factor = torch.minimum(
+                room_high / (64 * pos).clamp(min=1), room_low / (64 * neg).clamp(min=1)
+            ).clamp(max=1.0)
+            hit = factor < 1
+            if not bool(hit.any()):
+                continue
+            moved += int(hit.sum())
+            for c in self.spec.incoming(g.name):
+                m, scale = units[c.name]
+                view = factor.view(-1, *([1] * (m.ndim - 1)))
+                m = torch.where(view < 1, torch.trunc(m * view), m)
+                units[c.name] = (m, scale)
+                syn = self.synapses[_key(c.name)]
+                syn.weight.copy_((m * scale / WEIGHT_SCALE).to(syn.weight.dtype))
+        return moved
 
     # ------------------------------------------------------------------ deployment
     @torch.no_grad()

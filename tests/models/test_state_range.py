@@ -141,6 +141,24 @@ def test_projection_keeps_every_group_in_range_whatever_the_weights():
         assert all(b["v"] < STATE_LIMIT for b in raw.state_bounds().values())
 
 
+def test_projection_of_unit_mantissas_converges_in_one_pass():
+    """Small mantissas (3) at the largest exponent, as a release checkpoint mapped onto the chip
+    can give: 0.9 * 3 rounded to the nearest mantissa is 3 again (the old projection gave up
+    after 20 passes); rounded toward zero, one call brings every group into range and a second
+    moves nothing."""
+    torch.manual_seed(3)
+    model = randomize_batchnorm(SpikingGraph(SPEC), 3)
+    model.eval().fold()
+    with torch.no_grad():
+        for i, syn in enumerate(model.synapses.values()):
+            model.exponents[i] = 7
+            syn.weight.fill_(3 * 2.0**7 / 64)  # mantissa 3: 0.9 * 3 rounds back to 3
+    assert max(max(b["u"], b["v"]) for b in model.state_bounds().values()) > STATE_LIMIT
+    assert model.project_state_range() > 0
+    assert all(max(b["u"], b["v"]) < STATE_LIMIT for b in model.state_bounds().values())
+    assert model.project_state_range() == 0
+
+
 def strong_events(n: int = 6, seed: int = 0) -> torch.Tensor:
     """Dense, high-contrast event input ``[T, n, 2, 32, 32]`` (about half the pixels firing
     in every frame): saturated noise, the hardest case for the states."""
