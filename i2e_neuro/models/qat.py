@@ -402,9 +402,10 @@ class SpikingGraph(torch.nn.Module):
 
         Projected SGD: called at :meth:`fold` and after every QAT step. A channel's weight
         mantissas (all its incoming connections) are multiplied by the largest factor that
-        brings its bounds within ``limit`` and rounded toward zero, so that every sum of
-        ``|mantissa|`` shrinks at least by that factor: one pass suffices, whatever the
-        mantissas (rounding to nearest would leave mantissas of 1 where they were). A connection
+        brings its bounds within ``limit`` and rounded to the nearest mantissa; a channel that
+        rounding leaves above the limit (small mantissas: 0.9 * 3 rounds to 3) is rounded toward
+        zero instead, which shrinks every sum of ``|mantissa|`` at least by the factor: one pass
+        suffices, whatever the mantissas. A connection
         into several groups is only scaled down, which only lowers the others' bounds. Raises
         RuntimeError naming the group if its bias alone leaves no room.
         """
@@ -436,11 +437,22 @@ class SpikingGraph(torch.nn.Module):
             if not bool(hit.any()):
                 continue
             moved += int(hit.sum())
-            for c in self.spec.incoming(g.name):
+            incoming = self.spec.incoming(g.name)
+            before = {c.name: units[c.name][0] for c in incoming}
+            todo = hit
+            for rounding in (torch.round, torch.trunc):  # nearest first, toward zero if needed
+                for c in incoming:
+                    m, scale = units[c.name]
+                    shape = (-1, *([1] * (m.ndim - 1)))
+                    scaled = rounding(before[c.name] * factor.view(shape))
+                    units[c.name] = (torch.where(todo.view(shape), scaled, m), scale)
+                weights = {n: m * scale for n, (m, scale) in units.items()}
+                pos, neg = fan_in_sums(self.spec, g.name, weights)
+                todo = (64 * pos > room_high) | (64 * neg > room_low)
+                if not bool(todo.any()):
+                    break
+            for c in incoming:
                 m, scale = units[c.name]
-                view = factor.view(-1, *([1] * (m.ndim - 1)))
-                m = torch.where(view < 1, torch.trunc(m * view), m)
-                units[c.name] = (m, scale)
                 syn = self.synapses[_key(c.name)]
                 syn.weight.copy_((m * scale / WEIGHT_SCALE).to(syn.weight.dtype))
         return moved
