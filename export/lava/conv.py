@@ -7,9 +7,9 @@ it the simulator's bottleneck (BENCHMARKS.md, ``scripts/bench_lava.py``).
 with one torch ``conv2d`` per step (numpy/BLAS where torch is not safe to call) with Loihi 2's
 synapse arithmetic (8-bit weights in their sign mode, ``num_weight_bits``, ``weight_exp``), as
 Lava's bit-accurate ``Dense`` model has it; the stock Conv model ignores ``weight_exp``, and
-both agree bit for bit wherever that does not matter.  ``FastLifModelBitAcc`` and
-``FastLifResetModelBitAcc`` do the same for the stock ``LIF`` / ``LIFReset`` bit-accurate
-models (the next bottleneck once Conv was fast).
+both agree bit for bit wherever that does not matter.  :mod:`export.lava.lif` does the same
+for the stock ``LIF`` / ``LIFReset`` bit-accurate models (the next bottleneck once Conv was
+fast).
 
 They are never picked by Lava's default model search (they live outside ``lava/proc`` and are
 tagged ``"fast"``); ask for them explicitly::
@@ -22,13 +22,8 @@ where ``fast_run_config()`` is ``Loihi2SimCfg(select_tag="fixed_pt",
 exception_proc_model_map=fast_exception_map())``, i.e. ``{Conv: FastConvModelFixed, LIF:
 FastLifModelBitAcc, LIFReset: FastLifResetModelBitAcc}``.
 
-torch inside Lava workers: Lava's CPU backend forks one OS process per process model.  When
-the main process has already run a multi-threaded torch op (GNU OpenMP pool started), a
-multi-threaded torch op in a forked worker hangs (reproduced here with torch 2.3.1; the
-reason Lava's own ``lava.proc.conv.utils`` disabled its torch path).  The models therefore
-set torch (and numpy's OpenBLAS) to one thread in each worker before any computation, keyed
-by process id (``_prepare_worker``); torch is only used where that was done or in a main
-process (``_torch_is_safe``), numpy otherwise.
+torch inside Lava's forked workers (one compute thread each, numpy where torch is not safe):
+see :mod:`export.lava.conv_plan`.
 """
 
 from __future__ import annotations

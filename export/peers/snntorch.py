@@ -123,7 +123,7 @@ def run_snntorch(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch
     import snntorch
     import torch
 
-    from i2e_neuro.models.readout import first_spike, predict
+    from export.peers.record import SpikeRecord
 
     module = snntorch_module(graph).eval()
     (readout,) = [a for a, b in graph.edges if isinstance(graph.nodes[b], nir.Output)]
@@ -137,8 +137,7 @@ def run_snntorch(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch
     for name in groups:
         sub = getattr(module.graph, name.replace(".", "_"))
         sub.register_forward_hook(lambda m, i, o, name=name: seen[name].append(o.detach()))
-    predictions, trains = [], {g: [] for g in groups}
-    counts = {g: 0 for g in groups}
+    rec = SpikeRecord(groups, readout, record)
     n = events.shape[1]
     with torch.no_grad():
         for start in range(0, n, batch):
@@ -148,14 +147,5 @@ def run_snntorch(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch
                 seen[g] = []
             for t in range(steps):
                 module(x[t] if t < x.shape[0] else torch.zeros_like(x[0]))
-            for g in groups:
-                spikes = torch.stack(seen[g], 1)  # [B, steps, *shape]
-                if g == readout:
-                    spikes = spikes.reshape(*spikes.shape[:2], -1)  # (K, 1, 1) -> (K,)
-                    out = spikes.movedim(1, -1).numpy()  # [B, K, steps]
-                    predictions.append(predict(out.sum(-1), first_spike(out)))
-                counts[g] = counts[g] + spikes.sum((0, 1)).numpy().astype(np.int64)
-                if start < record:
-                    trains[g].append(spikes[: record - start].numpy().astype(bool))
-    trains = {g: np.concatenate(v) for g, v in trains.items() if v}
-    return np.concatenate(predictions), counts, trains
+            rec.add(seen, start)
+    return rec.result()
