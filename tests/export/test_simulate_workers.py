@@ -22,6 +22,7 @@ from i2e_neuro.cli import main
 from i2e_neuro.models.qat import SpikingGraph, randomize_batchnorm
 from i2e_neuro.models.spec import build_spec
 from i2e_neuro.shards import shard_bounds
+from tests.export.shard_parts import shard_part
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT, CHECK = "5", "3"  # 5 samples: shards of 2 and 3; the checked samples span both shards
@@ -110,39 +111,17 @@ def test_merge_refuses_shards_of_a_network_replaced_between_them(model, capsys, 
     assert "computed by another network" in err and str(net) in err, err
 
 
-def _part(shard: int, shards: int, **over) -> dict:
-    part = {
-        "kind": SHARD_KIND,
-        "shard": [shard, shards],
-        "run": {"model": "m.h5", "samples": 4},
-        "start": 2 * shard,
-        "stop": 2 * shard + 2,
-        "steps": 14,
-        "groups": [{"group": "g", "neurons": 10}],
-        "labelled": 2,
-        "correct": 1,
-        "agree": 2,
-        "checked": 0,
-        "mismatches": 0,
-        "spikes": {"g": 5},
-        "synops": {"i2e input": 7, "g": 3},
-        "seconds": 1.0,
-    }
-    part.update(over)
-    return part
-
-
 def test_merge_refuses_incomplete_or_mixed_shards(tmp_path, capsys):
-    merged = merge_counts([_part(1, 2), _part(0, 2)])
+    merged = merge_counts([shard_part(1, 2), shard_part(0, 2)])
     assert merged["samples"] == 4 and merged["spikes"] == {"g": 10}
     assert merged["synops"] == {"i2e input": 14, "g": 6} and merged["correct"] == 2
     with pytest.raises(ValueError, match="missing \\[1\\]"):
-        merge_counts([_part(0, 2)])
+        merge_counts([shard_part(0, 2)])
     with pytest.raises(ValueError, match="exactly once"):
-        merge_counts([_part(0, 2), _part(0, 2), _part(1, 2)])
+        merge_counts([shard_part(0, 2), shard_part(0, 2), shard_part(1, 2)])
     with pytest.raises(ValueError, match="another run"):
-        merge_counts([_part(0, 2), _part(1, 2, run={"model": "other.h5", "samples": 4})])
-    (tmp_path / "shard-00000-of-00002.json").write_text(json.dumps(_part(0, 2)))
+        merge_counts([shard_part(0, 2), shard_part(1, 2, run={"model": "other.h5", "samples": 4})])
+    (tmp_path / "shard-00000-of-00002.json").write_text(json.dumps(shard_part(0, 2)))
     assert main(["simulate", "--merge", str(tmp_path)]) == 2
     assert "missing [1]" in capsys.readouterr().err
     assert main(["simulate", "--merge", str(tmp_path / "none")]) == 2

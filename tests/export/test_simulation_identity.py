@@ -11,30 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from export.simulation import SHARD_KIND, TEMP_PREFIX, SimulationJob, file_sha256, merge_counts
+from export.simulation import TEMP_PREFIX, SimulationJob, file_sha256, merge_counts
 from i2e_neuro.workers import OWNER_LOCK, owned_temp_folder, reclaim_temp_folders
+from tests.export.shard_parts import shard_part
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _part(shard: int, shards: int, sha: str, **run) -> dict:
-    return {
-        "kind": SHARD_KIND,
-        "shard": [shard, shards],
-        "run": {"model": "net.h5", "model_sha256": sha, "samples": 4, **run},
-        "start": 2 * shard,
-        "stop": 2 * shard + 2,
-        "steps": 14,
-        "groups": [{"group": "g", "neurons": 10}],
-        "labelled": 2,
-        "correct": 1,
-        "agree": 2,
-        "checked": 0,
-        "mismatches": 0,
-        "spikes": {"g": 5},
-        "synops": {"g": 3},
-        "seconds": 1.0,
-    }
+    return shard_part(
+        shard, shards, run={"model": "net.h5", "model_sha256": sha, "samples": 4, **run}
+    )
 
 
 def test_the_shard_identity_holds_the_content_of_the_network_file(tmp_path):
