@@ -51,6 +51,7 @@ _CONFIG_ARGS = (
     "root",
     "backend",
     "arch",
+    "population",
     "epochs",
     "qat_epochs",
     "batch_size",
@@ -137,6 +138,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--arch",
         metavar="NAME",
         help="msresnet18, msresnet34, msresnet_tiny (default: --init's, else tiny for digits, 18 otherwise)",
+    )
+    m.add_argument(
+        "--population",
+        type=int,
+        metavar="N",
+        help="readout neurons per class, whose spikes the host adds up (slayer; default: "
+        "--init's, else the recipe's)",
     )
     m.add_argument("--epochs", type=int, metavar="N", help="float epochs (phase 1)")
     m.add_argument(

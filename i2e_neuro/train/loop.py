@@ -62,7 +62,9 @@ def build_model(cfg: TrainConfig, info: DataInfo):
         from i2e_neuro.models.qat import NeuronConfig, SpikingGraph
         from i2e_neuro.models.spec import build_spec
 
-        spec = build_spec(cfg.arch, info.input_shape, info.num_classes, info.timesteps)
+        spec = build_spec(
+            cfg.arch, info.input_shape, info.num_classes, info.timesteps, cfg.population
+        )
         return SpikingGraph(spec, NeuronConfig()), spec
     from i2e_neuro.models.reference import build_reference
 
