@@ -144,7 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="readout neurons per class, whose spikes the host adds up (slayer; default: "
-        "--init's, else the recipe's)",
+        "--init's, else 4)",
     )
     m.add_argument("--epochs", type=int, metavar="N", help="float epochs (phase 1)")
     m.add_argument(
