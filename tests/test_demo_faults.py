@@ -33,3 +33,34 @@ def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
     out.write_text("x")
     assert main(["demo", "--out", str(out)]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_the_summary_shows_the_default_runs_floor_and_whether_it_is_met():
+    from i2e_neuro.commands.demo import ACCURACY_FLOOR, format_summary
+
+    s = {
+        "train_test_accuracy": 0.96,
+        "lava_accuracy": 0.96,
+        "accuracy_floor": ACCURACY_FLOOR,
+        "samples": 360,
+        "agreement": 1.0,
+        "checked_samples": 20,
+        "spike_mismatches": 0,
+        "lava_and_lava_dl_counts_equal": True,
+        "synops_per_sample": 1e5,
+        "snn_uj": 0.1,
+        "ann_uj": 1.0,
+        "network_ann_over_snn": 10.0,
+        "first_layer_ann_uj": 0.5,
+        "first_layer_snn_uj": 0.05,
+        "first_layer_i2e_uj": 0.001,
+        "digits_event_rate": 0.17,
+        "lava_seconds_per_sample": 0.1,
+        "stage_seconds": {"1/5 I2E conversion": 1.0},
+        "total_seconds": 1.0,
+        "artifacts": "runs/demo",
+    }
+    assert ACCURACY_FLOOR > 0.95  # raised with the readout population (was 95.0 %)
+    assert "| floor of the default run | 95.5%: met |" in format_summary(s)
+    assert "NOT MET" in format_summary({**s, "lava_accuracy": 0.95})
+    assert "floor" not in format_summary({**s, "accuracy_floor": None})
