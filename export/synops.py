@@ -64,14 +64,19 @@ def ann_macs(desc: NetworkDescription, c: Connection, rgb_input: bool = True) ->
 
     Padded positions are not counted (a zero of the padding costs no MAC; NeuroBench's dense
     count agrees), and a pooled-dense head is what the network has: a global sum-pool (adds,
-    no MACs) and a dense layer of ``K x C`` MACs. :func:`ann_macs_padded_tiled` is the earlier
-    figure.
+    no MACs) and a dense layer of ``K x C`` MACs (``K`` classes: the ANN needs no readout
+    population). :func:`ann_macs_padded_tiled` is the earlier figure.
     """
     cin_src = desc.source_shape(c.source)[0]
     cin = 3 if (c.source == INPUT and rgb_input) else cin_src
     if c.kind == "pool_dense":
-        return int(np.asarray(c.weight).shape[0]) * cin
+        return int(np.asarray(c.weight).shape[0]) // _population(desc, c) * cin
     return int(fanout_map(desc, c)[0].sum()) * cin
+
+
+def _population(desc: NetworkDescription, c: Connection) -> int:
+    """Readout neurons per class where ``c`` feeds the readout (1 elsewhere)."""
+    return desc.readout.population if desc.readout.name in c.targets else 1
 
 
 def ann_macs_padded_tiled(desc: NetworkDescription, c: Connection, rgb_input: bool = True) -> int:
@@ -83,7 +88,7 @@ def ann_macs_padded_tiled(desc: NetworkDescription, c: Connection, rgb_input: bo
     taps = (
         c.kernel * c.kernel if c.kind == "conv" else int(np.prod(desc.source_shape(c.source)[1:]))
     )
-    return int(np.prod(out)) * cin * taps
+    return int(np.prod(out)) // _population(desc, c) * cin * taps
 
 
 def population_rows(

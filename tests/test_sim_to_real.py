@@ -44,4 +44,4 @@ def test_fine_tune_on_cifar10_dvs_then_export_and_simulate(tmp_path, digits_run)
         [CIFAR10DVS(root, "test")[i][0].numpy() for i in range(1)]
     )  # [1, T, 2, 128, 128]
     result = simulate(desc, events, events=True, record=1)
-    assert result.readout_counts.shape == (1, 10)
+    assert result.readout_counts.shape == (1, 10 * desc.readout.population)

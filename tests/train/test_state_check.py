@@ -13,7 +13,8 @@ TINY = ["--limit-train", "64", "--limit-test", "32", "--batch-size", "32", "--no
 
 
 def _run(out, capsys) -> tuple[str, dict]:
-    args = ["--epochs", "1", "--qat-epochs", "1", "--seed", "5", *TINY, "--out", str(out)]
+    args = ["--epochs", "1", "--qat-epochs", "1", "--seed", "5", "--population", "1", *TINY]
+    args += ["--out", str(out)]  # (one readout neuron per class: every group active here)
     assert cmd.main(args) == 0
     text = capsys.readouterr().out
     return text, json.loads(text.strip().splitlines()[-1])

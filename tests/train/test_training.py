@@ -324,9 +324,10 @@ def test_init_with_another_class_count_replaces_the_classifier(trained, tmp_path
     assert result["epochs"] == 1  # a folded (QAT) init: QAT epochs only
     ckpt = load(out / "checkpoint.pt")
     assert ckpt["deploy"]["classes"] == ["digit0", "digit1", "digit2"]
-    assert ckpt["model"]["synapses.fc.weight"].shape[0] == 3 and ckpt["deploy"]["conns"]["fc"][
-        "weight"
-    ].shape == (3, 32)
+    population = init["config"]["population"]  # the init's (the default, 4)
+    assert ckpt["config"]["population"] == population
+    assert ckpt["model"]["synapses.fc.weight"].shape[0] == 3 * population
+    assert ckpt["deploy"]["conns"]["fc"]["weight"].shape == (3 * population, 32)
     check_deploy(ckpt["deploy"])
 
     # the loading itself: every other parameter is the init's, the classifier is new
