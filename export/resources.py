@@ -165,7 +165,8 @@ def fit_report(net: NetworkDescription | NetSpec, target: str | Target) -> FitRe
                 )
         synapse_bytes = n * f
         cores = max(
-            math.ceil(n / t.max_neurons_per_core), math.ceil(synapse_bytes / t.memory_per_core_bytes)
+            math.ceil(n / t.max_neurons_per_core),
+            math.ceil(synapse_bytes / t.memory_per_core_bytes),
         )
         rows.append(GroupResources(g.name, n, f, synapse_bytes, cores))
     needed = sum(r.cores for r in rows)
@@ -182,7 +183,9 @@ def fit_report(net: NetworkDescription | NetSpec, target: str | Target) -> FitRe
 def require_fit(report: FitReport) -> FitReport:
     """``report``, or :class:`DoesNotFit` naming every broken limit."""
     if not report.fits:
-        raise DoesNotFit(f"{report.network} does not fit {report.target.name}: " + "; ".join(report.reasons))
+        raise DoesNotFit(
+            f"{report.network} does not fit {report.target.name}: " + "; ".join(report.reasons)
+        )
     return report
 
 
