@@ -12,11 +12,11 @@ Units are Loihi's (as in Lava's bit-accurate models): a connection adds
 + input``; ``v[t] = v[t-1] * (4096 - dv) / 4096 + u[t] + (bias_mant << bias_exp)``; a neuron
 spikes when ``v > vth << 6`` and resets ``v`` to 0.
 
-The readout: the last group (``readout=True``, shape ``(K,)``, one neuron per class) is an
-ordinary spiking CUBA-LIF group with the same parameters as the others; its spikes leave the
-chip for the host, which counts them per sample window. The prediction is the neuron with the
-most spikes (ties: earliest first spike, then lowest index; ``i2e_neuro.models.readout.predict``).
-Nothing else is read from the network.
+The readout: the last group (``readout=True``, shape ``(K * population,)``, ``population``
+neurons per class, class-major) is an ordinary spiking CUBA-LIF group with the same parameters
+as the others; its spikes leave the chip for the host, which counts them per sample window. The
+prediction is the class whose neurons spiked most (ties: earliest first spike, then lowest
+index; ``i2e_neuro.models.readout.predict``). Nothing else is read from the network.
 
 ``steps`` is the trained sample window (frames + latency); Loihi 2 resets neurons only at a
 power-of-two interval, so the deployed window is ``window`` (``steps`` rounded up to a power of

@@ -82,6 +82,7 @@ def _write_group(
     neuron["iDecay"], neuron["vDecay"], neuron["vThMant"] = g.du, g.dv, g.vth
     neuron["refDelay"], neuron["gradedSpike"] = 1, False
     neuron["readout"] = g.readout
+    neuron["population"] = g.population  # readout neurons per class (1 elsewhere)
     h["bias"] = g.bias.astype(np.int64)
     h["biasExp"] = g.bias_exp
     _write_netx_weight(h, desc, first)
@@ -133,7 +134,12 @@ def load_hdf5(path: str | Path) -> NetworkDescription:
                 shape = tuple(int(s) for s in h["shape"][()])
                 groups.append(
                     NeuronGroup(
-                        spec=GroupSpec(names[i], shape, bool(neuron["readout"][()])),
+                        spec=GroupSpec(
+                            names[i],
+                            shape,
+                            bool(neuron["readout"][()]),
+                            int(neuron["population"][()]) if "population" in neuron else 1,
+                        ),
                         du=int(neuron["iDecay"][()]),
                         dv=int(neuron["vDecay"][()]),
                         vth=int(neuron["vThMant"][()]),

@@ -202,6 +202,8 @@ def to_nir(
         "steps": desc.steps,
         "i2e": desc.i2e,
         "classes": desc.classes,
+        # readout neurons per class (class-major): the host adds up their spikes per class
+        "population": desc.readout.population,
         "threshold_nudge": threshold_nudge,
         "exponents": exponents,  # per Conv2d: weight = mantissa * 2**exponent
         "node_order": list(nodes),  # HDF5 lists nodes alphabetically; from_nir restores this order
@@ -340,6 +342,11 @@ def _meta(node: nir.NIRNode, key: str):
     return value
 
 
+def graph_meta(graph: nir.NIRGraph) -> dict:
+    """What our writer records in the graph-level metadata (``{}`` for a foreign graph)."""
+    return json.loads(_meta(graph, METADATA_KEY) or "{}")
+
+
 def from_nir(graph: nir.NIRGraph, timesteps: int | None = None) -> NetworkDescription:
     """A NIR graph -> the network description, so Lava can run it and the Loihi checks apply.
 
@@ -352,7 +359,7 @@ def from_nir(graph: nir.NIRGraph, timesteps: int | None = None) -> NetworkDescri
     quantization-aware, or quantize it, first). ``timesteps`` (event frames per sample) is
     needed when the graph does not carry our metadata.
     """
-    meta = json.loads(_meta(graph, METADATA_KEY) or "{}")
+    meta = graph_meta(graph)
     dt = _check_dt(meta.get("dt", 1.0))
     exponents = meta.get("exponents", {})
     for name, node in graph.nodes.items():
@@ -434,6 +441,8 @@ def from_nir(graph: nir.NIRGraph, timesteps: int | None = None) -> NetworkDescri
             if not incoming or len(incoming) != len(parents[n]):
                 raise ValueError(f"node {n!r}: every input must be a Conv2d node")
             groups.append(_group_from_nir(n, node, n == readout_name, incoming, conn_bias, dt))
+            if n == readout_name:
+                groups[-1].spec.population = int(meta.get("population", 1))
             shapes[n] = groups[-1].shape
     timesteps = int(meta.get("timesteps", timesteps or 0))
     if timesteps <= 0:

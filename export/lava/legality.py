@@ -212,7 +212,7 @@ def deployable_report(desc, hardware: str = "loihi2", chips: int | None = None, 
         events=True,
     )
     net.connect_input(source.s_out)
-    counter = ReadoutCounter(num_classes=desc.readout.shape[0], num_samples=1, window=desc.window)
+    counter = ReadoutCounter(neurons=desc.readout.shape[0], num_samples=1, window=desc.window)
     net.output.connect(counter.s_in)
     return check_graph(net, (source, counter), hardware, state_peaks=peaks, chips=chips)
 

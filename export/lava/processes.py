@@ -111,20 +111,18 @@ class ReadoutCounter(AbstractProcess):
     tutorials do (``tutorials/lava/lib/dl/netx/mnist/run.ipynb``, ``OutSpkToCls``: spikes
     accumulated over each presentation window, fed from the network through an output adapter).
 
-    ``counts[k, i]`` is the number of spikes of class neuron ``i`` in window ``k`` and
+    ``counts[k, i]`` is the number of spikes of readout neuron ``i`` in window ``k`` and
     ``first[k, i]`` the step (within the window) of its first spike, -1 if none; the prediction is
-    ``i2e_neuro.models.readout.predict(counts, first)``. ``latency`` is the number of steps the
+    ``i2e_neuro.models.readout.predict(counts, first, population)``. ``latency`` is the number of steps the
     output path adds after the network (0 on the CPU; see :class:`OutputAdapter`): a spike at
     run step ``t`` belongs to window ``(t - 1 - latency) // window``.
     """
 
-    def __init__(self, *, num_classes: int, num_samples: int, window: int, latency: int = 0):
-        super().__init__(
-            num_classes=num_classes, num_samples=num_samples, window=window, latency=latency
-        )
-        self.s_in = InPort(shape=(num_classes,))
-        self.counts = Var(shape=(max(1, num_samples), num_classes), init=0)
-        self.first = Var(shape=(max(1, num_samples), num_classes), init=-1)
+    def __init__(self, *, neurons: int, num_samples: int, window: int, latency: int = 0):
+        super().__init__(neurons=neurons, num_samples=num_samples, window=window, latency=latency)
+        self.s_in = InPort(shape=(neurons,))
+        self.counts = Var(shape=(max(1, num_samples), neurons), init=0)
+        self.first = Var(shape=(max(1, num_samples), neurons), init=-1)
 
 
 @implements(proc=ReadoutCounter, protocol=LoihiProtocol)

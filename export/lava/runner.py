@@ -27,8 +27,8 @@ from i2e_neuro.layouts import lava_to_chw
 
 @dataclass
 class SimulationResult:
-    readout_counts: np.ndarray  # [N, K] readout spikes per sample window, counted on the host
-    readout_first: np.ndarray  # [N, K] step of each readout neuron's first spike (-1: none)
+    readout_counts: np.ndarray  # [N, K * P] readout spikes per sample window, counted on the host
+    readout_first: np.ndarray  # [N, K * P] step of each readout neuron's first spike (-1: none)
     counts: dict[str, np.ndarray]  # group -> spikes per sample [N]
     neuron_counts: dict[str, np.ndarray] = field(
         default_factory=dict
@@ -40,12 +40,13 @@ class SimulationResult:
     #: spikes of the recorded samples in the padding steps (window - steps), all groups: 0 by
     #: the silence guarantee; ``trains`` hold the trained ``steps`` only, as lava-dl's do
     padding_spikes: int = 0
+    population: int = 1  # readout neurons per class (``i2e_neuro.models.readout``)
 
     @property
     def predictions(self) -> np.ndarray:
         from i2e_neuro.models.readout import predict
 
-        return predict(self.readout_counts, self.readout_first)
+        return predict(self.readout_counts, self.readout_first, self.population)
 
 
 def simulate(
@@ -95,7 +96,7 @@ def simulate(
         samples=samples, steps=window, timesteps=desc.timesteps, i2e=i2e_params, events=events
     )
     net.connect_input(source.s_out)
-    counter = ReadoutCounter(num_classes=desc.readout.shape[0], num_samples=n, window=window)
+    counter = ReadoutCounter(neurons=desc.readout.shape[0], num_samples=n, window=window)
     net.output.connect(counter.s_in)
     # The deployable graph (network, adapters, host source and counter) must be legal on Loihi 2.
     require_legal(net, extra=(source, counter))
@@ -153,6 +154,7 @@ def simulate(
         trains,
         time.perf_counter() - start,
         padding,
+        desc.readout.population,
     )
 
 

@@ -48,7 +48,7 @@ def run_lava_dl(desc, samples: Samples, record: int = 0, batch: int = 64) -> Lav
             input_counts += events.sum(dim=(0, 1)).numpy().astype(np.int64)
             _, rec = model(events, record=True)
             out = rec[desc.readout.name].numpy()  # [B, K, steps] readout spikes
-            preds.append(predict(out.sum(-1), first_spike(out)))
+            preds.append(predict(out.sum(-1), first_spike(out), desc.readout.population))
             for g in desc.groups:
                 spikes = rec[g.name]  # [B, C, H, W, steps] or [B, K, steps]
                 counts[g.name] += spikes.sum(dim=(0, -1)).numpy().astype(np.int64)

@@ -49,6 +49,7 @@ def run_norse(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch: i
     """
     import torch
 
+    from export.nir import graph_meta
     from export.peers.record import SpikeRecord
 
     module = norse_module(graph).double().eval()
@@ -58,7 +59,7 @@ def run_norse(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch: i
     for name in groups:
         sub = getattr(module, name.replace(".", "_"))
         sub.register_forward_hook(lambda m, i, o, name=name: seen[name].append(o[0].detach()))
-    rec = SpikeRecord(groups, readout, record)
+    rec = SpikeRecord(groups, readout, record, int(graph_meta(graph).get("population", 1)))
     n = events.shape[1]
     with torch.no_grad():
         for start in range(0, n, batch):

@@ -13,8 +13,9 @@ class SpikeRecord:
     """Collects :meth:`add` of each batch; :meth:`result` gives ``(predictions [N], counts
     {group: spikes per neuron}, trains {group: [min(record, N), steps, *shape] bool})``."""
 
-    def __init__(self, groups: list[str], readout: str, record: int) -> None:
+    def __init__(self, groups: list[str], readout: str, record: int, population: int = 1) -> None:
         self.groups, self.readout, self.record = groups, readout, record
+        self.population = population  # readout neurons per class
         self.predictions: list[np.ndarray] = []
         self.counts = {g: 0 for g in groups}
         self.trains: dict[str, list] = {g: [] for g in groups}
@@ -29,7 +30,7 @@ class SpikeRecord:
             if g == self.readout:
                 spikes = spikes.reshape(*spikes.shape[:2], -1)  # (K, 1, 1) -> (K,)
                 out = spikes.movedim(1, -1).numpy()  # [B, K, steps]
-                self.predictions.append(predict(out.sum(-1), first_spike(out)))
+                self.predictions.append(predict(out.sum(-1), first_spike(out), self.population))
             self.counts[g] = self.counts[g] + spikes.sum((0, 1)).numpy().astype(np.int64)
             if start < self.record:
                 self.trains[g].append(spikes[: self.record - start].numpy().astype(bool))

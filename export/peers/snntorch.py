@@ -23,11 +23,9 @@ SNNTORCH_DT = 1e-4
 
 def graph_dt(graph: nir.NIRGraph) -> float:
     """The ``dt`` our writer recorded in the graph metadata (1.0 when absent)."""
-    import json
+    from export.nir import graph_meta
 
-    from export.nir import METADATA_KEY, _meta
-
-    return float(json.loads(_meta(graph, METADATA_KEY) or "{}").get("dt", 1.0))
+    return float(graph_meta(graph).get("dt", 1.0))
 
 
 def one_step_delay(dt: float):
@@ -123,6 +121,7 @@ def run_snntorch(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch
     import snntorch
     import torch
 
+    from export.nir import graph_meta
     from export.peers.record import SpikeRecord
 
     module = snntorch_module(graph).eval()
@@ -137,7 +136,7 @@ def run_snntorch(graph: nir.NIRGraph, events, steps: int, record: int = 0, batch
     for name in groups:
         sub = getattr(module.graph, name.replace(".", "_"))
         sub.register_forward_hook(lambda m, i, o, name=name: seen[name].append(o.detach()))
-    rec = SpikeRecord(groups, readout, record)
+    rec = SpikeRecord(groups, readout, record, int(graph_meta(graph).get("population", 1)))
     n = events.shape[1]
     with torch.no_grad():
         for start in range(0, n, batch):

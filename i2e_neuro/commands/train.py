@@ -54,6 +54,7 @@ _CONFIG_ARGS = (
     "root",
     "backend",
     "arch",
+    "population",
     "epochs",
     "qat_epochs",
     "batch_size",
@@ -142,6 +143,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="msresnet18, msresnet34, msresnet_tiny, or a Loihi 2 variant (msresnet18-l2w, -l2, "
         "-l2s8; msresnet34-l2w, -l2, -l2s8; docs/LOIHI2.md) (default: --init's, else tiny for "
         "digits, 18 otherwise)",
+    )
+    m.add_argument(
+        "--population",
+        type=int,
+        metavar="N",
+        help="readout neurons per class, whose spikes the host adds up (slayer; default: "
+        "--init's, else 4)",
     )
     m.add_argument("--epochs", type=int, metavar="N", help="float epochs (phase 1)")
     m.add_argument(

@@ -222,6 +222,8 @@ def graph_state(reference: dict, model) -> dict:
     for key, value in reference.items():
         if key.startswith("fc."):
             fc = next(c for c in spec.incoming(spec.readout.name))
+            # each class's row for each of its readout neurons (class-major): the same decision
+            value = value.repeat_interleave(spec.readout.population, 0)
             if key == "fc.weight":
                 out[f"synapses.{_key(fc.name)}.weight"] = (value * threshold / pool)[
                     ..., None, None, None

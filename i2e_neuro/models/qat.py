@@ -287,7 +287,7 @@ class SpikingGraph(torch.nn.Module):
                 for k, x in (("u", current), ("v", voltage)):
                     peak[k] = max(peak[k], int(round(float(x.abs().max()) * neuron.s_scale)))
             spikes[g.name] = neuron(total)
-        logits = spike_scores(spikes[self.spec.readout.name])
+        logits = spike_scores(spikes[self.spec.readout.name], self.spec.readout.population)
         if record:
             return logits, {k: v for k, v in spikes.items() if k != INPUT}
         return logits

@@ -54,11 +54,14 @@ class ConnSpec:
 
 @dataclass
 class GroupSpec:
-    """A neuron group; ``shape`` is ``(C, H, W)``, or ``(K,)`` for the spiking readout (one neuron per class)."""
+    """A neuron group; ``shape`` is ``(C, H, W)``, or ``(K * population,)`` for the spiking
+    readout: ``population`` neurons per class, class-major (neuron ``k * population + j``), whose
+    spikes the host adds up per class (``i2e_neuro.models.readout``)."""
 
     name: str
     shape: tuple[int, ...]
     readout: bool = False
+    population: int = 1
 
 
 @dataclass
@@ -114,7 +117,7 @@ class NetSpec:
 
     @property
     def num_classes(self) -> int:
-        return self.readout.shape[0]
+        return self.readout.shape[0] // self.readout.population
 
     @property
     def steps(self) -> int:
@@ -131,7 +134,12 @@ class NetSpec:
             input_shape=tuple(int(s) for s in d["input_shape"]),
             timesteps=int(d["timesteps"]),
             groups=[
-                GroupSpec(g["name"], tuple(int(s) for s in g["shape"]), bool(g["readout"]))
+                GroupSpec(
+                    g["name"],
+                    tuple(int(s) for s in g["shape"]),
+                    bool(g["readout"]),
+                    int(g.get("population", 1)),
+                )
                 for g in d["groups"]
             ],
             conns=[ConnSpec(**{**c, "targets": list(c["targets"])}) for c in d["conns"]],
@@ -143,6 +151,13 @@ class NetSpec:
             raise ValueError(f"{self.name}: no neuron groups")
         if not self.groups[-1].readout or any(g.readout for g in self.groups[:-1]):
             raise ValueError(f"{self.name}: the last group, and only it, must be the readout")
+        for g in self.groups:
+            p = g.population
+            if p < 1 or (not g.readout and p != 1) or (g.readout and g.shape[0] % p):
+                raise ValueError(
+                    f"group {g.name!r}: population {p} (the readout's neurons per class; it must "
+                    "divide the readout's size, and other groups have 1)"
+                )
         order = {g.name: i for i, g in enumerate(self.groups)}
         order[INPUT] = -1
         for g in self.groups:
@@ -201,6 +216,7 @@ def msresnet_spec(
     stem_kernel: int = 7,
     stem_stride: int = 4,
     stem_padding: int | None = None,
+    population: int = 1,
 ) -> NetSpec:
     """MS-ResNet with membrane shortcuts as a group/connection graph.
 
@@ -209,7 +225,7 @@ def msresnet_spec(
     block adds ``sn1 -> conv1x1(stride)``, which starts a new stream. The paper's stem
     (conv stride 2 + max-pool stride 2 on membrane input) becomes one conv of stride 4: Loihi
     has no max-pool on synaptic input. The head is ``sn -> global sum-pool -> dense`` into
-    a spiking readout group whose spikes the host counts.
+    a spiking readout group whose spikes the host counts, ``population`` neurons per class.
     """
     spec = NetSpec(name, tuple(input_shape), timesteps)
 
@@ -247,9 +263,10 @@ def msresnet_spec(
                 stream = stream + [conv2]
             channels = width
     head = add_group("head.sn", stream)
-    fc = ConnSpec("fc", head, ["readout"], "pool_dense", channels, num_classes, batchnorm=False)
+    out = num_classes * population
+    fc = ConnSpec("fc", head, ["readout"], "pool_dense", channels, out, batchnorm=False)
     spec.conns.append(fc)
-    spec.groups.append(GroupSpec("readout", (num_classes,), readout=True))
+    spec.groups.append(GroupSpec("readout", (out,), readout=True, population=population))
     spec.validate()
     return spec
 
@@ -292,7 +309,11 @@ LOIHI2_VARIANTS: dict[str, tuple[str, ...]] = {
 
 
 def build_spec(
-    arch: str, input_shape: tuple[int, int, int], num_classes: int, timesteps: int = 8
+    arch: str,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    timesteps: int = 8,
+    population: int = 1,
 ) -> NetSpec:
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch={arch!r}: must be one of {sorted(ARCHITECTURES)}")
@@ -301,5 +322,6 @@ def build_spec(
         input_shape=input_shape,
         num_classes=num_classes,
         timesteps=timesteps,
+        population=population,
         **ARCHITECTURES[arch],
     )

@@ -229,14 +229,16 @@ def _release_checkpoint(path: str | Path, error: CheckpointError) -> dict:
 
 
 def init_config(path: str | Path) -> dict:
-    """The config an ``init`` checkpoint brings (backend, arch): ours, or for an I2E release
-    checkpoint its architecture only."""
+    """The config an ``init`` checkpoint brings (backend, arch, population): ours, or for an I2E
+    release checkpoint its architecture (and its one readout neuron per class)."""
     try:
-        return load_checkpoint(path, "init", param=True)["config"]
+        config = dict(load_checkpoint(path, "init", param=True)["config"])
     except CheckpointError as e:
         if "not an i2e-neuro training checkpoint" not in str(e):
             raise
-        return {"arch": _release_checkpoint(path, e)["arch"]}
+        return {"arch": _release_checkpoint(path, e)["arch"], "population": 1}
+    config.setdefault("population", 1)  # a run from before readout populations had one neuron
+    return config
 
 
 def load_init_checkpoint(path: str, backend: str, arch: str) -> dict:
@@ -449,6 +451,11 @@ def make_payload(trainer, phase: str, epoch: int, interrupted: bool = False, ste
     }
     if interrupted:
         payload["step"] = int(step)
+    best = getattr(trainer, "best", None)
+    if best is not None:  # the QAT phase's best model (its weights only if not the saved ones)
+        payload["qat_best"] = {k: v for k, v in best.items() if k != "model"}
+        if interrupted or best["epoch"] != int(epoch):
+            payload["qat_best"]["model"] = best["model"]
     if trainer.spec is not None:
         payload["spec"] = trainer.spec.to_dict()
         if is_folded(model):

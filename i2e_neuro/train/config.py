@@ -57,6 +57,10 @@ class TrainConfig:
     augment: str = "none"
     ratio: float | None = 0.10
     timesteps: int = 8
+    #: readout neurons per class (slayer; i2e_neuro.models.readout): 4 resolves the class score
+    #: 4x finer than one neuron's count; on the digits it closes the gap to the float reference
+    #: (BENCHMARKS.md, "Digits")
+    population: int = 4
     order: str = "efghabcd"
     size: int | None = 32
     seed: int = 0
@@ -90,7 +94,7 @@ def resolve_config(init_config: dict | None = None, **given: Any) -> TrainConfig
     the defaults then. :class:`TrainError` names the first bad parameter.
     """
     if init_config:
-        for key in ("backend", "arch"):
+        for key in ("backend", "arch", "population"):
             if given.get(key) is None and init_config.get(key):
                 given[key] = init_config[key]
     dataset = given.get("dataset") or "digits"
@@ -161,6 +165,8 @@ def _check(cfg: TrainConfig, given: dict) -> None:
         v = getattr(cfg, name)
         if v is not None and v < 0:
             raise TrainError(f"{name} {v}: must be >= 0", name)
+    if not 1 <= cfg.population <= 64:
+        raise TrainError(f"population {cfg.population}: must be 1..64", "population")
     for name in ("batch_size", "limit_train", "limit_test"):
         v = getattr(cfg, name)
         if v is not None and v < 1:

@@ -62,7 +62,9 @@ def build_model(cfg: TrainConfig, info: DataInfo):
         from i2e_neuro.models.qat import NeuronConfig, SpikingGraph
         from i2e_neuro.models.spec import build_spec
 
-        spec = build_spec(cfg.arch, info.input_shape, info.num_classes, info.timesteps)
+        spec = build_spec(
+            cfg.arch, info.input_shape, info.num_classes, info.timesteps, cfg.population
+        )
         return SpikingGraph(spec, NeuronConfig()), spec
     from i2e_neuro.models.reference import build_reference
 
@@ -95,13 +97,22 @@ def make_optimizer(model, cfg: TrainConfig, phase: str, steps_per_epoch: int):
     return optimizer, scheduler
 
 
+#: training samples (in order, all processes together) on which the QAT phase chooses its model
+SELECTION_SAMPLES = 4096
+
+
 def make_loaders(cfg: TrainConfig, train_set, test_set, batch_size: int, dist, generator):
-    """``(train_sampler, train_loader, test_sampler, test_loader)`` of this process's shard."""
+    """``(train_sampler, train_loader, test_sampler, test_loader, selection_loader)`` of this
+    process's shard; the selection loader reads the first :data:`SELECTION_SAMPLES` training
+    samples in order."""
     train_sampler = EpochSampler(len(train_set), cfg.seed, True, dist.rank, dist.world)
     test_sampler = EpochSampler(len(test_set), cfg.seed, False, dist.rank, dist.world)
     train_loader = make_loader(train_set, batch_size, train_sampler, cfg.workers, generator)
     test_loader = make_loader(test_set, batch_size, test_sampler, cfg.workers)
-    return train_sampler, train_loader, test_sampler, test_loader
+    first = torch.utils.data.Subset(train_set, range(min(len(train_set), SELECTION_SAMPLES)))
+    selection_sampler = EpochSampler(len(first), cfg.seed, False, dist.rank, dist.world)
+    selection_loader = make_loader(first, batch_size, selection_sampler, cfg.workers)
+    return train_sampler, train_loader, test_sampler, test_loader, selection_loader
 
 
 class Trainer:
@@ -136,6 +147,8 @@ class Trainer:
         self.records = Records(self.out)
         self.history: list[dict] = []
         self.extras: dict[str, Any] = {}
+        #: the QAT phase's best model so far: {"epoch", "loss" (on the selection data), "model"}
+        self.best: dict | None = None
         self.completed = 0
         self.step_in_epoch = 0
 
@@ -170,7 +183,13 @@ class Trainer:
             self.i2e = I2E(cfg.ratio, self.info.timesteps, cfg.order)
         self.batch_size = max(1, math.ceil(cfg.batch_size / self.dist.world))
         self.loader_generator = torch.Generator()
-        self.train_sampler, self.train_loader, self.test_sampler, self.test_loader = make_loaders(
+        (
+            self.train_sampler,
+            self.train_loader,
+            self.test_sampler,
+            self.test_loader,
+            self.selection_loader,
+        ) = make_loaders(
             cfg, self.train_set, self.test_set, self.batch_size, self.dist, self.loader_generator
         )
         self.amp = bool(cfg.amp) and self.device.type == "cuda"
@@ -184,6 +203,9 @@ class Trainer:
             self.completed = int(ckpt["epoch"])
             self.history = list(ckpt.get("history", []))
             self.extras = dict(ckpt.get("extras", {}))
+            self.best = ckpt.get("qat_best")
+            if self.best is not None and "model" not in self.best:  # the saved model is the best
+                self.best["model"] = {k: v.clone() for k, v in ckpt["model"].items()}
         self.total_epochs = cfg.total_epochs
         # the optimizer of the phase the model is in (the checkpoint's); the loop switches phases
         self._new_optimizer("qat" if is_folded(self.model) else "float")
@@ -204,7 +226,9 @@ class Trainer:
         from i2e_neuro.models.spec import build_spec
 
         info = self.info
-        return build_spec(self.cfg.arch, info.input_shape, info.num_classes, info.timesteps)
+        return build_spec(
+            self.cfg.arch, info.input_shape, info.num_classes, info.timesteps, self.cfg.population
+        )
 
     def phase_of(self, epoch: int) -> str:
         return "float" if epoch < self.cfg.epochs else "qat"
@@ -292,13 +316,14 @@ class Trainer:
         }
 
     @torch.no_grad()
-    def evaluate(self, phase: str) -> dict:
-        """Test loss and accuracy; each process takes every world-th sample (no DDP collectives)."""
+    def evaluate(self, phase: str, loader=None) -> dict:
+        """Test loss and accuracy (of ``loader``'s data, default the test set); each process takes
+        every world-th sample (no DDP collectives)."""
         self.model.eval()
         if self.i2e is not None:
             self.i2e.eval()
         loss_sum = correct = count = 0.0
-        for x, y in self.test_loader:
+        for x, y in loader or self.test_loader:
             y = y.to(self.device, non_blocking=True)
             with self._autocast(phase):
                 logits = self.model(self.to_events(x))
@@ -331,6 +356,34 @@ class Trainer:
             f"folded BatchNorm, 8-bit weights: test {100 * ev['test_accuracy']:.2f}% before QAT "
             "fine-tuning"
         )
+        self.extras["folded_selection_loss"] = self.consider_best(self.completed)
+
+    def consider_best(self, epoch: int) -> float:
+        """The QAT phase's model choice: the loss on the selection data (the first training
+        samples, eval mode: never the test data); the model after ``epoch`` epochs is kept as
+        the best if its loss is lower than the best's so far (the folded model's at first).
+        Returns the loss."""
+        loss = self.evaluate("qat", self.selection_loader)["test_loss"]
+        if self.best is None or loss < self.best["loss"]:
+            state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            self.best = {"epoch": epoch, "loss": loss, "model": state}
+        return loss
+
+    def keep_best(self) -> None:
+        """End of the QAT phase: go back to the best model if the last is not it, so the QAT
+        phase never ends worse than the folded model on the selection data."""
+        best = self.best
+        if best is None or best["epoch"] == self.completed:
+            return
+        self.model.load_state_dict(best["model"])
+        ev = self.evaluate("qat")
+        what = "the folded model" if best["epoch"] == self.cfg.epochs else f"epoch {best['epoch']}"
+        self.log(
+            f"QAT: kept {what} (loss {best['loss']:.4f} on the first training samples, below the "
+            f"last epoch's): test {100 * ev['test_accuracy']:.2f}%"
+        )
+        self.extras.update(kept_epoch=best["epoch"], kept_test_accuracy=ev["test_accuracy"])
+        self.best = {**best, "epoch": self.completed}
 
     @torch.no_grad()
     def check_states(self) -> bool:
@@ -428,6 +481,8 @@ class Trainer:
                 row = self.train_epoch(epoch, phase)
                 self.check_weights(f"after epoch {epoch + 1}")
                 row.update(self.evaluate(phase))
+                if phase == "qat":
+                    row["selection_loss"] = self.consider_best(epoch + 1)
                 seconds = time.perf_counter() - t0
                 train_seconds += row.pop("train_seconds")
                 train_samples += row["train_samples"] * 1.0
@@ -463,6 +518,7 @@ class Trainer:
             and is_folded(self.model)
             and "deployable" not in self.extras
         ):
+            self.keep_best()
             self.check_states()
             self.save(phase)
         if self.dist.main:

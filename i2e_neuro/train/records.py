@@ -141,7 +141,7 @@ def run_result(trainer, seconds: float, train_seconds: float, train_samples: flo
     history, cfg = trainer.history, trainer.cfg
     last = history[-1] if history else {}
     return {
-        "test_accuracy": last.get("test_accuracy"),
+        "test_accuracy": trainer.extras.get("kept_test_accuracy", last.get("test_accuracy")),
         "checkpoint": str(trainer.out / CHECKPOINT)
         if (trainer.out / CHECKPOINT).is_file()
         else None,

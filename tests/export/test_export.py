@@ -54,9 +54,10 @@ def assert_same_spikes(result, rec, desc):
             assert ref.sum() > 0, f"{g.name}: silent group makes a weak test"
         assert np.array_equal(result.trains[g.name], ref), f"{g.name}: spikes differ"
         assert np.array_equal(result.counts[g.name], ref.reshape(len(ref), -1).sum(1))
-    out = rec[desc.readout.name].numpy()  # [B, K, steps]
+    out = rec[desc.readout.name].numpy()  # [B, K * population, steps]
     assert np.array_equal(result.readout_counts, out.sum(-1))
-    assert np.array_equal(result.predictions, predict(out.sum(-1), first_spike(out)))
+    population = desc.readout.population
+    assert np.array_equal(result.predictions, predict(out.sum(-1), first_spike(out), population))
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,32 @@ def test_lava_matches_the_trained_model_spike_for_spike(residual):
     imgs = images(3, 16)
     result = simulate(desc, imgs.numpy(), record=3)
     assert_same_spikes(result, reference(model, imgs), desc)
+
+
+def test_population_readout_runs_exactly_and_survives_the_file(tmp_path):
+    """Three readout neurons per class: Lava's spikes and host decision are lava-dl's, the
+    training logits decide the same classes, and the network file keeps the population."""
+    spec = build_spec("msresnet_tiny", (2, 16, 16), 4, population=3)
+    torch.manual_seed(5)
+    model = randomize_batchnorm(SpikingGraph(spec), 5)
+    with torch.no_grad():
+        model.synapses["fc"].weight.mul_(16)  # random weights barely reach the readout
+    model.eval().fold()
+    desc = from_deploy(model.deploy(i2e=I2E, classes=list("abcd")))
+    assert desc.readout.shape == (12,) and desc.readout.population == 3
+    imgs = images(4, 16, seed=5)
+    rec = reference(model, imgs)
+    assert rec[desc.readout.name].sum() > 0, "a silent readout makes a weak test"
+    result = simulate(desc, imgs.numpy(), record=4)
+    assert_same_spikes(result, rec, desc)
+    with torch.no_grad():
+        logits = model(i2e(imgs, timesteps=spec.timesteps, **I2E))
+    assert logits.shape == (4, 4)
+    assert np.array_equal(logits.argmax(1).numpy(), result.predictions)
+    by_neuron = predict(result.readout_counts, result.readout_first) // 3
+    assert (by_neuron != result.predictions).any(), "the classes' sums should decide somewhere"
+    back = load_hdf5(save_hdf5(desc, tmp_path / "net.h5"))
+    assert back.readout.population == 3 and back.topology.num_classes == 4
 
 
 def test_stock_lava_conv_model_gives_the_same_spikes(residual):

@@ -543,7 +543,7 @@ def test_pinned_models_are_the_ones_lava_selects():
         LIFReset(shape=(3,), reset_interval=4),
         LIF(shape=(3,)),
         SourceBuffer(data=np.zeros((3, 4), np.int32)),
-        ReadoutCounter(num_classes=3, num_samples=1, window=4),
+        ReadoutCounter(neurons=3, num_samples=1, window=4),
         spike_monitors([(3,), (2, 2)], num_samples=1, steps=4, folders=["a", "b"]),
     ]
     from export.lava import processes

@@ -197,6 +197,18 @@ def test_snntorch_runs_the_file_at_its_dt_spike_for_spike_like_lava_dl(tiny, tmp
         run_snntorch(nir.read(steps), np.zeros((1, 1, 2, 16, 16)), tiny.steps)
 
 
+def test_population_readout_reads_back_and_runs_in_norse(tmp_path):
+    torch.manual_seed(3)
+    spec = build_spec("msresnet_tiny", (2, 16, 16), 3, population=2)
+    model = randomize_batchnorm(SpikingGraph(spec), 3).eval()
+    model.fold()
+    desc = from_deploy(model.deploy(i2e=I2E, classes=list("abc")))
+    path = save_nir(desc, tmp_path / "net.nir")
+    back = load_nir(path)
+    assert back.readout.population == 2 and back.readout.shape == (6,)
+    assert_same_as_lava_dl(desc, random_samples(6, 16, 16), path)
+
+
 def test_non_square_input(tmp_path):
     desc = random_description("msresnet_tiny", (2, 24, 40), classes=4, seed=1)
     path = save_nir(desc, tmp_path / "wide.nir")

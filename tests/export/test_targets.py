@@ -80,7 +80,7 @@ def test_default_digits_model_fits_one_chip():
     from i2e_neuro.train import resolve_config
 
     cfg = resolve_config()
-    spec = build_spec(cfg.arch, (2, cfg.size, cfg.size), 10, cfg.timesteps)
+    spec = build_spec(cfg.arch, (2, cfg.size, cfg.size), 10, cfg.timesteps, cfg.population)
     report = require_fit(fit_report(spec, "oheo-gulch"))
     assert report.fits and report.chips == 1 and report.cores <= 128
 

@@ -50,7 +50,9 @@ def check_deploy(deploy: dict) -> None:
         2048,
     )
     assert deploy["i2e"]["order"] == "efghabcd" and deploy["i2e"]["timesteps"] == 8
-    assert deploy["steps"] > 8 and len(deploy["classes"]) == spec["groups"][-1]["shape"][0]
+    readout = spec["groups"][-1]
+    assert deploy["steps"] > 8 and readout["population"] >= 1
+    assert len(deploy["classes"]) * readout["population"] == readout["shape"][0]
 
 
 @pytest.fixture(scope="module")
@@ -423,3 +425,26 @@ def test_derived_seeds_depend_only_on_seed_epoch_and_stream():
         s.set_epoch(4)
     assert all(len(s) == len(s.indices()) == 4 for s in shards)  # padded to equal shards
     assert set(i for s in shards for i in s.indices()) == set(range(10))
+
+
+def test_qat_that_makes_the_model_worse_ends_on_the_folded_model(tmp_path, monkeypatch, capsys):
+    """Gradient ascent in the QAT phase (the loss negated from its first step on): the phase
+    keeps the model with the lowest loss on the selection data, here the folded one."""
+    _fail_at(monkeypatch, 25, -1.0)  # 8 steps per epoch: the QAT phase starts at call 25
+    out = tmp_path / "run"
+    args = ["--epochs", 3, "--qat-epochs", 1, "--population", 4, "--seed", 3, "--out", out]
+    assert run(*args, *TINY[2:], "--limit-train", 256) == 0  # a readout that answers
+    text = capsys.readouterr().out
+    result = last_json(text)
+    ckpt = load(out / "checkpoint.pt")
+    losses = [r["selection_loss"] for r in ckpt["history"] if r["phase"] == "qat"]
+    assert min(losses) > ckpt["extras"]["folded_selection_loss"]  # ascent did make it worse
+    assert "QAT: kept the folded model" in text and result["kept_epoch"] == 3
+    assert result["test_accuracy"] == result["folded_test_accuracy"]
+    assert "qat_best" in ckpt and "model" not in ckpt["qat_best"]  # the saved model is the kept one
+    # the checkpoint holds the folded model: evaluating it gives the folded selection loss
+    monkeypatch.undo()
+    trainer = loop.Trainer(None, out, resume=True, progress=False, log=print)
+    trainer._setup()
+    loss = trainer.evaluate("qat", trainer.selection_loader)["test_loss"]
+    assert loss == pytest.approx(ckpt["extras"]["folded_selection_loss"], rel=1e-12)
