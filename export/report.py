@@ -38,6 +38,8 @@ def format_energy_report(report: dict) -> str:
         f"\ninput event rate {report['input_event_rate']:.4f} = {report['input_event_rate_definition']} "
         "(the 'rate' of the i2e input row and the first layer's f_r)"
     )
+    if report.get("constants"):
+        lines += ["constants used:", *(f"  {c}" for c in report["constants"].values())]
     if "connections" in report:
         lines += ["", *connection_table(report)]
     return "\n".join(lines)

@@ -9,10 +9,11 @@ limit is refused with the group and the limit named.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from export.description import NetworkDescription
-from i2e_neuro.energy.hw import hw_value, load_hw_config
+from i2e_neuro.energy.hw import Target, hw_value, load_hw_config, load_target
+from i2e_neuro.models.spec import LOIHI2_VARIANTS, NetSpec, build_spec
 
 
 class DoesNotFit(ValueError):
@@ -28,8 +29,10 @@ class GroupResources:
     cores: int
 
 
-def fan_in(desc: NetworkDescription, group: str) -> int:
-    """Synapses per neuron of ``group``, summed over its incoming connections."""
+def fan_in(desc: NetworkDescription | NetSpec, group: str) -> int:
+    """Synapses per neuron of ``group``, summed over its incoming connections (every residual
+    shortcut into it included; the head's global sum-pool + dense reaches the readout as
+    ``C x H x W`` synapses per readout neuron)."""
     total = 0
     for c in desc.incoming(group):
         src = desc.source_shape(c.source)
@@ -85,3 +88,125 @@ def format_report(rows: list[GroupResources], hardware: str) -> str:
         f"{'total':<14} {sum(r.neurons for r in rows):>9} {'':>7} {sum(r.synapse_bytes for r in rows):>13} {sum(r.cores for r in rows):>6}"
     )
     return "\n".join(lines)
+
+
+@dataclass
+class FitReport:
+    """Does a network fit a named target? Cores per group, the total, the chips it takes, and
+    every reason it does not fit (each naming the group or the network and the limit)."""
+
+    network: str
+    target: Target
+    rows: list[GroupResources]
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def cores(self) -> int:
+        return sum(r.cores for r in self.rows)
+
+    @property
+    def chips(self) -> int:
+        """Chips the cores take (``cores / cores_per_chip``, rounded up)."""
+        return math.ceil(self.cores / self.target.cores_per_chip) if self.rows else 0
+
+    @property
+    def fits(self) -> bool:
+        return not self.reasons
+
+    @property
+    def max_fan_in(self) -> int:
+        return max((r.fan_in for r in self.rows), default=0)
+
+    def text(self) -> str:
+        """One line: cores, chips, fits or not and why, then the constants used."""
+        head = (
+            f"{self.network} on {self.target.name}: {self.cores} cores on {self.chips} chip(s) "
+            f"of {self.target.chips} ({self.target.cores} cores), largest fan-in {self.max_fan_in}: "
+        )
+        verdict = "fits" if self.fits else "does NOT fit: " + "; ".join(self.reasons)
+        return head + verdict + f"\n  limits used: {self.target.constants()}"
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target.name,
+            "target_chips": self.target.chips,
+            "target_cores": self.target.cores,
+            "cores": self.cores,
+            "chips": self.chips,
+            "max_fan_in": self.max_fan_in,
+            "fan_in_limit": self.target.max_fan_in_per_core,
+            "fits": self.fits,
+            "reasons": list(self.reasons),
+            "limits": self.target.constants(),
+        }
+
+
+def fit_report(net: NetworkDescription | NetSpec, target: str | Target) -> FitReport:
+    """Cores per group (neuron bound, memory bound) of ``net`` (a network description or only
+    its topology, before training) on a named target (``hw_configs/<target>.yaml``), and every
+    limit it breaks: each group's fan-in against the per-core limit, delays, and the total
+    cores against the target's. Never raises for a network that does not fit: the caller
+    decides (:func:`require_fit`)."""
+    t = load_target(target) if not isinstance(target, Target) else target
+    rows, reasons = [], []
+    for g in net.groups:
+        n, f = math.prod(g.shape), fan_in(net, g.name)
+        if f > t.max_fan_in_per_core:
+            reasons.append(
+                f"group {g.name!r}: fan-in {f} per neuron exceeds the limit of "
+                f"{t.max_fan_in_per_core} (max_fan_in_per_core of {t.chip})"
+            )
+        for c in net.incoming(g.name):
+            delay = getattr(c, "delay", 0)
+            if delay > t.max_delay_steps:
+                reasons.append(
+                    f"connection {c.name!r}: delay {delay} exceeds max_delay_steps "
+                    f"{t.max_delay_steps} of {t.chip}"
+                )
+        synapse_bytes = n * f
+        cores = max(
+            math.ceil(n / t.max_neurons_per_core),
+            math.ceil(synapse_bytes / t.memory_per_core_bytes),
+        )
+        rows.append(GroupResources(g.name, n, f, synapse_bytes, cores))
+    needed = sum(r.cores for r in rows)
+    if needed > t.cores:
+        worst = max(rows, key=lambda r: r.cores)
+        reasons.append(
+            f"the network needs {needed} cores but {t.name} has {t.cores} "
+            f"({t.chips} chip(s) x {t.cores_per_chip} cores_per_chip); largest group "
+            f"{worst.name!r} needs {worst.cores}"
+        )
+    return FitReport(net.name, t, rows, reasons)
+
+
+def require_fit(report: FitReport) -> FitReport:
+    """``report``, or :class:`DoesNotFit` naming every broken limit."""
+    if not report.fits:
+        raise DoesNotFit(
+            f"{report.network} does not fit {report.target.name}: " + "; ".join(report.reasons)
+        )
+    return report
+
+
+def closest_fit(
+    arch: str, size: int, num_classes: int, target: str | Target, timesteps: int = 8
+) -> tuple[NetSpec, FitReport, list[FitReport]]:
+    """The closest network to paper architecture ``arch`` at ``size x size`` that fits
+    ``target``: the first of ``LOIHI2_VARIANTS[arch]`` (widest first) whose every group and
+    whose total cores fit. Returns ``(spec, its report, the reports of every variant tried)``;
+    :class:`DoesNotFit` names each variant's reasons when none fits."""
+    if arch not in LOIHI2_VARIANTS:
+        raise ValueError(f"arch {arch!r}: no Loihi 2 variants (known: {sorted(LOIHI2_VARIANTS)})")
+    t = load_target(target) if not isinstance(target, Target) else target
+    tried = []
+    for name in LOIHI2_VARIANTS[arch]:
+        spec = build_spec(name, (2, size, size), num_classes, timesteps)
+        rep = fit_report(spec, t)
+        tried.append(rep)
+        if rep.fits:
+            return spec, rep, tried
+    raise DoesNotFit(
+        f"no variant of {arch} at {size}x{size} fits {t.name}: "
+        + " | ".join(f"{r.network}: {'; '.join(r.reasons)}" for r in tried)
+    )

@@ -244,9 +244,12 @@ def energy_report(
             event_rate=input_rate,
         )
     measured_first = rows[0]["snn_uj"]
+    from i2e_neuro.energy.model import energy_constants
+
     return {
         "layers": rows,
         "total": totals,
+        "constants": energy_constants(hw),
         "i2e_encoding_ops": encoding_ops,
         "network_ratio": totals["ann_uj"] / totals["snn_uj"] if totals["snn_uj"] else None,
         "first_layer": {

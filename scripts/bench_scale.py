@@ -8,7 +8,14 @@ BN shifts projected under the bias bound, then folded to Loihi integers); the ne
 description; the Loihi 2 legality check (``export.lava.legality``, when present); cores and chips
 from ``export.resources`` (and which limit binds); seconds per sample in the Lava CPU simulator
 (fast models) and in lava-dl's forward pass; whether every spike of every group is identical;
-SynOps and energy per sample (``export.synops.energy_report``).
+SynOps and energy per sample (``export.synops.energy_report``), with the constants of each
+energy estimate.
+
+``--target NAME`` (a named Loihi 2 system of ``hw_configs/``: oheo-gulch, kapoho-point,
+hala-point): each paper configuration is replaced by the closest network that fits the target
+(``export.resources.closest_fit``: the first of the architecture's Loihi 2 variants, widest first,
+whose every group's fan-in and whose cores fit), and the row names it (widths, stem, input size)
+with its cores, chips and ``fits``.
 
 Input: the embedded sample photos (``i2e_neuro/data/samples``) plus any folder given with
 ``--images``, resized (short side) and centre-cropped to each size and converted by the Lava I2E
@@ -32,6 +39,18 @@ DEFAULT_CONFIGS = [f"{a}@{s}" for a in ("msresnet18", "msresnet34") for s in (32
 QUICK_CONFIGS = ["msresnet_tiny@32"]
 KAPOHO_POINT_CHIPS = 8  # Intel's Kapoho Point board: 8 Loihi 2 chips
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def fitted_config(arch: str, size: int, classes: int, timesteps: int, target: str):
+    """``(network name, its fit report as a dict, what was tried)``: the closest network to
+    ``arch@size`` that fits ``target`` (SystemExit naming every reason when none does)."""
+    from export.resources import DoesNotFit, closest_fit
+
+    try:
+        spec, rep, tried = closest_fit(arch, size, classes, target, timesteps)
+    except (DoesNotFit, ValueError) as e:
+        raise SystemExit(f"--target {target}: {e}") from None
+    return spec.name, rep.to_dict(), [f"{r.network}: {'; '.join(r.reasons)}" for r in tried[:-1]]
 
 
 def parse_configs(text: str) -> list[tuple[str, int]]:
@@ -179,7 +198,13 @@ def event_rates(images, timesteps: int) -> list[float]:
 
 
 def run_config(
-    arch: str, size: int, paths: list[Path], samples: int, timesteps: int, runs: bool = True
+    arch: str,
+    size: int,
+    paths: list[Path],
+    samples: int,
+    timesteps: int,
+    runs: bool = True,
+    target: str | None = None,
 ) -> dict:
     import numpy as np
 
@@ -187,9 +212,22 @@ def run_config(
     from export.peers.lava_dl import run_lava_dl
     from export.synops import energy_report
     from i2e_neuro.datasets.eval_data import Samples
+    from i2e_neuro.models.spec import ARCHITECTURES
 
     classes = 1000 if size >= 224 else 10  # ImageNet / CIFAR-10, CIFAR10-DVS
     row: dict = {"arch": arch, "size": size, "classes": classes, "timesteps": timesteps}
+    if target is not None:
+        row["paper_config"] = f"{arch}@{size}"
+        arch, row["fit"], row["variants_refused"] = fitted_config(
+            arch, size, classes, timesteps, target
+        )
+        kw = ARCHITECTURES[arch]
+        row.update(
+            arch=arch,
+            blocks=list(kw["blocks"]),
+            widths=list(kw["widths"]),
+            stem=f"{kw.get('stem_kernel', 7)}x{kw.get('stem_kernel', 7)}/{kw.get('stem_stride', 4)}",
+        )
     start = time.perf_counter()
     desc = random_trained_like(arch, size, classes, timesteps)
     row["export_s"] = time.perf_counter() - start
@@ -239,25 +277,37 @@ def run_config(
     row["loihi2_uj_per_sample"] = total["loihi_uj"]
     row["ann_uj_per_sample"] = total["ann_uj"]
     row["input_event_rate_simulated"] = rep["input_event_rate"]
+    row["energy_constants"] = rep["constants"]
     return row
 
 
 def summary_line(r: dict) -> str:
     lo = r["loihi2"]
     leg = r["legality"]["status"]
-    head = (
-        f"{r['arch']}@{r['size']}: {lo['neurons']} neurons, {lo['cores']} cores, {lo['chips']} chip(s) "
-        f"[1 chip: {'fits' if lo['one_chip']['fits'] else 'no'}, 8 chips: "
-        f"{'fits' if lo['kapoho_point']['fits'] else 'no'}], legality: {leg}, "
-        f"event rate {r['event_rate']['mean']:.3f}"
-    )
+    if "fit" in r:
+        fit = r["fit"]
+        head = (
+            f"{r['paper_config']} -> {r['arch']} (widths {','.join(map(str, r['widths']))}, stem "
+            f"{r['stem']}, input {r['size']}x{r['size']}): {fit['cores']} cores, {fit['chips']} "
+            f"chip(s), fits {fit['target']}: {str(fit['fits']).lower()}, largest fan-in "
+            f"{fit['max_fan_in']} <= {fit['fan_in_limit']}, legality: {leg}, "
+            f"event rate {r['event_rate']['mean']:.3f}"
+        )
+    else:
+        head = (
+            f"{r['arch']}@{r['size']}: {lo['neurons']} neurons, {lo['cores']} cores, {lo['chips']} chip(s) "
+            f"[1 chip: {'fits' if lo['one_chip']['fits'] else 'no'}, 8 chips: "
+            f"{'fits' if lo['kapoho_point']['fits'] else 'no'}], legality: {leg}, "
+            f"event rate {r['event_rate']['mean']:.3f}"
+        )
     if "lava_s_per_sample" not in r:
         return head
     return (
         f"{head}, Lava {r['lava_s_per_sample']:.2f} s/sample "
         f"(wall {r['lava_wall_s']:.1f} s), lava-dl {r['lava_dl_s_per_sample']:.2f} s/sample, "
         f"identical spikes: {r['identical_spikes']}, SynOps {r['synops_per_sample']:.3g}, "
-        f"SNN {r['snn_uj_per_sample']:.3g} uJ, Loihi 2 {r['loihi2_uj_per_sample']:.3g} uJ per sample"
+        f"SNN {r['snn_uj_per_sample']:.3g} uJ, Loihi 2 {r['loihi2_uj_per_sample']:.3g} uJ, "
+        f"ANN {r['ann_uj_per_sample']:.3g} uJ per sample"
     )
 
 
@@ -278,9 +328,29 @@ def main(argv: list[str] | None = None) -> None:
         help="export, legality, resources and event rates only (no Lava, lava-dl or energy)",
     )
     p.add_argument("--out", help="also write the JSON report to this file")
+    p.add_argument(
+        "--target",
+        help="a named Loihi 2 system (oheo-gulch, kapoho-point, hala-point): run, for each paper "
+        "configuration, the closest network that fits it",
+    )
     args = p.parse_args(argv)
     if args.samples < 1:
         raise SystemExit("--samples must be >= 1")
+    if args.target is not None:
+        from i2e_neuro.energy.hw import HardwareConfigError, load_target
+        from i2e_neuro.models.spec import LOIHI2_VARIANTS
+
+        try:
+            load_target(args.target)
+        except HardwareConfigError as e:
+            raise SystemExit(f"--target {e}") from None
+        if args.quick:
+            args.configs, args.quick = "msresnet18@32", False  # the smallest paper configuration
+        for arch, _ in parse_configs(args.configs):
+            if arch not in LOIHI2_VARIANTS:
+                raise SystemExit(
+                    f"--target: {arch} is not a paper architecture ({', '.join(LOIHI2_VARIANTS)})"
+                )
 
     import torch
 
@@ -290,9 +360,17 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()
     rows = []
     for arch, size in configs:
-        r = run_config(arch, size, paths, args.samples, args.timesteps, runs=not args.skip_runs)
+        r = run_config(
+            arch, size, paths, args.samples, args.timesteps, not args.skip_runs, args.target
+        )
         print(summary_line(r), flush=True)
         rows.append(r)
+    if rows and "energy_constants" in rows[0]:
+        print("energy constants: " + " | ".join(rows[0]["energy_constants"].values()))
+    if args.target is not None:
+        from i2e_neuro.energy.hw import load_target
+
+        print(f"target limits: {load_target(args.target).constants()}")
     report = {
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.processor() or ''}".strip(),
         "torch_threads": torch.get_num_threads(),

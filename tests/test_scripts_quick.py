@@ -57,3 +57,19 @@ def test_bench_scale_quick(tmp_path):
     assert row["loihi2"]["cores"] >= 1 and row["loihi2"]["one_chip"]["fits"]
     assert row["synops_per_sample"] > 0 and row["loihi2_uj_per_sample"] > 0
     assert row["legality"]["status"] in ("legal", "illegal", "not available")
+
+
+def test_bench_scale_target_runs_the_closest_network_that_fits():
+    report = run_script(
+        "bench_scale.py", "--target", "kapoho-point", "--configs", "msresnet18@32", "--samples", "1"
+    )
+    (row,) = report["configs"]
+    assert row["paper_config"] == "msresnet18@32" and row["arch"] == "msresnet18-l2w"
+    assert row["widths"] == [64, 128, 208, 208] and row["size"] == 32
+    assert row["fit"]["fits"] and row["fit"]["target"] == "kapoho-point"
+    assert row["fit"]["max_fan_in"] <= row["fit"]["fan_in_limit"] == 4096
+    assert row["legality"]["status"] == "legal" and not row["legality"]["violations"]
+    assert row["identical_spikes"] and row["predictions_equal"]
+    assert row["variants_refused"] and row["variants_refused"][0].startswith("msresnet18:")
+    constants = row["energy_constants"]
+    assert "4.6 pJ" in constants["ann"] and "23.6 pJ" in constants["loihi"]

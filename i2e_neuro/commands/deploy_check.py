@@ -4,8 +4,10 @@ Builds the Lava graph that Loihi 2 would run (``export.lava.graph.build``, adapt
 with the host input and readout counter attached), checks every process against the register
 formats of ``hw_configs/loihi2.yaml`` (``export.lava.legality``) and prints every check with the core
 and chip mapping. ``--data`` also runs the lava-dl model of the same integers on a few samples
-to measure the largest ``|u|``, ``|v|`` and flag 24-bit overflow risk. Exit 0 legal, 1 illegal,
-2 bad input.
+to measure the largest ``|u|``, ``|v|`` and flag 24-bit overflow risk. ``--target NAME`` (a named
+system of ``hw_configs/``: oheo-gulch, kapoho-point, hala-point) also prints its fit (cores, chips,
+every group's fan-in against the per-core limit) and counts a network that cannot fit as not
+deployable. Exit 0 legal (and fits), 1 illegal or does not fit, 2 bad input.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hardware", default="loihi2", help="hw_configs target (default loihi2)")
     p.add_argument(
         "--chips", type=int, default=None, help="chips available (default: as many as needed)"
+    )
+    p.add_argument(
+        "--target",
+        metavar="NAME",
+        default=None,
+        help="a named Loihi 2 system (oheo-gulch, kapoho-point, hala-point): its chips replace "
+        "--chips, and the network must fit it (cores, every group's fan-in) to be deployable",
     )
     p.add_argument(
         "--data",
@@ -55,6 +64,15 @@ def run(args: argparse.Namespace) -> int:
             )
     except HardwareConfigError as e:
         problems.append(f"--hardware {e}")
+    system = None
+    if args.target is not None:
+        from i2e_neuro.energy.hw import load_target
+
+        try:
+            system = load_target(args.target)
+            args.hardware, args.chips = system.chip, system.chips
+        except HardwareConfigError as e:
+            problems.append(f"--target {e}")
     if problems:
         for p in problems:
             print(f"error: {p}", file=sys.stderr)
@@ -79,6 +97,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(report.table())
+    fit = None
+    if system is not None:
+        from export.resources import fit_report
+
+        fit = fit_report(desc, system)
+        print(fit.text())
     order = [g.name for g in desc.groups]
     overflow = first_overflow(peaks, order, STATE_LIMIT)
     if measured:
@@ -94,5 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out = report.to_dict()
         out["first_overflow"] = {"group": overflow[0], "step": overflow[1]} if overflow else None
+        if fit is not None:
+            out["target"] = fit.to_dict()
         print(json.dumps(out))
-    return 0 if report.ok else 1
+    return 0 if report.ok and (fit is None or fit.fits) else 1

@@ -1,7 +1,9 @@
 """``i2e-neuro export``: trained checkpoint (or exported HDF5) -> network description in HDF5 or
 NIR + layer and resource tables; the Lava graph Loihi 2 would run is built and checked against the
 chip's register formats (``export.lava.legality``) first, and an illegal one is refused naming process,
-parameter, value and limit (exit 3)."""
+parameter, value and limit (exit 3). ``--target NAME`` checks the network against a named Loihi 2
+system (``hw_configs/<NAME>.yaml``) and refuses one that cannot fit it (exit 3), naming the group
+and the limit."""
 
 from __future__ import annotations
 
@@ -41,6 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--chips", type=int, default=1, help="chips available to the network (default 1)"
     )
     p.add_argument(
+        "--target",
+        metavar="NAME",
+        default=None,
+        help="a named Loihi 2 system (oheo-gulch, kapoho-point, hala-point): its chips and "
+        "cores replace --hardware/--chips; a network that cannot fit it is refused (exit 3)",
+    )
+    p.add_argument(
         "--dt",
         type=float,
         default=None,
@@ -58,6 +67,19 @@ def check_legal(desc, chips: int):
     if not report.ok:
         raise IllegalGraph("not legal on loihi2: " + "; ".join(c.text() for c in report.violations))
     return report
+
+
+def target_fit(desc, target: str):
+    """The fit report on a named target (``export.resources.fit_report``); DoesNotFit naming
+    every broken limit when the network cannot fit it, ValueError for an unknown target."""
+    from export.resources import fit_report, require_fit
+    from i2e_neuro.energy.hw import HardwareConfigError
+
+    try:
+        report = fit_report(desc, target)
+    except HardwareConfigError as e:
+        raise ValueError(f"--target {e}") from None
+    return require_fit(report)
 
 
 FORMATS = ("hdf5", "nir")
@@ -101,8 +123,12 @@ def run(args: argparse.Namespace) -> int:
     if args.dt is not None and not (math.isfinite(args.dt) and args.dt > 0):
         print(f"error: --dt {args.dt}: must be a positive number of seconds", file=sys.stderr)
         return 2
+    fit = None
     try:
         desc = load(args.checkpoint)
+        if args.target is not None:
+            fit = target_fit(desc, args.target)
+            args.hardware, args.chips = fit.target.chip, fit.target.chips
         rows = resource_report(desc, args.hardware, args.chips)
         legality = check_legal(desc, args.chips) if args.hardware == "loihi2" else None
         out = output_path(args, fmt)
@@ -126,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
     print(layer_table(desc))
     print()
     print(format_report(rows, args.hardware))
+    if fit is not None:
+        print(f"\n{fit.text()}")
     if legality is not None:
         print(
             f"\nLoihi 2 legality: LEGAL ({len(legality.checks)} checks, "

@@ -32,6 +32,9 @@ examples:
                                                     sim-to-real: fine-tune an I2E-CIFAR10 model on
                                                     real DVS
   i2e-neuro train --resume --out runs/digits-slayer-20260101-120000
+  i2e-neuro train --dataset cifar10 --root data --arch msresnet18-l2 --target kapoho-point --require-fit
+                                                    a Loihi 2 variant, refused before the first
+                                                    epoch if it cannot fit Kapoho Point
   torchrun --nproc-per-node 4 -m i2e_neuro.cli train --dataset cifar10 --root data --out runs/c10
 
 datasets (nothing is downloaded; --root DIR):
@@ -137,7 +140,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--arch",
         metavar="NAME",
-        help="msresnet18, msresnet34, msresnet_tiny (default: --init's, else tiny for digits, 18 otherwise)",
+        help="msresnet18, msresnet34, msresnet_tiny, or a Loihi 2 variant (msresnet18-l2w, -l2, "
+        "-l2s8; msresnet34-l2w, -l2, -l2s8; docs/LOIHI2.md) (default: --init's, else tiny for "
+        "digits, 18 otherwise)",
     )
     m.add_argument(
         "--population",
@@ -169,6 +174,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--init",
         metavar="CKPT",
         help="start from another run's checkpoint, or an I2E release checkpoint (*.pth.tar, resnet18/34; docs/OFFICIAL.md); the classifier is replaced if the classes differ",
+    )
+    t = parser.add_argument_group("Loihi 2 target")
+    t.add_argument(
+        "--target",
+        metavar="NAME",
+        help="a named Loihi 2 system of hw_configs/ (oheo-gulch, kapoho-point, hala-point) or a chip "
+        "(loihi2): print the network's cores, chips and whether it fits, before the first epoch",
+    )
+    t.add_argument(
+        "--require-fit",
+        action="store_true",
+        help="with --target: refuse to train a network that cannot fit it (exit 2, naming the "
+        "group and the limit)",
     )
     r = parser.add_argument_group("running")
     r.add_argument(
@@ -206,6 +224,43 @@ def image_folders(dataset: str | None, root: str | None) -> list[tuple[str, Path
     if dataset != "imagefolder" or root is None:
         return []
     return [(f"--root {root} ({sub}/)", Path(root) / sub) for sub in ("train", "val")]
+
+
+def target_check(target: str | None, require: bool):
+    """The ``before_training`` hook of ``--target``: print the fit estimate of the run's network
+    (``export.resources.fit_report``) and, with ``require``, refuse one that does not fit.
+    ``None`` without ``--target``. A bad target name is refused here, before any data is read."""
+    if target is None:
+        if require:
+            raise_error("--require-fit needs --target NAME (e.g. --target oheo-gulch)")
+        return None
+    import os
+
+    from export.resources import fit_report
+    from i2e_neuro.energy.hw import HardwareConfigError, load_target
+
+    try:
+        system = load_target(target)
+    except HardwareConfigError as e:
+        raise_error(f"--target {e}")
+
+    def check(spec) -> None:
+        report = fit_report(spec, system)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"Loihi 2 estimate: {report.text()}", flush=True)
+        if require and not report.fits:
+            raise_error(
+                f"--require-fit: {spec.name} at input {list(spec.input_shape)} cannot fit "
+                f"{system.name}: " + "; ".join(report.reasons)
+            )
+
+    return check
+
+
+def raise_error(text: str):
+    from i2e_neuro.train import TrainError
+
+    raise TrainError(text)
 
 
 def run(args) -> int:
@@ -263,9 +318,11 @@ def run(args) -> int:
             raise TrainError("--out DIR is required when running several processes (torchrun)")
         else:
             out = default_out(cfg)
+        check = target_check(getattr(args, "target", None), getattr(args, "require_fit", False))
         result = train(
             cfg,
             out,
+            before_training=check,
             resume=args.resume,
             device=args.device,
             stop_after=args.stop_after,

@@ -26,11 +26,14 @@ import copy
 import functools
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+#: named Loihi 2 systems (boards and racks): chips, and the chip file whose per-core limits apply
+TARGET_NAMES = ("oheo-gulch", "kapoho-point", "hala-point")
 #: the targets shipped with the project
-NAMES = ("loihi2", "loihi1", "cpu", "energy_45nm")
+NAMES = ("loihi2", "loihi1", "cpu", "energy_45nm", *TARGET_NAMES)
 #: the shipped targets with per-core limits (a network can be mapped onto them)
 CHIP_NAMES = ("loihi2", "loihi1", "cpu")
 ENV_VAR = "I2E_NEURO_HW_CONFIGS"
@@ -200,3 +203,83 @@ def register_formats(cfg: dict) -> dict:
         "bias_exp": (0, (1 << f("bias_exponent_bits")) - 1),
         "state": 1 << (f("state_bits") - 1),
     }
+
+
+@dataclass(frozen=True)
+class Target:
+    """A named system a network is deployed on: ``chips`` chips of the ``chip`` config (whose
+    per-core limits apply) and ``cores`` neuromorphic cores in all (the system's published total
+    where there is one, else ``chips x cores_per_chip``)."""
+
+    name: str
+    chip: str
+    chips: int
+    cores: int
+    cores_per_chip: int
+    max_neurons_per_core: int
+    memory_per_core_bytes: int
+    max_fan_in_per_core: int
+    max_delay_steps: int
+    fan_in_published: bool
+    sources: dict
+
+    def constants(self) -> str:
+        """The limits applied, in one line (printed next to every estimate)."""
+        return (
+            f"{self.name}: {self.chips} {self.chip} chip(s), {self.cores} cores; per core "
+            f"{self.max_neurons_per_core} neurons, {self.memory_per_core_bytes} B, fan-in "
+            f"{self.max_fan_in_per_core}"
+            + ("" if self.fan_in_published else " (Loihi 1's figure; Loihi 2's not published)")
+        )
+
+
+def load_target(name_or_path: str | os.PathLike) -> Target:
+    """A named system (``oheo-gulch``, ``kapoho-point``, ``hala-point``), or a chip config
+    (``loihi2``: one chip) as a :class:`Target`; :class:`HardwareConfigError` names the file."""
+    known = TARGET_NAMES + CHIP_NAMES
+    cfg = load_hw_config(name_or_path, known)
+    if "system" in cfg:
+        chip_name = cfg.get("chip")
+        if not isinstance(chip_name, str) or not chip_name:
+            raise HardwareConfigError(f"{cfg['_path']}: a system without the 'chip' it is made of")
+        chip = load_hw_config(chip_name, CHIP_NAMES)
+        try:
+            chips = int(hw_value(cfg, "system.chips"))
+        except KeyError as e:
+            raise HardwareConfigError(str(e)) from None
+        total = cfg["system"].get("cores", {}).get("value")
+    elif "limits" in cfg:
+        chip, chip_name, chips, total = cfg, cfg["name"], 1, None
+    else:
+        raise HardwareConfigError(
+            f"{cfg['_path']}: neither a system (system.chips) nor a chip (limits): not a target "
+            f"a network can be mapped onto (targets: {', '.join(known)})"
+        )
+    if chips < 1:
+        raise HardwareConfigError(f"{cfg['_path']}: system.chips {chips}: must be >= 1")
+    per_chip = int(hw_value(chip, "limits.cores_per_chip"))
+    cores = chips * per_chip if total is None else min(int(total), chips * per_chip)
+    keys = (
+        "limits.cores_per_chip",
+        "limits.max_neurons_per_core",
+        "limits.synaptic_memory_per_core_bytes",
+        "limits.max_fan_in_per_core",
+    )
+    sources = {k: hw_source(chip, k) for k in keys}
+    if "system" in cfg:
+        sources["system.chips"] = hw_source(cfg, "system.chips")
+        if total is not None:
+            sources["system.cores"] = hw_source(cfg, "system.cores")
+    return Target(
+        name=cfg["name"],
+        chip=chip_name,
+        chips=chips,
+        cores=cores,
+        cores_per_chip=per_chip,
+        max_neurons_per_core=int(hw_value(chip, "limits.max_neurons_per_core")),
+        memory_per_core_bytes=int(hw_value(chip, "limits.synaptic_memory_per_core_bytes")),
+        max_fan_in_per_core=int(hw_value(chip, "limits.max_fan_in_per_core")),
+        max_delay_steps=int(hw_value(chip, "limits.max_delay_steps")),
+        fan_in_published="NOT PUBLISHED" not in sources["limits.max_fan_in_per_core"],
+        sources=sources,
+    )

@@ -267,6 +267,39 @@ def _loihi_energies(hw: Any) -> dict | None:
     return values
 
 
+def energy_constants(hw: Any = "loihi2") -> dict[str, str]:
+    """Each estimate's formula with the constants it uses and their sources, one line per
+    estimate (``ann``, ``snn``, ``loihi``), printed next to the figures (docs/ENERGY.md)."""
+    from i2e_neuro.energy.hw import hw_source, hw_value, load_hw_config
+
+    cfg45 = load_hw_config("energy_45nm")
+    e_mac, e_ac = (float(hw_value(cfg45, f"energy.{k}")) for k in ("e_mac", "e_ac"))
+    cited = "I2E paper citing Horowitz ISSCC 2014, 45 nm, 32-bit float"
+    for key in ("e_mac", "e_ac"):  # the wording below stays the file's
+        if "Horowitz" not in hw_source(cfg45, f"energy.{key}"):
+            cited = f"hw_configs/energy_45nm.yaml energy.{key}"
+    out = {
+        "ann": f"ANN uJ = MACs x E_MAC {e_mac * 1e12:g} pJ ({cited} MAC)",
+        "snn": f"SNN uJ = SynOps x E_AC {e_ac * 1e12:g} pJ ({cited} add)",
+    }
+    loihi = _loihi_energies(hw)
+    if loihi is not None:
+        cfg = load_hw_config(hw) if not isinstance(hw, dict) else hw
+        published = "NOT PUBLISHED" not in hw_source(cfg, "energy.synaptic_op_j")
+        out["loihi"] = (
+            f"{loihi['name']} uJ = SynOps x {loihi['synaptic_op_j'] * 1e12:g} pJ + active neuron "
+            f"updates x {loihi['neuron_update_active_j'] * 1e12:g} pJ + inactive x "
+            f"{loihi['neuron_update_inactive_j'] * 1e12:g} pJ, every neuron every step ("
+            + (
+                "published"
+                if published
+                else "Loihi 1's figures, Davies et al. 2018 Table 2; Loihi 2's are not published"
+            )
+            + ")"
+        )
+    return out
+
+
 def energy_table(
     layers: Iterable[dict],
     timesteps: int = 1,

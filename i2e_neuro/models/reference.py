@@ -64,6 +64,7 @@ class MSResNet(torch.nn.Module):
         stem_kernel: int = 7,
         stem_stride: int = 2,
         stem_pool: bool = True,
+        stem_padding: int | None = None,
     ) -> None:
         super().__init__()
         stem = [
@@ -72,7 +73,7 @@ class MSResNet(torch.nn.Module):
                 widths[0],
                 stem_kernel,
                 stem_stride,
-                stem_kernel // 2,
+                stem_kernel // 2 if stem_padding is None else stem_padding,
                 bias=False,
                 step_mode="m",
             ),
@@ -101,10 +102,14 @@ class MSResNet(torch.nn.Module):
 def build_reference(arch: str, in_channels: int, num_classes: int) -> MSResNet:
     """The paper's model for an architecture name of :data:`spec.ARCHITECTURES`.
 
-    ``msresnet_tiny`` keeps the paper's stem form at CPU size: conv 3x3 stride 2 + max-pool.
+    ``msresnet_tiny`` keeps the paper's stem form at CPU size: conv 3x3 stride 2 + max-pool; the
+    ``-l2s8`` Loihi 2 variants keep their 8x8 stride-8 stem without padding or max-pool, as on
+    the chip.
     """
     kw = dict(ARCHITECTURES[arch])
     if arch == "msresnet_tiny":
         kw.update(stem_kernel=3, stem_stride=2)
-    kw.pop("stem_padding", None)
+        kw.pop("stem_padding", None)
+    elif "stem_stride" in kw:
+        kw["stem_pool"] = False  # a Loihi 2 variant's patchify stem (-l2s8): the Loihi graph's own
     return MSResNet(in_channels=in_channels, num_classes=num_classes, **kw)

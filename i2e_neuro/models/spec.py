@@ -280,6 +280,31 @@ ARCHITECTURES: dict[str, dict] = {
     "msresnet_tiny": dict(
         blocks=(1, 1), widths=(16, 32), stem_kernel=4, stem_stride=4, stem_padding=0
     ),
+    # Loihi 2 variants (docs/LOIHI2.md, "Paper-size networks on named systems"): the paper's
+    # block counts, widths chosen so that every group's fan-in (the residual stream sums a
+    # stage's conv2 outputs: w_prev + blocks x 9 x w per neuron) stays within the 4,096 per
+    # core of hw_configs/loihi2.yaml, and the whole network within a named system's cores.
+    # "-l2w": the widest that fits the fan-in (32x32 inputs: Kapoho Point); "-l2": narrower, so
+    # that 128x128 fits Kapoho Point's 1,024 cores; "-l2s8": "-l2" with an 8x8 stride-8 stem
+    # (no overlap), so that 224x224 fits and the head's 4x4 map keeps the readout's fan-in
+    # (C x H x W) within the limit.
+    "msresnet18-l2w": dict(blocks=(2, 2, 2, 2), widths=(64, 128, 208, 208)),
+    "msresnet18-l2": dict(blocks=(2, 2, 2, 2), widths=(32, 64, 128, 216)),
+    "msresnet18-l2s8": dict(
+        blocks=(2, 2, 2, 2), widths=(32, 64, 128, 216), stem_kernel=8, stem_stride=8, stem_padding=0
+    ),
+    "msresnet34-l2w": dict(blocks=(3, 4, 6, 3), widths=(64, 72, 72, 144)),
+    "msresnet34-l2": dict(blocks=(3, 4, 6, 3), widths=(16, 32, 64, 128)),
+    "msresnet34-l2s8": dict(
+        blocks=(3, 4, 6, 3), widths=(16, 32, 64, 128), stem_kernel=8, stem_stride=8, stem_padding=0
+    ),
+}
+
+#: each paper architecture and its Loihi 2 variants, widest first (the closest that fits a
+#: target is the first of these that does: ``export.resources.closest_fit``)
+LOIHI2_VARIANTS: dict[str, tuple[str, ...]] = {
+    "msresnet18": ("msresnet18", "msresnet18-l2w", "msresnet18-l2", "msresnet18-l2s8"),
+    "msresnet34": ("msresnet34", "msresnet34-l2w", "msresnet34-l2", "msresnet34-l2s8"),
 }
 
 

@@ -17,9 +17,10 @@ from typing import Any
 from i2e_neuro.datasets.registry import REGISTRY
 from i2e_neuro.datasets.train_data import AUGMENTS, EVENT_DATASETS
 from i2e_neuro.errors import ParameterError
+from i2e_neuro.models.spec import ARCHITECTURES
 
 TRAIN_BACKENDS = ("slayer", "spikingjelly")
-ARCHS = ("msresnet18", "msresnet34", "msresnet_tiny")
+ARCHS = tuple(ARCHITECTURES)  # the paper's, the CPU-sized tiny, and the Loihi 2 variants
 
 #: Recipe defaults per dataset (the registry's): the I2E paper's training recipe for CIFAR /
 #: ImageNet-like folders; digits is sized to finish in a few minutes on a 2-core CPU.

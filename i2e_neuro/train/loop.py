@@ -136,8 +136,10 @@ class Trainer:
         progress: bool = True,
         threads: int | None = 2,
         log: Callable[[str], None] | None = None,
+        before_training: Callable[[Any], None] | None = None,
     ) -> None:
         self.cfg, self.out, self.resume = cfg, Path(out), resume
+        self.before_training = before_training
         self.device_arg, self.stop_after, self.threads = device, stop_after, threads
         self.progress = progress
         self.dist = Distributed.from_env()
@@ -171,6 +173,8 @@ class Trainer:
         if ckpt is not None:
             check_resumed_data(ckpt, self.out / CHECKPOINT, self.info)
         self.model, self.spec = build_model(cfg, self.info)
+        if self.before_training is not None:
+            self.before_training(self.loihi_spec())  # e.g. the target check of `train --target`
         self.model.to(self.device)
         self.i2e = None
         if self.info.kind == "images":
@@ -213,6 +217,18 @@ class Trainer:
         if ckpt is not None and "rng" in ckpt:
             set_rng_state(ckpt["rng"])
         self.ddp = self.dist.wrap(self.model, self.device)
+
+    def loihi_spec(self):
+        """The topology this run's architecture has on Loihi (the slayer model's own; for the
+        SpikingJelly reference, the same architecture's graph at the data's shape)."""
+        if self.spec is not None:
+            return self.spec
+        from i2e_neuro.models.spec import build_spec
+
+        info = self.info
+        return build_spec(
+            self.cfg.arch, info.input_shape, info.num_classes, info.timesteps, self.cfg.population
+        )
 
     def phase_of(self, epoch: int) -> str:
         return "float" if epoch < self.cfg.epochs else "qat"

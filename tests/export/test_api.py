@@ -110,3 +110,6 @@ def test_text_reports(checkpoint):
     report = energy_report(desc, np.ones(desc.input_shape, dtype=np.int64), counts, 1)
     text = format_energy_report({**report, "samples": 1, "engine": "lava"})
     assert "i2e input" in text and "ANN / SNN" in text
+    # the constants of each estimate, printed with the figures (docs/ENERGY.md)
+    assert "constants used:" in text and "E_MAC 4.6 pJ" in text and "E_AC 0.9 pJ" in text
+    assert "SynOps x 23.6 pJ" in text and "Loihi 2's are not published" in text
