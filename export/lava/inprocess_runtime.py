@@ -43,6 +43,7 @@ import collections
 import concurrent.futures
 import os
 import queue
+import sys
 import threading
 import traceback
 import typing as ty
@@ -76,6 +77,14 @@ class ChannelClosed(Exception):
 _get_ident = threading.get_ident
 _HUB = threading.local()  # in a hub thread: .pool, the hub's compute threads
 
+#: torch's intra-op threads and numpy's OpenBLAS threads while a hub runs (None: leave them
+#: alone).  The compute threads already run the step's convolutions side by side, one per
+#: core; with torch's OpenMP threads or OpenBLAS's threads inside each, there are more runnable
+#: threads than cores, and both libraries' idle workers spin for a while after each call,
+#: taking the cores the hub thread and the other compute thread need (measured: BENCHMARKS.md).
+#: Restored when the hub stops.
+COMPUTE_THREADS_EACH: ty.Optional[int] = 1
+
 
 def compute_pool() -> ty.Optional[concurrent.futures.Executor]:
     """In a model running in an in-process runtime: threads for work that may finish later
@@ -94,11 +103,33 @@ def result(future: concurrent.futures.Future):
     return future.result()
 
 
+def _limit_threads(threads: ty.Optional[int]) -> ty.Callable[[], None]:
+    """Set torch's intra-op threads (when torch is loaded) and numpy's OpenBLAS threads to at
+    most ``threads`` (process-wide settings); returns the function that restores them."""
+    if threads is None:
+        return lambda: None
+    from export.lava.conv_plan import limit_numpy_blas_threads
+
+    undo_blas = limit_numpy_blas_threads(threads)
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else 0
+    if before > threads:
+        torch.set_num_threads(threads)
+
+    def undo() -> None:
+        undo_blas()
+        if before > threads:
+            torch.set_num_threads(before)
+
+    return undo
+
+
 class _Hub:
     """One OS thread that runs the actors as greenlets, one at a time, in the order they
     became ready; ``pool``: threads for models' background work (``compute_pool``)."""
 
     def __init__(self, compute_threads: int):
+        self._restore_threads = _limit_threads(COMPUTE_THREADS_EACH)
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, compute_threads), thread_name_prefix="lava-in-process-compute"
         )
@@ -133,6 +164,8 @@ class _Hub:
         if not self.in_hub():
             self.thread.join()
         self.pool.shutdown(wait=True)
+        restore, self._restore_threads = self._restore_threads, lambda: None
+        restore()  # torch's and OpenBLAS's settings as they were before this hub
 
     def _loop(self) -> None:
         self._greenlet = greenlet.getcurrent()
