@@ -103,6 +103,19 @@ def result(future: concurrent.futures.Future):
     return future.result()
 
 
+def compute_threads() -> int:
+    """How many compute threads a hub gets: one per core this process may use, or fewer when
+    ``OMP_NUM_THREADS`` says so (``simulate --workers N`` gives each of its N processes an
+    equal share of the cores that way: N runtimes with a thread per core each would put N
+    times more threads than cores to work)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        share = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        share = 0
+    return max(1, min(cores or 1, share) if share > 0 else (cores or 1))
+
+
 def _limit_threads(threads: ty.Optional[int]) -> ty.Callable[[], None]:
     """Set torch's intra-op threads (when torch is loaded) and numpy's OpenBLAS threads to at
     most ``threads`` (process-wide settings); returns the function that restores them."""
@@ -510,7 +523,7 @@ class InProcessInfrastructure(MessageInfrastructureInterface):
         return None
 
     def start(self) -> None:
-        self.hub = _Hub(compute_threads=len(os.sched_getaffinity(0)))
+        self.hub = _Hub(compute_threads=compute_threads())
 
     def register(self, queue_: _Queue) -> None:
         self._queues.append(queue_)
