@@ -50,7 +50,7 @@ from export.lava.conv_plan import (
     _torch_is_safe,
 )
 from export.lava.inprocess_runtime import compute_pool, result
-from export.lava.ports import frozen, is_silent, recv_dense
+from export.lava.ports import PlainSetattr, frozen, is_silent, recv_dense
 from export.lava.synapse import loihi_synapse_weights, shift_by_exponent, synapse_weights_fast
 
 #: Convolution geometries torch has already run once in this process (``FastConvModelFixed._warm``).
@@ -62,7 +62,7 @@ _CLAMP_FREE = 1 << 23
 @implements(proc=Conv, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt", "fast")
-class FastConvModelFixed(AbstractPyConvModel):
+class FastConvModelFixed(PlainSetattr, AbstractPyConvModel):
     """Stock Lava ``Conv`` in fixed point with Loihi 2's synapse arithmetic, fast.
 
     Step for step as the stock fixed-point model (``PyConvModelFixed``):
