@@ -53,6 +53,12 @@ from export.lava.inprocess_runtime import compute_pool, result
 from export.lava.ports import PlainSetattr, frozen, is_silent, recv_dense
 from export.lava.synapse import loihi_synapse_weights, shift_by_exponent, synapse_weights_fast
 
+#: Output maps of at most this many positions are convolved in the model's own step, not on a
+#: compute thread: their gather product (``conv_plan._conv_gather``) is a few small numpy calls
+#: that hold the GIL, so on a compute thread they only add hand-offs of the GIL with the hub
+#: (each up to ``sys.getswitchinterval()``) and the cost of waking that thread.
+INLINE_MAX_OUTPUTS = 4
+
 #: Convolution geometries torch has already run once in this process (``FastConvModelFixed._warm``).
 _WARMED: set = set()
 # utils.signed_clamp(x, bits=24) is the identity for -2**23 <= x < 2**23.
@@ -126,7 +132,7 @@ class FastConvModelFixed(PlainSetattr, AbstractPyConvModel):
             self._warming = pool.submit(self._warm)
         if is_silent(s_in):
             self.a_buf = self._silence()  # no spike, no synaptic input
-        elif pool is None:
+        elif pool is None or self.a_out.shape[0] * self.a_out.shape[1] <= INLINE_MAX_OUTPUTS:
             self.a_buf = self._synaptic_input(s_in)
         else:
             self._pending = pool.submit(self._synaptic_input, s_in)

@@ -85,6 +85,13 @@ _HUB = threading.local()  # in a hub thread: .pool, the hub's compute threads
 #: Restored when the hub stops.
 COMPUTE_THREADS_EACH: ty.Optional[int] = 1
 
+#: The interpreter's switch interval while a hub runs (None: leave it; restored when the hub
+#: stops).  The hub holds the GIL while it steps the models; a compute thread whose convolution
+#: (GIL released) has finished needs the GIL back to hand over its result and start the next
+#: one, and by default waits up to 5 ms for it, i.e. mostly until the hub idles at the end of
+#: a step, which serialises the compute threads behind the hub.
+SWITCH_INTERVAL_S: ty.Optional[float] = 0.0002
+
 
 def compute_pool() -> ty.Optional[concurrent.futures.Executor]:
     """In a model running in an in-process runtime: threads for work that may finish later
@@ -143,6 +150,9 @@ class _Hub:
 
     def __init__(self, compute_threads: int):
         self._restore_threads = _limit_threads(COMPUTE_THREADS_EACH)
+        self._switch_interval = sys.getswitchinterval()
+        if SWITCH_INTERVAL_S is not None:
+            sys.setswitchinterval(min(SWITCH_INTERVAL_S, self._switch_interval))
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, compute_threads), thread_name_prefix="lava-in-process-compute"
         )
@@ -179,6 +189,7 @@ class _Hub:
         self.pool.shutdown(wait=True)
         restore, self._restore_threads = self._restore_threads, lambda: None
         restore()  # torch's and OpenBLAS's settings as they were before this hub
+        sys.setswitchinterval(self._switch_interval)
 
     def _loop(self) -> None:
         self._greenlet = greenlet.getcurrent()
