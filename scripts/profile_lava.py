@@ -48,6 +48,55 @@ def _profiled_threads():
     return profiles, lambda: setattr(threading.Thread, "run", original_run)
 
 
+def _categories(prof: cProfile.Profile) -> list[tuple[str, float, int]]:
+    """Own time by where the code lives: this repository's modules (by file), Lava (by file),
+    and C functions (numpy, locks, greenlet switches, ...) by name; largest first."""
+    import collections
+
+    own, calls = collections.Counter(), collections.Counter()
+    for (path, _, name), (_, ncalls, tottime, _, _) in pstats.Stats(prof).stats.items():
+        if "site-packages/lava/" in path:
+            key = "lava: " + path.split("site-packages/lava/")[1]
+        elif path == "~":
+            key = "C: " + name.strip("<>")[:60]
+        elif "/export/" in path or "/i2e_neuro/" in path:
+            key = "ours: " + "/".join(Path(path).parts[-2:])
+        else:
+            key = "other: " + Path(path).name
+        own[key] += tottime
+        calls[key] += ncalls
+    return [(k, v, calls[k]) for k, v in own.most_common()]
+
+
+def _thread_cpu(simulate, desc, images, rounds: int) -> dict:
+    """Unprofiled runs: wall, hub-thread CPU and compute-thread CPU per time step."""
+    import statistics
+
+    import export.lava.inprocess_runtime as ir
+
+    clocks: dict = {}
+    original = ir._Hub.stop
+
+    def stop(self):
+        cpu = time.pthread_getcpuclockid
+        clocks["hub"] = time.clock_gettime(cpu(self.thread.ident))
+        clocks["compute"] = sum(time.clock_gettime(cpu(t.ident)) for t in self.pool._threads)
+        return original(self)
+
+    ir._Hub.stop = stop
+    out: dict = {"wall": [], "hub": [], "compute": []}
+    try:
+        for _ in range(rounds):
+            res = simulate(desc, images, fast=True)
+            steps = len(images) * desc.window
+            out["wall"].append(res.seconds / steps * 1e3)
+            out["hub"].append(clocks["hub"] / steps * 1e3)
+            out["compute"].append(clocks["compute"] / steps * 1e3)
+    finally:
+        ir._Hub.stop = original
+    return {k: (statistics.median(v), min(v), max(v)) for k, v in out.items()}
+
+
 def _top(prof: cProfile.Profile, limit: int, sort: str) -> tuple[str, float]:
     out = io.StringIO()
     st = pstats.Stats(prof, stream=out)
@@ -66,6 +115,9 @@ def main() -> None:
         "--callers", default="", help="also print the callers of functions matching this"
     )
     p.add_argument("--dump", help="write each thread's pstats file into this folder")
+    p.add_argument(
+        "--rounds", type=int, default=3, help="unprofiled runs timed by thread CPU (default 3)"
+    )
     args = p.parse_args()
 
     import bench_scale as bs
@@ -84,6 +136,14 @@ def main() -> None:
     simulate(desc, images[:1], fast=True)  # warm-up: torch's set-up of each convolution shape
 
     load = os.getloadavg()
+    per_step = _thread_cpu(simulate, desc, images, args.rounds)
+    print(
+        f"{args.config}: unprofiled, {args.rounds} runs of {len(images)} samples x "
+        f"{desc.window} steps, ms per time step as median [min, max]: "
+        + ", ".join(f"{k} {m:.2f} [{lo:.2f}, {hi:.2f}]" for k, (m, lo, hi) in per_step.items())
+        + f" (wall: the run; hub: CPU of the thread that steps every model; compute: CPU of "
+        f"the convolution threads); load {load[0]:.2f} before"
+    )
     profiles, restore = _profiled_threads()
     main_prof = cProfile.Profile()
     start = time.perf_counter()
@@ -106,6 +166,8 @@ def main() -> None:
         if total < 0.01:
             continue
         print(f"\n===== thread {name}: {total:.3f} s of own time profiled =====")
+        for key, own, calls in _categories(prof)[: args.limit]:
+            print(f"  {own:7.3f} s {100 * own / total:5.1f} % {calls:9d} calls  {key}")
         print(text)
         if args.callers:
             out = io.StringIO()

@@ -42,10 +42,13 @@ from lava.proc.conv import utils
 from lava.proc.conv.models import AbstractPyConvModel, PyConvModelFixed
 from lava.proc.conv.process import Conv
 
+from export.lava import conv_plan
 from export.lava.conv_plan import (
     _conv_exact,
     _conv_torch,
     _ConvPlan,
+    _gather_index,
+    _output_size,
     _prepare_worker,
     _torch_is_safe,
 )
@@ -200,6 +203,16 @@ class FastConvModelFixed(PlainSetattr, AbstractPyConvModel):
         input's shape (oneDNN builds a primitive per shape on first use), once per process."""
         try:
             _, _, plan = self._prepared()
+            if (
+                plan.ok
+                and plan.groups == 1
+                and _output_size(plan, self.s_in.shape) <= conv_plan._GATHER_MAX_OUTPUTS
+            ):
+                # The gather product's weight rows and index (built once; this model runs it
+                # in its own step, where building them would hold up every other model).
+                plan.weights(np.float32, "numpy")
+                _gather_index(plan, *self.s_in.shape[:2])
+                return
             if not (plan.ok and _torch_is_safe()):
                 return
             weights = plan.weights(np.float32, "torch")

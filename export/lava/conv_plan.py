@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - torch is a dependency of lava-dl
 
 from lava.proc.conv import utils
 
+from export.lava.inprocess_runtime import numpy_blas_thread_controls
 from export.lava.synapse import shift_by_exponent
 from i2e_neuro.models.spec import pair
 
@@ -53,59 +54,7 @@ _GATHER_MAX_OUTPUTS = 4
 def _numpy_blas_thread_setters():
     """``openblas_set_num_threads`` of the OpenBLAS that numpy is linked to (wheels bundle it
     in ``numpy.libs``), found without scanning every loaded library."""
-    return [setter for _, setter in _numpy_blas_thread_controls()]
-
-
-def _numpy_blas_thread_controls() -> list:
-    """``(get, set)`` of the thread count of each OpenBLAS that numpy is linked to (``get``
-    None where the library has no getter); looked up once per process."""
-    global _BLAS_CONTROLS
-    if _BLAS_CONTROLS is not None and _BLAS_CONTROLS[0] == os.getpid():
-        return _BLAS_CONTROLS[1]
-    import ctypes
-    import glob
-
-    here = os.path.dirname(np.__file__)
-    paths = glob.glob(os.path.join(here, os.pardir, "numpy.libs", "libopenblas*.so*")) + glob.glob(
-        os.path.join(here, ".libs", "libopenblas*.so*")
-    )
-    controls = []
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)  # already loaded by numpy: the same handle
-        except OSError:
-            continue
-        for prefix, suffix in (("openblas", "64_"), ("openblas", ""), ("scipy_openblas", "64_")):
-            setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-            if setter is not None:
-                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                if getter is not None:
-                    getter.restype = ctypes.c_int
-                controls.append((getter, setter))
-                break
-    _BLAS_CONTROLS = (os.getpid(), controls)
-    return controls
-
-
-_BLAS_CONTROLS: ty.Optional[tuple] = None
-
-
-def limit_numpy_blas_threads(threads: int) -> ty.Callable[[], None]:
-    """Set numpy's OpenBLAS to at most ``threads`` threads (a process-wide setting); returns
-    the function that restores what it was."""
-    restore = []
-    for get, set_ in _numpy_blas_thread_controls():
-        before = get() if get is not None else None
-        if before is None or before > threads:
-            set_(threads)
-            if before is not None:
-                restore.append((set_, before))
-
-    def undo() -> None:
-        for set_, before in restore:
-            set_(before)
-
-    return undo
+    return [setter for _, setter in numpy_blas_thread_controls()]
 
 
 def _prepare_worker() -> None:
