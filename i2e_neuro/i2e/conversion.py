@@ -16,7 +16,9 @@ bit-identical results: the float value of a difference ``V[b] - V[a]`` (with V =
 float32) depends on the two integers only through ``kb - ka`` up to a tiny spread, so the float
 test ``dV > threshold`` is an integer test ``kb - ka >= D`` with ``D`` read from a table per
 image; an image whose threshold falls inside that spread (``ratio * range`` exactly at a
-multiple of 1/255) is done in float instead.
+multiple of 1/255) is done in float instead. That integer test needs no difference at all:
+``kb - ka >= D`` is ``kb > min(ka + D - 1, 255)``, one uint8 comparison per map, done on the
+flattened padded image so that both operands are contiguous (:func:`_compare_uint8`).
 """
 
 from __future__ import annotations
