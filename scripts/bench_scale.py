@@ -295,6 +295,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="export, legality, resources and event rates only (no Lava, lava-dl or energy)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: up to 2; 1 keeps lava-dl's OpenMP from stalling on a "
+        "machine whose cores other jobs occupy)",
+    )
     p.add_argument("--out", help="also write the JSON report to this file")
     args = p.parse_args(argv)
     if args.samples < 1 or args.repeats < 1:
@@ -302,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(args.threads or max(1, min(2, os.cpu_count() or 1)))
     configs = parse_configs(",".join(QUICK_CONFIGS) if args.quick else args.configs)
     paths = photo_paths(args.images)
     load = os.getloadavg()
