@@ -25,9 +25,11 @@ import threading
 import time
 from pathlib import Path
 
-import export.lava.runner  # noqa: F401  (Lava first: it fixes multiprocessing's start method)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_scale
+# this tree's code, not an installed copy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import export.lava.runner  # noqa: E402, F401  (Lava first: it fixes multiprocessing's start method)
 
 
 def _profiled_threads():
