@@ -674,3 +674,28 @@ def test_fast_lif_clips_v_after_the_host_set_it_out_of_range(in_process):
     assert np.abs(stock[0]).max() == 2**23 - 1  # the stock model clipped after the set
     for a, b in zip(stock, fast):
         np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------------------------
+# Dense: the binary sum from the transposed float weights (export.lava.dense)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("density", [0.0, 0.01, 0.3, 1.0])
+def test_dense_binary_sum_equals_the_stock_column_sum(density):
+    """``weights[:, s_in].sum(axis=1)`` of ``PyDenseModelBitAcc``, int64, in the float32 path
+    (8-bit weights), the float64 path (sums past 2**24) and the stock fallback (past 2**53)."""
+    from export.lava.dense import binary_sum, transposed_exact
+
+    rng = np.random.default_rng(int(density * 100))
+    small = rng.integers(-256, 255, (37, 900)).astype(np.int32)
+    large = small.astype(np.int64) * (1 << 20)  # row sums of |w| past 2**24
+    huge = small.astype(np.int64) << 45  # past 2**53
+    for weights, dtype in ((small, np.float32), (large, np.float64), (huge, None)):
+        wt = transposed_exact(weights)
+        assert (wt is None) if dtype is None else wt.dtype == dtype
+        for _ in range(3):
+            active = rng.random(weights.shape[1]) < density
+            ref = weights[:, active].sum(axis=1)
+            got = binary_sum(weights, wt, active)
+            assert got.dtype == ref.dtype == np.int64 and np.array_equal(got, ref)
