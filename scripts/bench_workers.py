@@ -14,6 +14,7 @@ folded to Loihi integers, exported to a temporary ``.h5``) on the digits test se
 demo's tiny digits model spends a large share of a run starting processes.
 
     python scripts/bench_workers.py                     # msresnet18@32, 120 digits, 2 workers, 3 rounds
+    python scripts/bench_workers.py --quick             # msresnet_tiny@32, 8 digits, 1 round
     python scripts/bench_workers.py --model runs/demo/network.h5 --limit 360
 """
 
@@ -66,7 +67,14 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=120, help="samples (default 120)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--quick", action="store_true", help="a smoke run: msresnet_tiny@32, 8 samples, 1 round"
+    )
     args = p.parse_args()
+    if args.quick:
+        args.arch, args.size, args.limit, args.repeats = "msresnet_tiny", 32, 8, 1
+    if args.limit < args.workers or args.repeats < 1 or args.workers < 2:
+        p.error("--workers >= 2, --limit >= --workers and --repeats >= 1")
 
     from export.simulation import TIMING_FIELDS
     from i2e_neuro.machine import cpu_name
