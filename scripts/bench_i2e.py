@@ -6,6 +6,13 @@ and repeated to the batch size), interleaved repeat by repeat so that load from 
 processes hits both alike; the table gives the median milliseconds per image. Every
 configuration is first checked for identical output (engine == Algorithm 1).
 
+On the CPU each configuration also times the write-bound floor, in the same interleaved
+rounds: allocating the engine's output ``[8, B, 2, H, W]`` (bool, 0.80 MB per 224x224 image)
+and writing every byte of it once (``np.empty(...).fill``, split over the same number of
+threads as the engine), after reading the input images once; the engine cannot be faster than
+producing its output, so ``engine / floor`` is its distance to the memory-bandwidth limit of
+this machine, and ``output bytes / floor time`` the write bandwidth that limit stands for.
+
 On CUDA the reference runs with TF32 off (cudnn and matmul), every timing is bracketed by
 ``torch.cuda.synchronize()``, and the engine's achieved memory bandwidth is reported:
 (input bytes + output bytes) / time, as a fraction of the device's peak where that can be
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import sys
@@ -69,6 +77,37 @@ def timed(fn, x, device: str) -> float:
     fn(x)
     sync(device)
     return time.perf_counter() - start
+
+
+def write_floor(x: torch.Tensor) -> None:
+    """Produce a fresh output of the engine's size once: allocate ``[8, B, 2, H, W]`` bool
+    and write every byte (after reading the input once), in the engine's thread layout."""
+    n, _, h, w = x.shape
+    a = x.numpy()
+    out = np.empty((8, n, 2, h, w), dtype=bool)
+    threads = min(n, max(1, torch.get_num_threads()))
+    step = -(-n // threads)
+
+    def part(s: int) -> None:
+        a[s : s + step].max()  # the input, read once
+        out[:, s : s + step].fill(False)
+
+    if threads == 1:
+        part(0)
+    else:
+        list(_floor_pool(threads).map(part, range(0, n, step)))
+
+
+_POOLS: dict = {}
+
+
+def _floor_pool(threads: int):
+    """A persistent thread pool, as the engine keeps one (no thread start-up in the timing)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads)
+    return _POOLS[threads]
 
 
 def peak_bandwidth() -> float | None:
@@ -128,7 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         devices = [args.device]
     dtypes = ["uint8"] if args.quick else ["uint8", "float32"]
 
-    print(f"# I2E engine vs Algorithm 1 vs ODG — {datetime.date.today().isoformat()}")
+    load_before = os.getloadavg()
+    print(
+        "# I2E engine vs Algorithm 1 vs ODG — "
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"load average {load_before[0]:.2f} before"
+    )
     print(
         f"CPU: {cpu_name()}, torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}, "
         f"Python {platform.python_version()}"
@@ -161,15 +205,36 @@ def main(argv: list[str] | None = None) -> int:
                             file=sys.stderr,
                         )
                         return 1
-                    eng, ref = [], []
+                    eng, ref, floor = [], [], []
                     for _ in range(repeats):
                         eng.append(timed(lambda im: i2e(im, ratio=RATIO), x, device))
                         ref.append(timed(lambda im: algorithm1(im, ratio=RATIO), x, device))
+                        if device == "cpu":
+                            floor.append(timed(write_floor, x, device))
                     e, r = (
                         statistics.median(eng) / batch * 1e3,
                         statistics.median(ref) / batch * 1e3,
                     )
                     engine_ms[(device, size, batch, dtype)] = e
+                    out_bytes = 8 * 2 * size * size  # per image
+                    floor_rec = {}
+                    if floor:
+                        f = statistics.median(floor) / batch * 1e3
+                        rounds = [a / b for a, b in zip(eng, floor)]
+                        floor_rec = {
+                            "write_floor_ms": [
+                                round(f, 4),
+                                round(min(floor) / batch * 1e3, 4),
+                                round(max(floor) / batch * 1e3, 4),
+                            ],
+                            "write_floor_gb_s": round(out_bytes / (f / 1e3) / 1e9, 2),
+                            "engine_over_floor": [
+                                round(statistics.median(rounds), 3),
+                                round(min(rounds), 3),
+                                round(max(rounds), 3),
+                            ],
+                        }
+                    ratios = [b_ / a_ for a_, b_ in zip(eng, ref)]
                     records.append(
                         {
                             "device": device,
@@ -187,9 +252,21 @@ def main(argv: list[str] | None = None) -> int:
                                 round(min(ref) / batch * 1e3, 4),
                                 round(max(ref) / batch * 1e3, 4),
                             ],
+                            "speedup_rounds": [
+                                round(statistics.median(ratios), 2),
+                                round(min(ratios), 2),
+                                round(max(ratios), 2),
+                            ],
+                            **floor_rec,
                         }
                     )
                     bw = ""
+                    if floor_rec:
+                        bw = (
+                            f"floor {floor_rec['write_floor_ms'][0]:.3f} ms/img "
+                            f"({floor_rec['write_floor_gb_s']:.1f} GB/s), engine "
+                            f"{floor_rec['engine_over_floor'][0]:.2f}x the floor"
+                        )
                     if device == "cuda":
                         moved = x.numel() * x.element_size() + 8 * batch * 2 * size * size
                         rate = moved / (e / 1e3 * batch)
@@ -206,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                             dtype,
                             f"{e:.3f}",
                             f"{r:.3f}",
-                            f"{r / e:.1f}x",
+                            f"{r / e:.1f}x [{min(ratios):.1f}, {max(ratios):.1f}]",
                             bw,
                         )
                     )
@@ -221,11 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         "input",
         "engine ms/img",
         "Algorithm 1 ms/img",
-        "speed-up",
-        "engine bandwidth",
+        "speed-up (medians) [per round: min, max]",
+        "memory bound (CPU: write floor; CUDA: bandwidth)",
     )
-    if "cuda" not in devices:
-        header, rows = header[:-1], [row[:-1] for row in rows]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
@@ -249,8 +324,14 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  engine {device} batch {batch}: {e:.3f} ms/img -> {o / e:.0f}x faster than ODG"
             )
+    load_after = os.getloadavg()
+    print(f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     summary = {
         "note": "ms per image as [median, fastest, slowest] over the repeats",
+        "machine": f"{cpu_name()}, {os.cpu_count()} CPUs",
+        "torch_threads": torch.get_num_threads(),
+        "load_before": [round(v, 2) for v in load_before],
+        "load_after": [round(v, 2) for v in load_after],
         "rows": records,
         "odg_ms": odg_ms,
         "odg_images": n,

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -205,6 +206,7 @@ def run_config(
     timesteps: int,
     runs: bool = True,
     target: str | None = None,
+    repeats: int = 1,
 ) -> dict:
     import numpy as np
 
@@ -250,16 +252,22 @@ def run_config(
     row["samples"] = n
 
     run_lava_dl(desc, Samples(run_images[:1], np.full(1, -1), ["warm-up"]), batch=1)
-    start = time.perf_counter()
-    ref = run_lava_dl(desc, data, record=n, batch=1)
-    row["lava_dl_s_per_sample"] = (time.perf_counter() - start) / n  # after one warm-up sample
-
-    start = time.perf_counter()
-    res = simulate(desc, run_images, record=n, fast=True)
-    wall = time.perf_counter() - start
-    row["lava_s_per_sample"] = res.seconds / n
-    row["lava_wall_s"] = wall  # with graph build and compilation
-    row["lava_over_lava_dl"] = row["lava_s_per_sample"] / row["lava_dl_s_per_sample"]
+    # ``repeats`` rounds, lava-dl then Lava in each (load hits both alike); the ratio per round
+    dl_s, lava_s, walls = [], [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ref = run_lava_dl(desc, data, record=n, batch=1)
+        dl_s.append((time.perf_counter() - start) / n)  # after one warm-up sample
+        start = time.perf_counter()
+        res = simulate(desc, run_images, record=n, fast=True)
+        walls.append(time.perf_counter() - start)  # with graph build and compilation
+        lava_s.append(res.seconds / n)
+    rounds = [a / b for a, b in zip(lava_s, dl_s)]
+    row["lava_dl_s_per_sample"] = statistics.median(dl_s)
+    row["lava_s_per_sample"] = statistics.median(lava_s)
+    row["lava_wall_s"] = statistics.median(walls)
+    row["lava_over_lava_dl"] = statistics.median(rounds)
+    row["rounds"] = {"lava_dl_s": dl_s, "lava_s": lava_s, "lava_over_lava_dl": rounds}
     mismatched = [g for g in ref.trains if not np.array_equal(res.trains[g], ref.trains[g])]
     row["identical_spikes"] = not mismatched
     row["mismatched_groups"] = mismatched
@@ -302,8 +310,10 @@ def summary_line(r: dict) -> str:
         )
     if "lava_s_per_sample" not in r:
         return head
+    ratios = r["rounds"]["lava_over_lava_dl"]
     return (
-        f"{head}, Lava {r['lava_s_per_sample']:.2f} s/sample "
+        f"{head}, Lava / lava-dl {r['lava_over_lava_dl']:.2f} (median of {len(ratios)} rounds, "
+        f"{min(ratios):.2f} to {max(ratios):.2f}), Lava {r['lava_s_per_sample']:.2f} s/sample "
         f"(wall {r['lava_wall_s']:.1f} s), lava-dl {r['lava_dl_s_per_sample']:.2f} s/sample, "
         f"identical spikes: {r['identical_spikes']}, SynOps {r['synops_per_sample']:.3g}, "
         f"SNN {r['snn_uj_per_sample']:.3g} uJ, Loihi 2 {r['loihi2_uj_per_sample']:.3g} uJ, "
@@ -319,6 +329,9 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated ARCH@SIZE (default: msresnet18 and msresnet34 at 32, 128, 224)",
     )
     p.add_argument("--samples", type=int, default=2, help="samples through Lava and lava-dl (>= 2)")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="timed rounds of lava-dl then Lava (ratio spread)"
+    )
     p.add_argument("--timesteps", type=int, default=8)
     p.add_argument("--images", help="a folder of images to add to the embedded sample photos")
     p.add_argument("--quick", action="store_true", help=f"only {QUICK_CONFIGS[0]}, 2 samples")
@@ -327,6 +340,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="export, legality, resources and event rates only (no Lava, lava-dl or energy)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: up to 2; 1 keeps lava-dl's OpenMP from stalling on a "
+        "machine whose cores other jobs occupy)",
+    )
     p.add_argument("--out", help="also write the JSON report to this file")
     p.add_argument(
         "--target",
@@ -334,8 +354,8 @@ def main(argv: list[str] | None = None) -> None:
         "configuration, the closest network that fits it",
     )
     args = p.parse_args(argv)
-    if args.samples < 1:
-        raise SystemExit("--samples must be >= 1")
+    if args.samples < 1 or args.repeats < 1:
+        raise SystemExit("--samples and --repeats must be >= 1")
     if args.target is not None:
         from i2e_neuro.energy.hw import HardwareConfigError, load_target
         from i2e_neuro.models.spec import LOIHI2_VARIANTS
@@ -354,14 +374,21 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(args.threads or max(1, min(2, os.cpu_count() or 1)))
     configs = parse_configs(",".join(QUICK_CONFIGS) if args.quick else args.configs)
     paths = photo_paths(args.images)
     load = os.getloadavg()
     rows = []
     for arch, size in configs:
         r = run_config(
-            arch, size, paths, args.samples, args.timesteps, not args.skip_runs, args.target
+            arch,
+            size,
+            paths,
+            args.samples,
+            args.timesteps,
+            runs=not args.skip_runs,
+            target=args.target,
+            repeats=args.repeats,
         )
         print(summary_line(r), flush=True)
         rows.append(r)

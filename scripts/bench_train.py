@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import sys
@@ -89,6 +90,8 @@ def bench(
             step()
             times[name].append(time.perf_counter() - t)
     rate = {k: batch / statistics.median(v) for k, v in times.items()}
+    # QAT / SJ per round (the two steps of a round ran back to back): the ratio's spread
+    rounds = [sj / qat for sj, qat in zip(times["SpikingJelly"], times["slayer QAT"])]
     spread = {k: (batch / max(v), batch / min(v)) for k, v in times.items()}
     return {
         "arch": arch,
@@ -98,6 +101,7 @@ def bench(
         "repeats": repeats,
         "rate": rate,
         "spread": spread,
+        "qat_over_sj_rounds": rounds,
     }
 
 
@@ -138,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     configs = [(args.arch, args.size, args.batch, args.repeats)] if args.arch else DEFAULTS
     if args.quick:
         configs = [(args.arch or "msresnet_tiny", 32, 8, 2)]
+    load_before = os.getloadavg()
     print(
-        f"# training throughput, QAT (lava-dl slayer) vs SpikingJelly — {datetime.date.today().isoformat()}"
+        "# training throughput, QAT (lava-dl slayer) vs SpikingJelly — "
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"load average {load_before[0]:.2f} before"
     )
     print(
         f"CPU: {cpu_name()}, torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}"
@@ -155,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         for arch, size, batch, repeats in configs:
             r = bench(arch, size, batch, repeats, torch.device(dev))
             rate = r["rate"]
+            rounds = r["qat_over_sj_rounds"]
             records.append(
                 {
                     "device": dev,
@@ -164,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
                         for k, v in rate.items()
                     },
                     "qat_over_sj": round(rate["slayer QAT"] / rate["SpikingJelly"], 3),
+                    "qat_over_sj_rounds": {
+                        "median": round(statistics.median(rounds), 3),
+                        "min": round(min(rounds), 3),
+                        "max": round(max(rounds), 3),
+                        "values": [round(x, 3) for x in rounds],
+                    },
                 }
             )
             print(
@@ -171,9 +185,26 @@ def main(argv: list[str] | None = None) -> int:
                 f"{rate['slayer QAT']:.1f} | {rate['SpikingJelly']:.1f} | {rate['slayer QAT'] / rate['SpikingJelly']:.2f}x |",
                 flush=True,
             )
+    load_after = os.getloadavg()
+    print(
+        "QAT / SJ per round (same round, back to back): "
+        + "; ".join(
+            f"{r['arch']}@{r['size']}: median {r['qat_over_sj_rounds']['median']:.2f} "
+            f"[{r['qat_over_sj_rounds']['min']:.2f}, {r['qat_over_sj_rounds']['max']:.2f}]"
+            for r in records
+        )
+        + f"; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
+    )
     print(
         json.dumps(
-            {"note": "samples/s as [median, slowest, fastest] over the repeats", "rows": records}
+            {
+                "note": "samples/s as [median, slowest, fastest] over the repeats",
+                "machine": f"{cpu_name()}, {os.cpu_count()} CPUs",
+                "torch_threads": torch.get_num_threads(),
+                "load_before": [round(x, 2) for x in load_before],
+                "load_after": [round(x, 2) for x in load_after],
+                "rows": records,
+            }
         )
     )
     return 0

@@ -42,16 +42,25 @@ from lava.proc.conv import utils
 from lava.proc.conv.models import AbstractPyConvModel, PyConvModelFixed
 from lava.proc.conv.process import Conv
 
+from export.lava import conv_plan
 from export.lava.conv_plan import (
     _conv_exact,
     _conv_torch,
     _ConvPlan,
+    _gather_index,
+    _output_size,
     _prepare_worker,
     _torch_is_safe,
 )
 from export.lava.inprocess_runtime import compute_pool, result
-from export.lava.ports import frozen, is_silent, recv_dense
+from export.lava.ports import PlainSetattr, frozen, is_silent, recv_dense
 from export.lava.synapse import loihi_synapse_weights, shift_by_exponent, synapse_weights_fast
+
+#: Output maps of at most this many positions are convolved in the model's own step, not on a
+#: compute thread: their gather product (``conv_plan._conv_gather``) is a few small numpy calls
+#: that hold the GIL, so on a compute thread they only add hand-offs of the GIL with the hub
+#: (each up to ``sys.getswitchinterval()``) and the cost of waking that thread.
+INLINE_MAX_OUTPUTS = 4
 
 #: Convolution geometries torch has already run once in this process (``FastConvModelFixed._warm``).
 _WARMED: set = set()
@@ -62,7 +71,7 @@ _CLAMP_FREE = 1 << 23
 @implements(proc=Conv, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt", "fast")
-class FastConvModelFixed(AbstractPyConvModel):
+class FastConvModelFixed(PlainSetattr, AbstractPyConvModel):
     """Stock Lava ``Conv`` in fixed point with Loihi 2's synapse arithmetic, fast.
 
     Step for step as the stock fixed-point model (``PyConvModelFixed``):
@@ -126,7 +135,7 @@ class FastConvModelFixed(AbstractPyConvModel):
             self._warming = pool.submit(self._warm)
         if is_silent(s_in):
             self.a_buf = self._silence()  # no spike, no synaptic input
-        elif pool is None:
+        elif pool is None or self.a_out.shape[0] * self.a_out.shape[1] <= INLINE_MAX_OUTPUTS:
             self.a_buf = self._synaptic_input(s_in)
         else:
             self._pending = pool.submit(self._synaptic_input, s_in)
@@ -194,6 +203,16 @@ class FastConvModelFixed(AbstractPyConvModel):
         input's shape (oneDNN builds a primitive per shape on first use), once per process."""
         try:
             _, _, plan = self._prepared()
+            if (
+                plan.ok
+                and plan.groups == 1
+                and _output_size(plan, self.s_in.shape) <= conv_plan._GATHER_MAX_OUTPUTS
+            ):
+                # The gather product's weight rows and index (built once; this model runs it
+                # in its own step, where building them would hold up every other model).
+                plan.weights(np.float32, "numpy")
+                _gather_index(plan, *self.s_in.shape[:2])
+                return
             if not (plan.ok and _torch_is_safe()):
                 return
             weights = plan.weights(np.float32, "torch")

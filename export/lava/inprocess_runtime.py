@@ -43,6 +43,7 @@ import collections
 import concurrent.futures
 import os
 import queue
+import sys
 import threading
 import traceback
 import typing as ty
@@ -76,6 +77,21 @@ class ChannelClosed(Exception):
 _get_ident = threading.get_ident
 _HUB = threading.local()  # in a hub thread: .pool, the hub's compute threads
 
+#: torch's intra-op threads and numpy's OpenBLAS threads while a hub runs (None: leave them
+#: alone).  The compute threads already run the step's convolutions side by side, one per
+#: core; with torch's OpenMP threads or OpenBLAS's threads inside each, there are more runnable
+#: threads than cores, and both libraries' idle workers spin for a while after each call,
+#: taking the cores the hub thread and the other compute thread need (measured: BENCHMARKS.md).
+#: Restored when the hub stops.
+COMPUTE_THREADS_EACH: ty.Optional[int] = 1
+
+#: The interpreter's switch interval while a hub runs (None: leave it; restored when the hub
+#: stops).  The hub holds the GIL while it steps the models; a compute thread whose convolution
+#: (GIL released) has finished needs the GIL back to hand over its result and start the next
+#: one, and by default waits up to 5 ms for it, i.e. mostly until the hub idles at the end of
+#: a step, which serialises the compute threads behind the hub.
+SWITCH_INTERVAL_S: ty.Optional[float] = 0.0002
+
 
 def compute_pool() -> ty.Optional[concurrent.futures.Executor]:
     """In a model running in an in-process runtime: threads for work that may finish later
@@ -94,11 +110,99 @@ def result(future: concurrent.futures.Future):
     return future.result()
 
 
+def compute_threads() -> int:
+    """How many compute threads a hub gets: one per core this process may use, or fewer when
+    ``OMP_NUM_THREADS`` says so (``simulate --workers N`` gives each of its N processes an
+    equal share of the cores that way: N runtimes with a thread per core each would put N
+    times more threads than cores to work)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        share = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        share = 0
+    return max(1, min(cores or 1, share) if share > 0 else (cores or 1))
+
+
+def numpy_blas_thread_controls() -> list:
+    """``(get, set)`` of the thread count of each OpenBLAS that numpy is linked to (``get``
+    None where the library has no getter); looked up once per process."""
+    global _BLAS_CONTROLS
+    if _BLAS_CONTROLS is not None and _BLAS_CONTROLS[0] == os.getpid():
+        return _BLAS_CONTROLS[1]
+    import ctypes
+    import glob
+
+    here = os.path.dirname(np.__file__)
+    paths = glob.glob(os.path.join(here, os.pardir, "numpy.libs", "libopenblas*.so*")) + glob.glob(
+        os.path.join(here, ".libs", "libopenblas*.so*")
+    )
+    controls = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)  # already loaded by numpy: the same handle
+        except OSError:
+            continue
+        for prefix, suffix in (("openblas", "64_"), ("openblas", ""), ("scipy_openblas", "64_")):
+            setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            if setter is not None:
+                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                if getter is not None:
+                    getter.restype = ctypes.c_int
+                controls.append((getter, setter))
+                break
+    _BLAS_CONTROLS = (os.getpid(), controls)
+    return controls
+
+
+_BLAS_CONTROLS: ty.Optional[tuple] = None
+
+
+def limit_numpy_blas_threads(threads: int) -> ty.Callable[[], None]:
+    """Set numpy's OpenBLAS to at most ``threads`` threads (a process-wide setting); returns
+    the function that restores what it was."""
+    restore = []
+    for get, set_ in numpy_blas_thread_controls():
+        before = get() if get is not None else None
+        if before is None or before > threads:
+            set_(threads)
+            if before is not None:
+                restore.append((set_, before))
+
+    def undo() -> None:
+        for set_, before in restore:
+            set_(before)
+
+    return undo
+
+
+def _limit_threads(threads: ty.Optional[int]) -> ty.Callable[[], None]:
+    """Set torch's intra-op threads (when torch is loaded) and numpy's OpenBLAS threads to at
+    most ``threads`` (process-wide settings); returns the function that restores them."""
+    if threads is None:
+        return lambda: None
+    undo_blas = limit_numpy_blas_threads(threads)
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else 0
+    if before > threads:
+        torch.set_num_threads(threads)
+
+    def undo() -> None:
+        undo_blas()
+        if before > threads:
+            torch.set_num_threads(before)
+
+    return undo
+
+
 class _Hub:
     """One OS thread that runs the actors as greenlets, one at a time, in the order they
     became ready; ``pool``: threads for models' background work (``compute_pool``)."""
 
     def __init__(self, compute_threads: int):
+        self._restore_threads = _limit_threads(COMPUTE_THREADS_EACH)
+        self._switch_interval = sys.getswitchinterval()
+        if SWITCH_INTERVAL_S is not None:
+            sys.setswitchinterval(min(SWITCH_INTERVAL_S, self._switch_interval))
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, compute_threads), thread_name_prefix="lava-in-process-compute"
         )
@@ -133,6 +237,9 @@ class _Hub:
         if not self.in_hub():
             self.thread.join()
         self.pool.shutdown(wait=True)
+        restore, self._restore_threads = self._restore_threads, lambda: None
+        restore()  # torch's and OpenBLAS's settings as they were before this hub
+        sys.setswitchinterval(self._switch_interval)
 
     def _loop(self) -> None:
         self._greenlet = greenlet.getcurrent()
@@ -477,7 +584,7 @@ class InProcessInfrastructure(MessageInfrastructureInterface):
         return None
 
     def start(self) -> None:
-        self.hub = _Hub(compute_threads=len(os.sched_getaffinity(0)))
+        self.hub = _Hub(compute_threads=compute_threads())
 
     def register(self, queue_: _Queue) -> None:
         self._queues.append(queue_)

@@ -12,7 +12,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.lif.models import PyLifModelBitAcc, PyLifResetModelBitAcc
 from lava.proc.lif.process import LIF, LIFReset
 
-from export.lava.ports import _max, _min, one_message, recv_dense
+from export.lava.ports import PlainSetattr, _max, _min, one_message, recv_dense
 
 
 def _exact_int(x) -> ty.Optional[int]:
@@ -39,7 +39,7 @@ def _decay_into(state: np.ndarray, factor: int, scratch: np.ndarray) -> None:
     np.copyto(state, scratch, casting="unsafe")
 
 
-class _FastLifFixedMixin:
+class _FastLifFixedMixin(PlainSetattr):
     """Same results as ``AbstractPyLifModelFixed.subthr_dynamics`` / ``scale_bias`` /
     ``reset_voltage``, with fewer passes over the arrays.
 

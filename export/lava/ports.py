@@ -10,6 +10,32 @@ from export.lava.inprocess_runtime import LocalSendPort
 
 _max, _min = np.maximum.reduce, np.minimum.reduce
 
+#: Types no Lava port is: setting an attribute to one of them needs none of the bookkeeping
+#: of Lava's ``AbstractPyProcessModel.__setattr__``.
+_PLAIN = frozenset(
+    {np.ndarray, int, float, bool, str, type(None), tuple, list, dict, np.int32, np.int64}
+    | {np.float32, np.float64, np.bool_, np.int16, np.int8, np.uint8}
+)
+
+
+class PlainSetattr:
+    """Mixin for process models (before Lava's model class in the bases): attributes whose
+    value is plainly not a port (an array, a number, a string, ...) are stored directly.
+
+    Lava's ``AbstractPyProcessModel.__setattr__`` stores every value in ``__dict__`` and then
+    checks, with two ``isinstance`` tests against abstract base classes, whether it is a port
+    to register; a model sets several attributes per time step (``time_step``, ``phase``, its
+    state arrays), so those checks were a measurable part of a step on small networks. Same
+    effect: a value of these types is never a port, and ports still take Lava's path."""
+
+    __slots__ = ()
+
+    def __setattr__(self, key: str, value) -> None:
+        if type(value) in _PLAIN:
+            self.__dict__[key] = value
+        else:
+            super().__setattr__(key, value)
+
 
 def recv_dense(port) -> np.ndarray:
     """``port.recv()`` of a ``PyInPortVectorDense``, without Lava's ``zeros + x1 + x2 ...``

@@ -19,7 +19,7 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from export.lava.ports import is_silent, recv_dense
+from export.lava.ports import PlainSetattr, is_silent, recv_dense
 from i2e_neuro.layouts import batch_first_to_time_first, chw_to_lava
 
 
@@ -81,7 +81,7 @@ def _convert(images: np.ndarray, timesteps: int, params: dict, batch: int = 256)
 
 @implements(proc=I2ESource, protocol=LoihiProtocol)
 @requires(CPU)
-class PyI2ESourceModel(PyLoihiProcessModel):
+class PyI2ESourceModel(PlainSetattr, PyLoihiProcessModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=1)
 
     def __init__(self, proc_params):
@@ -127,7 +127,7 @@ class ReadoutCounter(AbstractProcess):
 
 @implements(proc=ReadoutCounter, protocol=LoihiProtocol)
 @requires(CPU)
-class PyReadoutCounterModel(PyLoihiProcessModel):
+class PyReadoutCounterModel(PlainSetattr, PyLoihiProcessModel):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=1)
     counts: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     first: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
@@ -175,7 +175,7 @@ class OutputAdapter(AbstractProcess):
         self.out = OutPort(shape=shape)
 
 
-class _PyPassThrough(PyLoihiProcessModel):
+class _PyPassThrough(PlainSetattr, PyLoihiProcessModel):
     inp: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=1)
     out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=1)
 
@@ -365,7 +365,7 @@ def spike_monitors(
             run_spk=_monitors_run_spk,
             __annotations__={f"s_in{i}": PyInPort for i in range(n)},
         )
-        model_cls = type(f"Py{name}Model", (PyLoihiProcessModel,), attrs)
+        model_cls = type(f"Py{name}Model", (PlainSetattr, PyLoihiProcessModel), attrs)
         model_cls = requires(CPU)(implements(proc=proc_cls, protocol=LoihiProtocol)(model_cls))
         globals()[name] = proc_cls
         globals()[model_cls.__name__] = model_cls

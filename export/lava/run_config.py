@@ -7,10 +7,12 @@ import typing as ty
 
 from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
 from lava.proc.conv.process import Conv
+from lava.proc.dense.process import Dense
 from lava.proc.lif.process import LIF, LIFReset
 from lava.utils import loihi
 
 from export.lava.conv import FastConvModelFixed, LoihiConvModelReference
+from export.lava.dense import FastDenseModelBitAcc
 from export.lava.lif import FastLifModelBitAcc, FastLifResetModelBitAcc
 from export.lava.processes import (
     InputAdapter,
@@ -42,7 +44,12 @@ def loihi_extension_missing() -> str | None:
 
 def fast_exception_map() -> dict:
     """``{Process class: fast ProcessModel class}`` for ``exception_proc_model_map``."""
-    return {Conv: FastConvModelFixed, LIF: FastLifModelBitAcc, LIFReset: FastLifResetModelBitAcc}
+    return {
+        Conv: FastConvModelFixed,
+        Dense: FastDenseModelBitAcc,
+        LIF: FastLifModelBitAcc,
+        LIFReset: FastLifResetModelBitAcc,
+    }
 
 
 def run_config(
@@ -54,9 +61,9 @@ def run_config(
 ):
     """A Lava run configuration for ``backend``.
 
-    ``"cpu"``: ``Loihi2SimCfg(select_tag)``; with ``fast`` the stock ``Conv``, ``LIF`` and
-    ``LIFReset`` processes run with the bit-exact models of :mod:`export.lava.conv` and
-    :mod:`export.lava.lif`. ``exception_proc_model_map`` entries are added on top of (and win
+    ``"cpu"``: ``Loihi2SimCfg(select_tag)``; with ``fast`` the stock ``Conv``, ``Dense``, ``LIF``
+    and ``LIFReset`` processes run with the bit-exact models of :mod:`export.lava.conv`,
+    :mod:`export.lava.dense` and :mod:`export.lava.lif`. ``exception_proc_model_map`` entries are added on top of (and win
     over) those; other keyword arguments go to ``Loihi2SimCfg``. ``"loihi2"``: ``Loihi2HwCfg``
     on an INRC system; raises :class:`BackendUnavailable` (saying what is missing) without
     lava-loihi.
@@ -86,8 +93,8 @@ def run_config(
 def fast_run_config(
     select_tag: str = "fixed_pt", exception_proc_model_map: ty.Optional[dict] = None, **kwargs
 ) -> Loihi2SimCfg:
-    """``Loihi2SimCfg`` that runs stock ``Conv``, ``LIF`` and ``LIFReset`` processes with the
-    fast models (``fast_exception_map``), everything else as usual: the CPU case of
+    """``Loihi2SimCfg`` that runs stock ``Conv``, ``Dense``, ``LIF`` and ``LIFReset`` processes
+    with the fast models (``fast_exception_map``), everything else as usual: the CPU case of
     :func:`run_config`. The fast models are fixed-point models, so ``select_tag`` should stay
     ``"fixed_pt"`` (or another tag that picks the fixed-point models of the other processes).
     """

@@ -181,6 +181,13 @@ def cap_workers(workers: int, limit: int | None) -> int:
     return capped
 
 
+def _backend_unavailable(error: BaseException) -> bool:
+    """``error`` is Lava's back end missing (``export.lava.run_config.BackendUnavailable``);
+    only possible once that module was imported, so this imports nothing."""
+    run_config = sys.modules.get("export.lava.run_config")
+    return run_config is not None and isinstance(error, run_config.BackendUnavailable)
+
+
 def report(summary: dict, as_json: bool) -> int:
     from export.simulation import summary_text
 
@@ -222,7 +229,8 @@ def run(args: argparse.Namespace) -> int:
         args.workers = cap_workers(args.workers, args.limit)
     if args.dry_run:
         return dry_run(args)
-    from export.lava.run_config import BackendUnavailable  # Lava: only once the arguments hold
+    # No Lava here: --workers starts its shard processes first (they import it themselves), and
+    # a one-runtime run imports it in run_counts.
     from export.simulation import merge_counts, read_shards, run_workers, summarize
     from i2e_neuro.atomic import write_text
     from i2e_neuro.shards import shard_file
@@ -253,10 +261,7 @@ def run(args: argparse.Namespace) -> int:
 
             counts = merge_counts([run_counts(job_of(args))])
         summary = summarize(counts, time.perf_counter() - start, args.workers)
-    except BackendUnavailable as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 3 if _backend_unavailable(e) else 2
     return report(summary, args.json)

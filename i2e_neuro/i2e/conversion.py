@@ -16,7 +16,9 @@ bit-identical results: the float value of a difference ``V[b] - V[a]`` (with V =
 float32) depends on the two integers only through ``kb - ka`` up to a tiny spread, so the float
 test ``dV > threshold`` is an integer test ``kb - ka >= D`` with ``D`` read from a table per
 image; an image whose threshold falls inside that spread (``ratio * range`` exactly at a
-multiple of 1/255) is done in float instead.
+multiple of 1/255) is done in float instead. That integer test needs no difference at all:
+``kb - ka >= D`` is ``kb > min(ka + D - 1, 255)``, one uint8 comparison per map, done on the
+flattened padded image so that both operands are contiguous (:func:`_compare_uint8`).
 """
 
 from __future__ import annotations
@@ -259,22 +261,51 @@ def _cpu_block(
         lo, threshold, side="right"
     )  # least d with every V[k+d] - V[k] > threshold
     exact = hi[cut - 1] <= threshold  # False: the threshold lies inside the spread of d = cut - 1
-    _compare(v, (cut - 1).astype(np.int16), pairs, mode, out, dtype=np.int16)
+    _compare_uint8(v, (cut - 1).astype(np.uint8), pairs, mode, out)
     for i in np.flatnonzero(~exact):
         _compare(vals[v[i : i + 1]], threshold[i : i + 1], pairs, mode, out[:, i : i + 1])
 
 
-def _compare(
-    v: np.ndarray,
-    limit: np.ndarray,
-    pairs: list[tuple[int, int]],
-    mode: str,
-    out: np.ndarray,
-    dtype: Any = None,
+def _compare_uint8(
+    v: np.ndarray, limit: np.ndarray, pairs: list[tuple[int, int]], mode: str, out: np.ndarray
 ) -> None:
-    """ON where ``dV > limit``, OFF where ``dV < -limit`` (per image), into ``out`` ``[T, b, 2, H, W]``."""
+    """:func:`_compare` for uint8 ``v`` and integer limits ``0 <= limit <= 255`` (per image),
+    without the differences: ``V[c] - V[a] > limit`` is ``V[c] > min(V[a] + limit, 255)`` and
+    ``V[c] - V[a] < -limit`` is ``V[a] > min(V[c] + limit, 255)`` (no uint8 exceeds 255, so
+    the cap at 255 changes no answer).
+
+    Each map is one comparison of two uint8 arrays on the padded grid, flattened (the shifted
+    views are then contiguous 1-D slices: no per-row loop), into a scratch map whose valid
+    ``H x W`` part is copied into ``out``: a third of the bytes of subtracting into int16 and
+    comparing that twice, and contiguous."""
     b, h, w = v.shape
-    padded = np.empty((b, h + 2, w + 2), dtype=dtype or v.dtype)
+    wp = w + 2
+    size = b * (h + 2) * wp
+    slack = 2 * wp + 2  # the largest shift: every slice below stays inside
+    flat = np.zeros(size + slack, np.uint8)
+    padded = flat[:size].reshape(b, h + 2, wp)
+    _pad(v, mode, np.uint8, into=padded)
+    lim = limit.reshape(b, 1, 1)
+    raised_flat = np.zeros(size + slack, np.uint8)
+    raised = raised_flat[:size].reshape(b, h + 2, wp)
+    np.minimum(padded, 255 - lim, out=raised)  # V + limit, capped at 255, in uint8
+    raised += lim
+    scratch = np.empty(size, bool)
+    valid = scratch.reshape(b, h + 2, wp)[:, :h, :w]
+    for t, (a, c) in enumerate(pairs):
+        (ra, ca), (rc, cc) = position(a), position(c)
+        oa, oc = ra * wp + ca, rc * wp + cc
+        np.greater(flat[oc : oc + size], raised_flat[oa : oa + size], out=scratch)
+        np.copyto(out[t, :, 0], valid)
+        np.greater(flat[oa : oa + size], raised_flat[oc : oc + size], out=scratch)
+        np.copyto(out[t, :, 1], valid)
+
+
+def _pad(v: np.ndarray, mode: str, dtype: Any, into: np.ndarray | None = None) -> np.ndarray:
+    """V ``[b, H, W]`` with a 1-pixel border in ``mode`` (replicate, constant, reflect), in a
+    new array or ``into`` (``[b, H + 2, W + 2]``)."""
+    b, h, w = v.shape
+    padded = np.empty((b, h + 2, w + 2), dtype=dtype) if into is None else into
     padded[:, 1:-1, 1:-1] = v
     if mode == "replicate":
         padded[:, 1:-1, 0], padded[:, 1:-1, -1] = v[:, :, 0], v[:, :, -1]
@@ -287,6 +318,20 @@ def _compare(
             raise ValueError(f"padding='reflect' needs images of at least 2x2 pixels, got {h}x{w}")
         padded[:, 1:-1, 0], padded[:, 1:-1, -1] = v[:, :, 1], v[:, :, -2]
         padded[:, 0], padded[:, -1] = padded[:, 2], padded[:, -3]
+    return padded
+
+
+def _compare(
+    v: np.ndarray,
+    limit: np.ndarray,
+    pairs: list[tuple[int, int]],
+    mode: str,
+    out: np.ndarray,
+    dtype: Any = None,
+) -> None:
+    """ON where ``dV > limit``, OFF where ``dV < -limit`` (per image), into ``out`` ``[T, b, 2, H, W]``."""
+    b, h, w = v.shape
+    padded = _pad(v, mode, dtype or v.dtype)
     upper = (
         limit[0] if b == 1 else limit.reshape(b, 1, 1)
     )  # a scalar compares faster than a broadcast

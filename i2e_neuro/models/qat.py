@@ -126,11 +126,113 @@ def cuba_integer(
     where ``v > vth`` and ``v = 0`` there. ``peaks`` (a dict) receives the largest ``|u|``
     and ``|v|`` before the wrap and the clip, so that an overflow shows as a value >= 2**23,
     and, where one happened, ``"overflow_step"``: the first step at which one did.
+
+    Computed by :func:`_cuba_voltage` (exact integers in float32 / float64 where that is
+    provably exact, else :func:`_cuba_voltage_int64`, the int64 reference).
     """
     raw_u = a_in << 6
     u = wrap_current(raw_u)
+    bias = torch.as_tensor(bias, dtype=torch.int64, device=a_in.device)
+    v = _cuba_voltage(raw_u, bias, vth, voltage_decay, peaks)
+    if v is None:
+        v = _cuba_voltage_int64(raw_u, bias, vth, voltage_decay, peaks)
+    return u, v.to(torch.int64)
+
+
+#: Integers below 2**24 (2**53) are exact in float32 (float64).
+_F32_EXACT, _F64_EXACT = 1 << 24, 1 << 53
+
+
+@torch.no_grad()
+def _cuba_voltage(
+    raw_u: torch.Tensor,
+    bias: torch.Tensor,
+    vth: int,
+    voltage_decay: int,
+    peaks: dict | None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor | None:
+    """The voltage ``v`` (before the reset) of :func:`cuba_integer`, ``[..., T]``, from
+    ``raw_u`` (``a_in << 6`` as integers, any dtype) and the integer ``bias``: the same integers
+    as :func:`_cuba_voltage_int64`, computed in float32 or float64 (``dtype``: the float type
+    of the result; default float32), one contiguous time slice per step; None when the bounds
+    below do not hold (the caller then runs the int64 reference).
+
+    Why it is exact: every value is an integer, and each operation's exact result is an integer
+    below the format's limit, so no rounding happens. The wrap subtracts or adds ``2**24``
+    from integers below ``2**48`` (float32 keeps them: their spacing divides ``2**24``). The
+    decay ``v * (4096 - dv) / 4096`` with ``|v| < 2**23`` needs 35 bits (float64), or 23 bits
+    when ``4096 - dv`` is a power of two (a scaling: float32); ``trunc`` then rounds toward 0
+    as the int64 ``sign * (|.| >> 12)`` does. The sum ``decayed + u + bias`` is bounded by
+    ``max|u| + max|decayed| + max|bias|``, which picks float32 (below ``2**24``) or float64
+    (below ``2**53``). The gradient does not pass through here (``_ChipCuba``).
+    """
     keep, lim = 4096 - voltage_decay, STATE_LIMIT
-    v = torch.zeros(a_in.shape[:-1], dtype=torch.int64, device=a_in.device)
+    if not 0 <= keep <= 4096:
+        return None
+    wrapped = raw_u.to(torch.float64) if raw_u.dtype == torch.int64 else raw_u
+    umax = float(wrapped.abs().max()) if wrapped.numel() else 0.0
+    if not umax < 1 << 48:  # also NaN or inf: the int64 reference decides
+        return None
+    bmax = int(bias.abs().max()) if bias.numel() else 0
+    if umax > lim:  # wrap_current, exact in this float type (see above)
+        wrapped = wrap_current(wrapped)
+        umax = float(wrapped.abs().max())
+    decayed_max = (lim - 1) * keep // 4096 + 1
+    total = umax + decayed_max + bmax
+    power_of_two = keep & (keep - 1) == 0
+    if power_of_two and total < _F32_EXACT:
+        work = torch.float32
+    elif total < _F64_EXACT:
+        work = torch.float64
+    else:
+        return None
+    steps = raw_u.shape[-1]
+    # [T, ...]: one contiguous slice per step; u + bias added once (exact, |.| <= total).
+    state = torch.empty((steps, *raw_u.shape[:-1]), dtype=work, device=raw_u.device)
+    state.copy_(wrapped.movedim(-1, 0))
+    state += bias.to(work)
+    v = torch.zeros(raw_u.shape[:-1], dtype=work, device=raw_u.device)
+    scale = keep / 4096
+    v_peaks = []
+    for t in range(steps):
+        if keep == 0:
+            v.zero_()
+        elif keep != 4096:
+            v.mul_(scale).trunc_()  # v * keep / 4096, rounded toward 0
+        out = state[t]
+        out.add_(v)  # v before the clip: decayed + u + bias
+        if peaks is not None and out.numel():
+            v_peaks.append(out.abs().amax())
+        out.clamp_(1 - lim, lim - 1)
+        torch.mul(out, out <= vth, out=v)  # the reset: 0 where it spiked
+    if peaks is not None and raw_u.numel():
+        u_step = [int(x) for x in raw_u.abs().flatten(0, -2).amax(0).tolist()]  # per step
+        v_step = [int(x) for x in torch.stack(v_peaks).tolist()]
+        _record_peaks(peaks, u_step, v_step)
+    result = torch.empty(raw_u.shape, dtype=dtype or torch.float32, device=raw_u.device)
+    result.copy_(state.movedim(0, -1))
+    return result
+
+
+def _record_peaks(peaks: dict, u_step: list[int], v_step: list[int]) -> None:
+    lim = STATE_LIMIT
+    peaks["u"] = max(peaks.get("u", 0), max(u_step))
+    peaks["v"] = max(peaks.get("v", 0), max(v_step))
+    over = [t for t, (a, b) in enumerate(zip(u_step, v_step)) if max(a, b) >= lim]
+    if over:
+        peaks["overflow_step"] = min(peaks.get("overflow_step", over[0]), over[0])
+
+
+@torch.no_grad()
+def _cuba_voltage_int64(
+    raw_u: torch.Tensor, bias: torch.Tensor, vth: int, voltage_decay: int, peaks: dict | None
+) -> torch.Tensor:
+    """The voltage of :func:`cuba_integer` in int64, step for step: the reference that
+    :func:`_cuba_voltage` equals, and what runs where its bounds do not hold."""
+    u = wrap_current(raw_u)
+    keep, lim = 4096 - voltage_decay, STATE_LIMIT
+    v = torch.zeros(raw_u.shape[:-1], dtype=torch.int64, device=raw_u.device)
     out = torch.empty_like(u)
     v_peaks = []
     for t in range(u.shape[-1]):
@@ -143,13 +245,8 @@ def cuba_integer(
         v = torch.where(v > vth, 0, v)
     if peaks is not None and raw_u.numel():
         u_step = raw_u.abs().flatten(0, -2).amax(0).tolist()  # per step
-        v_step = torch.stack(v_peaks).tolist()
-        peaks["u"] = max(peaks.get("u", 0), max(u_step))
-        peaks["v"] = max(peaks.get("v", 0), max(v_step))
-        over = [t for t, (a, b) in enumerate(zip(u_step, v_step)) if max(a, b) >= lim]
-        if over:
-            peaks["overflow_step"] = min(peaks.get("overflow_step", over[0]), over[0])
-    return u, out
+        _record_peaks(peaks, u_step, torch.stack(v_peaks).tolist())
+    return out
 
 
 class _ChipCuba(torch.autograd.Function):
@@ -159,19 +256,33 @@ class _ChipCuba(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, synaptic, bias, vth: int, voltage_decay: int, peaks):
-        a_in = torch.round(synaptic.detach().double() * WEIGHT_SCALE).long()
+        syn = synaptic.detach()
         b = torch.round(bias.detach().double() * STATE_SCALE).long()[..., 0]
-        _, v = cuba_integer(a_in, b, vth, voltage_decay, peaks)
+        v = None
+        if syn.dtype in (torch.float32, torch.float64):
+            # a_in << 6 as exact integers in the input's own float type: round(x * 64) is
+            # the int64 rounding of the double, and * 64 scales by a power of two.
+            raw_u = torch.round(syn * WEIGHT_SCALE).mul_(64)
+            v = _cuba_voltage(raw_u, b, vth, voltage_decay, peaks, syn.dtype)
+        if v is None:
+            a_in = torch.round(syn.double() * WEIGHT_SCALE).long()
+            _, v = cuba_integer(a_in, b, vth, voltage_decay, peaks)
+            v = v.to(synaptic.dtype)
         ctx.decay = 1 - voltage_decay / 4096
         ctx.bias_shape = bias.shape
-        return v.to(synaptic.dtype) / STATE_SCALE
+        return v.div_(STATE_SCALE)
 
     @staticmethod
     def backward(ctx, grad_v):
+        # grad[n] = decay * grad[n + 1] + grad_v[n], from the last step back; computed on a
+        # [T, ...] copy (contiguous slices), the same two float operations per element.
+        steps = grad_v.shape[-1]
+        rev = torch.empty((steps, *grad_v.shape[:-1]), dtype=grad_v.dtype, device=grad_v.device)
+        rev.copy_(grad_v.movedim(-1, 0))
+        for n in range(steps - 2, -1, -1):
+            rev[n] += rev[n + 1] * ctx.decay
         grad = torch.empty_like(grad_v)
-        grad[..., -1] = grad_v[..., -1]
-        for n in range(grad_v.shape[-1] - 2, -1, -1):
-            grad[..., n] = ctx.decay * grad[..., n + 1] + grad_v[..., n]
+        grad.copy_(rev.movedim(0, -1))
         grad_bias = grad.sum_to_size(ctx.bias_shape) if ctx.needs_input_grad[1] else None
         return grad, grad_bias, None, None, None
 

@@ -73,7 +73,7 @@ def _inputs(rng, shape):
     }
 
 
-@pytest.mark.parametrize("backend", ["torch", "numpy"])
+@pytest.mark.parametrize("backend", ["torch", "numpy", "gather"])
 @pytest.mark.parametrize("weight_exp", [-3, -1, 2])
 def test_conv_exact_scaled_equals_the_integer_shift(backend, weight_exp, monkeypatch):
     """``weight_exp`` folded into the float convolution equals the stock integer sum shifted
@@ -96,7 +96,7 @@ def test_conv_exact_scaled_equals_the_integer_shift(backend, weight_exp, monkeyp
                 assert np.abs(ref).max(initial=0) <= bound, (geom, name)
 
 
-@pytest.mark.parametrize("backend", ["torch", "numpy"])
+@pytest.mark.parametrize("backend", ["torch", "numpy", "gather"])
 @pytest.mark.parametrize(
     "geom",
     GEOMETRIES,
@@ -118,7 +118,25 @@ def test_conv_exact_equals_stock_conv(geom, backend, monkeypatch):
             assert np.array_equal(utils.signed_clamp(got, 24), utils.signed_clamp(ref, 24))
 
 
-@pytest.mark.parametrize("backend", ["torch", "numpy"])
+@pytest.mark.parametrize("density", [0.0, 0.02, 0.1, 0.5])
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (2, 1)])
+def test_conv_gather_on_small_maps_of_sparse_spikes(size, density):
+    """The "auto" choice for maps of a few positions: only the weight rows of the taps and
+    channels that carry a spike are read (most of them at low density); same integers as
+    the stock convolution."""
+    rng = np.random.default_rng(int(density * 100) + size[0])
+    weight = (rng.integers(-128, 128, (32, 3, 3, 64)) * 2).astype(np.int32)
+    plan = conv_plan._ConvPlan(weight, 3, 1, 1, 1, 1)
+    for _ in range(3):
+        x = rng.random((*size, 64)) < density
+        ref = utils.conv(x, weight, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+        assert conv_plan._output_size(plan, x.shape) <= conv_plan._GATHER_MAX_OUTPUTS
+        got, bound = conv_plan._conv_exact(x, weight, 3, 1, 1, 1, 1, plan=plan)
+        assert got.dtype == ref.dtype and np.array_equal(got, ref)
+        assert np.abs(ref).max(initial=0) <= bound
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy", "gather"])
 def test_conv_plan_reused_across_inputs(backend, monkeypatch):
     """One ``_ConvPlan`` (what the model keeps between steps) serves every later input exactly,
     whichever precision (float32, float64, stock) each input needs."""
@@ -656,3 +674,28 @@ def test_fast_lif_clips_v_after_the_host_set_it_out_of_range(in_process):
     assert np.abs(stock[0]).max() == 2**23 - 1  # the stock model clipped after the set
     for a, b in zip(stock, fast):
         np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------------------------
+# Dense: the binary sum from the transposed float weights (export.lava.dense)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("density", [0.0, 0.01, 0.3, 1.0])
+def test_dense_binary_sum_equals_the_stock_column_sum(density):
+    """``weights[:, s_in].sum(axis=1)`` of ``PyDenseModelBitAcc``, int64, in the float32 path
+    (8-bit weights), the float64 path (sums past 2**24) and the stock fallback (past 2**53)."""
+    from export.lava.dense import binary_sum, transposed_exact
+
+    rng = np.random.default_rng(int(density * 100))
+    small = rng.integers(-256, 255, (37, 900)).astype(np.int32)
+    large = small.astype(np.int64) * (1 << 20)  # row sums of |w| past 2**24
+    huge = small.astype(np.int64) << 45  # past 2**53
+    for weights, dtype in ((small, np.float32), (large, np.float64), (huge, None)):
+        wt = transposed_exact(weights)
+        assert (wt is None) if dtype is None else wt.dtype == dtype
+        for _ in range(3):
+            active = rng.random(weights.shape[1]) < density
+            ref = weights[:, active].sum(axis=1)
+            got = binary_sum(weights, wt, active)
+            assert got.dtype == ref.dtype == np.int64 and np.array_equal(got, ref)

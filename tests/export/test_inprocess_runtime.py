@@ -273,3 +273,34 @@ def test_the_hub_thread_ends_without_a_heap_search():
     finally:
         source.stop()
     assert get_clocks_used_doing_optional_cleanup() == before
+
+
+def test_hub_limits_threads_and_switch_interval_while_it_runs(monkeypatch):
+    """While a hub runs, torch and numpy's OpenBLAS use one thread per compute thread and the
+    GIL switch interval is short (issue 23); both are as before once it stops, and a shard's
+    ``OMP_NUM_THREADS`` caps the compute threads."""
+    import os
+    import sys
+
+    from export.lava import inprocess_runtime as ir
+
+    before_threads, before_interval = torch.get_num_threads(), sys.getswitchinterval()
+    blas = [get() for get, _ in ir.numpy_blas_thread_controls() if get is not None]
+    torch.set_num_threads(2)
+    try:
+        hub = ir._Hub(compute_threads=2)
+        try:
+            assert torch.get_num_threads() == 1
+            assert sys.getswitchinterval() == pytest.approx(ir.SWITCH_INTERVAL_S)
+            assert all(get() == 1 for get, _ in ir.numpy_blas_thread_controls() if get)
+        finally:
+            hub.stop()
+        assert torch.get_num_threads() == 2
+        assert sys.getswitchinterval() == pytest.approx(before_interval)
+        assert [get() for get, _ in ir.numpy_blas_thread_controls() if get] == blas
+    finally:
+        torch.set_num_threads(before_threads)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert ir.compute_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "64")
+    assert ir.compute_threads() <= len(os.sched_getaffinity(0))

@@ -1,0 +1,89 @@
+"""A fast, bit-exact CPU model of the stock Lava ``Dense`` (bit-accurate, fixed point).
+
+Lava's ``PyDenseModelBitAcc`` sums, for binary spikes, the weight *columns* of the active inputs
+(``weights[:, s_in].sum(axis=1)``, a strided gather of an int32 matrix): for the head of an
+MS-ResNet at 224x224 (1,000 outputs, 25,088 inputs) that was 23 ms per time step, a third of the
+simulation's step. ``FastDenseModelBitAcc`` keeps the weights once more, transposed and in
+float32 (float64 where needed), and sums the *rows* of the active inputs: the same integers
+(every partial sum is bounded by the largest ``sum |w|`` of an output, which picks a float type
+that holds it exactly: docs/EXACTNESS.md, section 4), cast to the int64 the stock sum gives and
+shifted by ``weight_exp`` by the stock code. Graded input (``num_message_bits > 0``) runs the
+stock step. Selected by ``fast_run_config`` (``export.lava.run_config``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+from lava.proc.dense.models import PyDenseModelBitAcc
+from lava.proc.dense.process import Dense
+from lava.utils.weightutils import SignMode, clip_weights, determine_sign_mode, truncate_weights
+
+from export.lava.ports import PlainSetattr, recv_dense
+
+_F32_EXACT, _F64_EXACT = 1 << 24, 1 << 53
+
+
+def transposed_exact(weights: np.ndarray):
+    """``weights.T`` (inputs x outputs, C order) in the narrowest float type that holds every
+    partial sum of binary input exactly (float32 below ``2**24``, float64 below ``2**53``), or
+    None (then the stock sum runs)."""
+    if weights.dtype.kind not in "iu" or weights.ndim != 2:
+        return None
+    block = max(1, (1 << 16) // max(1, weights.shape[1]))  # rows at a time: no int64 copy of all
+    l1 = max(
+        (
+            int(np.abs(weights[i : i + block], dtype=np.int64).sum(axis=1).max())
+            for i in range(0, weights.shape[0], block)
+        ),
+        default=0,
+    )
+    dtype = np.float32 if l1 < _F32_EXACT else np.float64 if l1 < _F64_EXACT else None
+    return None if dtype is None else np.ascontiguousarray(weights.T, dtype=dtype)
+
+
+def binary_sum(weights: np.ndarray, transposed, active: np.ndarray) -> np.ndarray:
+    """``weights[:, active].sum(axis=1)`` (int64, as numpy gives it for the stock model), from
+    the rows of ``transposed`` (:func:`transposed_exact`) of the active inputs."""
+    if transposed is None:
+        return weights[:, active].sum(axis=1)
+    idx = np.flatnonzero(active)
+    if idx.size == 0:
+        return np.zeros(weights.shape[0], np.int64)
+    return transposed[idx].sum(axis=0).astype(np.int64)
+
+
+@implements(proc=Dense, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("bit_accurate_loihi", "fixed_pt", "fast")
+class FastDenseModelBitAcc(PlainSetattr, PyDenseModelBitAcc):
+    """Stock Lava ``Dense``, bit for bit as ``PyDenseModelBitAcc``: the same weight preparation
+    on the first step (8-bit clip in the sign mode, ``num_weight_bits`` truncation), the same
+    one-step buffer, the same int64 sum shifted by ``weight_exp``; the sum of binary input from
+    a transposed float copy of the weights (see the module docstring)."""
+
+    def run_spk(self):
+        if self.num_message_bits.item() > 0:
+            return super().run_spk()
+        self.weight_exp = self.proc_params.get("weight_exp", 0)
+        if not self.weights_set:  # the stock preparation, verbatim
+            num_weight_bits: int = self.proc_params.get("num_weight_bits", 8)
+            sign_mode: SignMode = self.proc_params.get("sign_mode") or determine_sign_mode(
+                self.weights
+            )
+            self.weights = clip_weights(self.weights, sign_mode, num_bits=8)
+            self.weights = truncate_weights(self.weights, sign_mode, num_weight_bits)
+            self.weights_set = True
+        prepared = getattr(self, "_transposed", None)
+        if prepared is None or prepared[0] is not self.weights:
+            prepared = self._transposed = (self.weights, transposed_exact(self.weights))
+        self.a_out.send(self.a_buff)
+        active = recv_dense(self.s_in) != 0  # the stock .astype(bool)
+        a_accum = binary_sum(self.weights, prepared[1], active)
+        self.a_buff = (
+            np.left_shift(a_accum, self.weight_exp)
+            if self.weight_exp > 0
+            else np.right_shift(a_accum, -self.weight_exp)
+        )
