@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from i2e_neuro import i2e  # noqa: E402
 from i2e_neuro.i2e.baselines import algorithm1, odg  # noqa: E402
 from i2e_neuro.i2e.images import load_image  # noqa: E402
-from i2e_neuro.machine import cpu_name  # noqa: E402
+from i2e_neuro.machine import cpu_name, run_context  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "i2e_neuro" / "data" / "samples"
 RATIO = 0.12
@@ -328,10 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     summary = {
         "note": "ms per image as [median, fastest, slowest] over the repeats",
-        "machine": f"{cpu_name()}, {os.cpu_count()} CPUs",
+        **run_context(load_before, load_after),
         "torch_threads": torch.get_num_threads(),
-        "load_before": [round(v, 2) for v in load_before],
-        "load_after": [round(v, 2) for v in load_after],
         "rows": records,
         "odg_ms": odg_ms,
         "odg_images": n,

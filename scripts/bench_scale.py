@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -398,11 +397,11 @@ def main(argv: list[str] | None = None) -> None:
         from i2e_neuro.energy.hw import load_target
 
         print(f"target limits: {load_target(args.target).constants()}")
+    from i2e_neuro.machine import run_context
+
     report = {
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.processor() or ''}".strip(),
+        **run_context(load, os.getloadavg()),
         "torch_threads": torch.get_num_threads(),
-        "load_before": [round(x, 2) for x in load],
-        "load_after": [round(x, 2) for x in os.getloadavg()],
         "images": [str(p) for p in paths],
         "configs": rows,
     }

@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from i2e_neuro.machine import cpu_name  # noqa: E402
+from i2e_neuro.machine import cpu_name, run_context  # noqa: E402
 from i2e_neuro.models.qat import NeuronConfig, SpikingGraph  # noqa: E402
 from i2e_neuro.models.reference import build_reference  # noqa: E402
 from i2e_neuro.models.spec import build_spec  # noqa: E402
@@ -199,10 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "note": "samples/s as [median, slowest, fastest] over the repeats",
-                "machine": f"{cpu_name()}, {os.cpu_count()} CPUs",
+                **run_context(load_before, load_after),
                 "torch_threads": torch.get_num_threads(),
-                "load_before": [round(x, 2) for x in load_before],
-                "load_after": [round(x, 2) for x in load_after],
                 "rows": records,
             }
         )

@@ -77,7 +77,7 @@ def main() -> None:
         p.error("--workers >= 2, --limit >= --workers and --repeats >= 1")
 
     from export.simulation import TIMING_FIELDS
-    from i2e_neuro.machine import cpu_name
+    from i2e_neuro.machine import machine_text, run_context
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="i2e-neuro-bench-workers-") as tmp:
@@ -100,7 +100,7 @@ def main() -> None:
     one, many = statistics.median(times[1]), statistics.median(times[args.workers])
     print(
         f"model {args.model or f'random {args.arch}@{args.size}'}, {args.limit} samples of "
-        f"{args.data}; {cpu_name()}, {os.cpu_count()} CPUs; "
+        f"{args.data}; {machine_text()}; "
         f"--workers 1: median {one:.2f} s [{min(times[1]):.2f}, {max(times[1]):.2f}], "
         f"--workers {args.workers}: median {many:.2f} s "
         f"[{min(times[args.workers]):.2f}, {max(times[args.workers]):.2f}]; "
@@ -115,13 +115,11 @@ def main() -> None:
                 "data": args.data,
                 "samples": args.limit,
                 "workers": args.workers,
-                "machine": f"{cpu_name()}, {os.cpu_count()} CPUs",
+                **run_context(load_before, load_after),
                 "seconds": {str(k): v for k, v in times.items()},
                 "speedup_rounds": rounds,
                 "speedup_median": statistics.median(rounds),
                 "identical_reports": identical,
-                "load_before": [round(x, 2) for x in load_before],
-                "load_after": [round(x, 2) for x in load_after],
             }
         )
     )
