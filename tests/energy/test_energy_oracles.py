@@ -28,8 +28,9 @@ from tests.oracles import (
 
 # msresnet_tiny on the digits (2 x 32 x 32 events; the ANN sees 3 x 32 x 32 RGB), 10 classes.
 # In-bounds taps of a 3x3 pad-1 conv along an axis of n outputs at stride 1: 3n - 2 (the two
-# border outputs lose one each); stride 2 from 8 to 4: 2 + 3 + 3 + 3 = 11.
-#   stem        4x4 stride 4 pad 0, 3 -> 16:  out 8x8, no padding: 64 x 16 x 16 x 3 =  49,152
+# border outputs lose one each); stride 2 from 8 to 4: 2 + 3 + 3 + 3 = 11. The stem, 7x7 stride 4
+# pad 3 from 32 to 8: output i reads inputs 4i - 3 .. 4i + 3, so 4 (i = 0) + 7 x 7 = 53 per axis.
+#   stem        7x7 stride 4 pad 3, 3 -> 16:  taps 53 x 53 = 2809;  2809 x 16 x 3   = 134,832
 #   s0b0.conv1  3x3 stride 1 pad 1, 16 -> 16: taps 22 x 22 = 484;   484 x 16 x 16   = 123,904
 #   s0b0.conv2  the same                                                            = 123,904
 #   s1b0.conv1  3x3 stride 2 pad 1, 16 -> 32: taps 11 x 11 = 121;   121 x 16 x 32   =  61,952
@@ -37,7 +38,7 @@ from tests.oracles import (
 #   s1b0.conv2  3x3 stride 1 pad 1, 32 -> 32: taps 10 x 10 = 100;   100 x 32 x 32   = 102,400
 #   fc          sum-pool (adds) then dense 32 -> 10                 32 x 10         =     320
 DIGITS_MACS = {
-    "stem": 49_152,
+    "stem": 134_832,
     "s0b0.conv1": 123_904,
     "s0b0.conv2": 123_904,
     "s1b0.conv1": 61_952,
@@ -45,10 +46,10 @@ DIGITS_MACS = {
     "s1b0.conv2": 102_400,
     "fc": 320,
 }
-DIGITS_TOTAL = 469_824
+DIGITS_TOTAL = 555_504
 
 # The earlier figure, padded positions counted and the head tiled over the 4x4 map:
-#   stem        4x4 stride 4 pad 0, 3 -> 16:  out 8x8x16 = 1024;   1024 x 16 x 3  =  49,152
+#   stem        7x7 stride 4 pad 3, 3 -> 16:  out 8x8x16 = 1024;   1024 x 49 x 3  = 150,528
 #   s0b0.conv1  3x3 stride 1 pad 1, 16 -> 16: out 8x8x16 = 1024;   1024 x 9 x 16  = 147,456
 #   s0b0.conv2  3x3 stride 1 pad 1, 16 -> 16: out 8x8x16 = 1024;   1024 x 9 x 16  = 147,456
 #   s1b0.conv1  3x3 stride 2 pad 1, 16 -> 32: out 4x4x32 = 512;     512 x 9 x 16  =  73,728
@@ -56,7 +57,7 @@ DIGITS_TOTAL = 469_824
 #   s1b0.conv2  3x3 stride 1 pad 1, 32 -> 32: out 4x4x32 = 512;     512 x 9 x 32  = 147,456
 #   fc          sum-pool 32 x 4x4 -> dense 10: 32 x 16 sources x 10             =   5,120
 DIGITS_MACS_PADDED_TILED = {
-    "stem": 49_152,
+    "stem": 150_528,
     "s0b0.conv1": 147_456,
     "s0b0.conv2": 147_456,
     "s1b0.conv1": 73_728,
@@ -64,10 +65,11 @@ DIGITS_MACS_PADDED_TILED = {
     "s1b0.conv2": 147_456,
     "fc": 5_120,
 }
-DIGITS_TOTAL_PADDED_TILED = 578_560
+DIGITS_TOTAL_PADDED_TILED = 679_936
 
 # The same network on 24 x 40 events (H != W):
-#   stem        out 6x10x16 = 960:   960 x 16 x 3                               = 46,080
+#   stem        out 6x10; taps 4 + 5 x 7 = 39 rows, 4 + 9 x 7 = 67 columns:
+#               39 x 67 = 2613;       2613 x 16 x 3                             = 125,424
 #   s0b0.conv1  out 6x10, taps (3*6-2) x (3*10-2) = 16 x 28 = 448: 448 x 16 x 16 = 114,688
 #   s0b0.conv2  the same                                                        = 114,688
 #   s1b0.conv1  out 3x5; rows 2+3+3 = 8, columns 2+3+3+3+3 = 14: 112 x 16 x 32  = 57,344
@@ -75,7 +77,7 @@ DIGITS_TOTAL_PADDED_TILED = 578_560
 #   s1b0.conv2  out 3x5, taps 7 x 13 = 91:  91 x 32 x 32                        = 93,184
 #   fc          32 x 10                                                         = 320
 WIDE_MACS = {
-    "stem": 46_080,
+    "stem": 125_424,
     "s0b0.conv1": 114_688,
     "s0b0.conv2": 114_688,
     "s1b0.conv1": 57_344,
@@ -207,10 +209,10 @@ def test_neurobench_convention_from_independent_counts(which, digits_model, wide
     assert report["activation_sparsity"][readout.name] == pytest.approx(
         1 - counts[readout.name].sum() / (readout.shape[0] * desc.steps * n)
     )
-    if which == "digits":  # 512 + 2304 + 2304 + 4608 + 512 + 9216 + 320 mantissas
-        assert report["footprint"]["weights"] == 19_776
+    if which == "digits":  # 1568 + 2304 + 2304 + 4608 + 512 + 9216 + 320 mantissas
+        assert report["footprint"]["weights"] == 20_832
         zeros = sum(int((c.weight == 0).sum()) for c in desc.connections)
-        assert report["neurobench"]["ConnectionSparsity"] == zeros / 19_776
+        assert report["neurobench"]["ConnectionSparsity"] == zeros / 20_832
 
 
 def test_one_input_event_rate_per_report(digits_model):

@@ -78,14 +78,14 @@ def test_population_readout_runs_exactly_and_survives_the_file(tmp_path):
     """Three readout neurons per class: Lava's spikes and host decision are lava-dl's, the
     training logits decide the same classes, and the network file keeps the population."""
     spec = build_spec("msresnet_tiny", (2, 16, 16), 4, population=3)
-    torch.manual_seed(5)
-    model = randomize_batchnorm(SpikingGraph(spec), 5)
+    torch.manual_seed(17)  # a seed whose class sums and single best neuron decide differently
+    model = randomize_batchnorm(SpikingGraph(spec), 17)
     with torch.no_grad():
         model.synapses["fc"].weight.mul_(16)  # random weights barely reach the readout
     model.eval().fold()
     desc = from_deploy(model.deploy(i2e=I2E, classes=list("abcd")))
     assert desc.readout.shape == (12,) and desc.readout.population == 3
-    imgs = images(4, 16, seed=5)
+    imgs = images(4, 16, seed=17)
     rec = reference(model, imgs)
     assert rec[desc.readout.name].sum() > 0, "a silent readout makes a weak test"
     result = simulate(desc, imgs.numpy(), record=4)

@@ -120,10 +120,11 @@ def test_state_bounds_are_reached_by_the_worst_input():
     model = _strong_model(project=True)
     bounds = model.state_bounds()
     w = model.integer_parameters()["conns"]["stem"]
-    weight = w["weight"] << w["exponent"]  # [16, 2, 4, 4]
+    weight = w["weight"] << w["exponent"]  # [16, 2, 7, 7]
     ch = int(weight.clamp(min=0).sum(dim=(1, 2, 3)).argmax())
     events = torch.zeros(SPEC.timesteps, 1, 2, 32, 32)
-    events[0, 0, :, :4, :4] = (weight[ch] > 0).float()  # stem: kernel 4, stride 4
+    # stem: kernel 7, stride 4, padding 3, so output (1, 1) reads inputs 1..7, all in bounds
+    events[0, 0, :, 1:8, 1:8] = (weight[ch] > 0).float()
     peaks: dict = {}
     model(events, states=peaks)
     assert peaks["s0b0.sn1"]["u"] == bounds["s0b0.sn1"]["u_high"]
