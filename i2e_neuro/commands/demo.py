@@ -196,10 +196,11 @@ def check_args(args: argparse.Namespace) -> list[str]:
     return problems
 
 
-#: The default recipe's deployable accuracy must reach this (Lava, 360 test digits): 96.39 % on
-#: the development machine with seed 0 (BENCHMARKS.md, "Digits"), a margin of one digit for
-#: another CPU's float rounding; it was 95.0 % before the readout population.
-ACCURACY_FLOOR = 0.955
+#: The default recipe's deployable accuracy must reach this (Lava, 360 test digits): 97.50 % on
+#: the development machine with seed 0 (BENCHMARKS.md, "Digits"), a margin of under two digits
+#: for another CPU's float rounding; it was 95.0 % before the readout population and the
+#: overlapping stem, 95.5 % with the population alone.
+ACCURACY_FLOOR = 0.97
 
 
 def run(args: argparse.Namespace) -> int:
