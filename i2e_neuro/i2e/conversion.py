@@ -30,7 +30,7 @@ import numbers
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -325,40 +325,33 @@ def _cpu_block_uint8(
         o = r * w + c
         return a[o : o + size].reshape(b, -1)[:, : h * w].reshape(b, h, w)
 
-    _greater_pairs(run, flat, raised_flat, enumerate(pairs), out)
     # V's first (last) two columns, padded: the three padded columns that the first (last)
-    # column of every map reads, as the neighbourhood's columns 0, 1, 2
-    left = _pad(v[:, :, :2], mode, np.uint8)[:, :, :3]
-    right = _pad(v[:, :, -2:], mode, np.uint8)[:, :, -3:]
-    for col, edge, wrong in ((0, left, 0), (w - 1, right, 2)):
-        fixes = [
-            (t, (a, c))
-            for t, (a, c) in enumerate(pairs)
-            if wrong in (position(a)[1], position(c)[1])
-        ]
-        _greater_pairs(
-            lambda e, r, c: e[:, r : r + h, c], edge, _raise(edge, limit), fixes, out[..., col]
+    # column of every map reads, as the neighbourhood's columns 0, 1, 2; a map is wrong there
+    # when it reads neighbourhood column 0 (2)
+    edges = [
+        (col, edge, _raise(edge, limit), wrong)
+        for col, edge, wrong in (
+            (0, _pad(v[:, :, :2], mode, np.uint8)[:, :, :3], 0),
+            (w - 1, _pad(v[:, :, -2:], mode, np.uint8)[:, :, -3:], 2),
         )
+    ]
+    for t, (a, c) in enumerate(pairs):
+        # ON: V[c] > raised[a], OFF: V[a] > raised[c]; each map's edge columns are redone right
+        # after it, while its lines are still in cache
+        for k, (p, q) in enumerate(((a, c), (c, a))):
+            (rp, cp), (rq, cq) = position(p), position(q)
+            np.greater(run(flat, rq, cq), run(raised_flat, rp, cp), out=out[t, :, k])
+            for col, edge, raised_edge, wrong in edges:
+                if wrong in (cp, cq):
+                    np.greater(
+                        edge[:, rq : rq + h, cq],
+                        raised_edge[:, rp : rp + h, cp],
+                        out=out[t, :, k, :, col],
+                    )
     vals = _uint8_tables()[0]
     for i in np.flatnonzero(~exacts[vmax, vmin]):
         threshold = thresholds[vmax[i], vmin[i]].reshape(1)
         _compare(vals[v[i : i + 1]], threshold, pairs, mode, out[:, i : i + 1])
-
-
-def _greater_pairs(
-    take: Callable[[np.ndarray, int, int], np.ndarray],
-    v: np.ndarray,
-    raised: np.ndarray,
-    maps: Iterable[tuple[int, tuple[int, int]]],
-    out: np.ndarray,
-) -> None:
-    """For each map ``(t, (a, c))``: ON ``V[c] > raised[a]`` into ``out[t, :, 0]``, OFF
-    ``V[a] > raised[c]`` into ``out[t, :, 1]``; ``take(array, row, col)`` gives the values at
-    neighbourhood position (row, col) of every pixel."""
-    for t, (a, c) in maps:
-        (ra, ca), (rc, cc) = position(a), position(c)
-        np.greater(take(v, rc, cc), take(raised, ra, ca), out=out[t, :, 0])
-        np.greater(take(v, ra, ca), take(raised, rc, cc), out=out[t, :, 1])
 
 
 def _raise(v: np.ndarray, limit: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
