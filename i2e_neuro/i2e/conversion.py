@@ -325,14 +325,14 @@ def _cpu_block_uint8(
         o = r * w + c
         return a[o : o + size].reshape(b, -1)[:, : h * w].reshape(b, h, w)
 
-    # V's first (last) two columns, padded: the three padded columns that the first (last)
-    # column of every map reads, as the neighbourhood's columns 0, 1, 2; a map is wrong there
-    # when it reads neighbourhood column 0 (2)
+    # V's first (last) two columns, padded and transposed (``[b, 3, H + 2]``, for contiguous
+    # rows): the three padded columns that the first (last) column of every map reads, as the
+    # neighbourhood's columns 0, 1, 2; a map is wrong there when it reads neighbourhood column 0 (2)
     edges = [
         (col, edge, _raise(edge, limit), wrong)
         for col, edge, wrong in (
-            (0, _pad(v[:, :, :2], mode, np.uint8)[:, :, :3], 0),
-            (w - 1, _pad(v[:, :, -2:], mode, np.uint8)[:, :, -3:], 2),
+            (0, _pad(v[:, :, :2].transpose(0, 2, 1), mode, np.uint8)[:, :3], 0),
+            (w - 1, _pad(v[:, :, -2:].transpose(0, 2, 1), mode, np.uint8)[:, -3:], 2),
         )
     ]
     for t, (a, c) in enumerate(pairs):
@@ -344,8 +344,8 @@ def _cpu_block_uint8(
             for col, edge, raised_edge, wrong in edges:
                 if wrong in (cp, cq):
                     np.greater(
-                        edge[:, rq : rq + h, cq],
-                        raised_edge[:, rp : rp + h, cp],
+                        edge[:, cq, rq : rq + h],
+                        raised_edge[:, cp, rp : rp + h],
                         out=out[t, :, k, :, col],
                     )
     vals = _uint8_tables()[0]
