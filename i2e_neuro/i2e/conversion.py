@@ -324,10 +324,15 @@ def _cpu_block_uint8(
     raised_flat[0] = raised_flat[size + 1 :] = 0
     _raise(rows, limit, out=raised_flat[1 : size + 1].reshape(b, h + 2, w))
 
-    def run(a: np.ndarray, r: int, c: int) -> np.ndarray:
-        """Position (r, c) of the 3x3 neighbourhood of every pixel, from the flat runs."""
-        o = r * w + c
-        return a[o : o + size].reshape(b, -1)[:, : h * w].reshape(b, h, w)
+    # neighbourhood position -> (row, col), and its value and raised value at every pixel: runs
+    # of the flat arrays shifted by row * W + col
+    places = {p: position(p) for pair in pairs for p in pair}
+    runs = {
+        p: tuple(
+            a[r * w + c : r * w + c + size].reshape(b, h + 2, w)[:, :h] for a in (flat, raised_flat)
+        )
+        for p, (r, c) in places.items()
+    }
 
     # V's first (last) two columns, padded and transposed (``[b, 3, H + 2]``, for contiguous
     # rows): the three padded columns that the first (last) column of every map reads, as the
@@ -343,8 +348,8 @@ def _cpu_block_uint8(
         # ON: V[c] > raised[a], OFF: V[a] > raised[c]; each map's edge columns are redone right
         # after it, while its lines are still in cache
         for k, (p, q) in enumerate(((a, c), (c, a))):
-            (rp, cp), (rq, cq) = position(p), position(q)
-            np.greater(run(flat, rq, cq), run(raised_flat, rp, cp), out=out[t, :, k])
+            (rp, cp), (rq, cq) = places[p], places[q]
+            np.greater(runs[q][0], runs[p][1], out=out[t, :, k])
             for col, edge, raised_edge, wrong in edges:
                 if wrong in (cp, cq):
                     np.greater(
