@@ -336,7 +336,8 @@ def _cpu_block_uint8(
 
     # V's first (last) two columns, padded and transposed (``[b, 3, H + 2]``, for contiguous
     # rows): the three padded columns that the first (last) column of every map reads, as the
-    # neighbourhood's columns 0, 1, 2; a map is wrong there when it reads neighbourhood column 0 (2)
+    # neighbourhood's columns 0, 1, 2; a map is wrong there when it reads neighbourhood
+    # column 0 (2)
     edges = [
         (col, edge, _raise(edge, limit), wrong)
         for col, edge, wrong in (
@@ -375,6 +376,7 @@ def _raise(v: np.ndarray, limit: np.ndarray, out: np.ndarray | None = None) -> n
 
 
 def _check_reflect(mode: str, h: int, w: int) -> None:
+    """Reflect padding needs a second row and column to mirror."""
     if mode == "reflect" and (h < 2 or w < 2):
         raise ValueError(f"padding='reflect' needs images of at least 2x2 pixels, got {h}x{w}")
 
