@@ -17,12 +17,14 @@ float32) depends on the two integers only through ``kb - ka`` up to a tiny sprea
 test ``dV > threshold`` is an integer test ``kb - ka >= D`` with ``D`` read from a table per
 image; an image whose threshold falls inside that spread (``ratio * range`` exactly at a
 multiple of 1/255) is done in float instead. That integer test needs no difference at all:
-``kb - ka >= D`` is ``kb > min(ka + D - 1, 255)``, one uint8 comparison per map, done on the
-flattened padded image so that both operands are contiguous (:func:`_compare_uint8`).
+``kb - ka >= D`` is ``kb > min(ka + D - 1, 255)``, one uint8 comparison per map, of two
+contiguous runs of the flattened V straight into the output, with the first and last column
+redone from the padded edges (:func:`_cpu_block_uint8`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -38,8 +40,9 @@ from i2e_neuro.i2e.directions import DIRECTION_PAIRS, parse_order, position
 from i2e_neuro.i2e.images import as_image_batch
 
 PADDINGS = {"replicate": "replicate", "zeros": "constant", "reflect": "reflect"}
-#: CPU work is done this many pixels (images x H x W) at a time: the block's padded V and difference
-#: maps stay in cache, and there are few enough numpy calls per image (measured on a 2-core EPYC).
+#: CPU work on float images is done this many pixels (images x H x W) at a time, on uint8 ones up
+#: to 8x as many (:func:`_block_images`): the block's padded V and difference maps stay in cache,
+#: and there are few enough numpy calls per image (measured on a 2-core EPYC).
 _CPU_BLOCK_PIXELS = 1 << 18
 
 
@@ -222,10 +225,10 @@ def _i2e_cpu(
     # conversion
     o = np.empty((len(pairs), n, 2, h, w), dtype=bool)
     out = torch.from_numpy(o)
-    step = max(1, _CPU_BLOCK_PIXELS // (h * w))
-    starts = range(0, n, step)
-    work = [(x[s : s + step], o[:, s : s + step]) for s in starts]
-    workers = min(len(work), max(1, torch.get_num_threads()))
+    threads = max(1, torch.get_num_threads())
+    step = _block_images(n, h * w, 8 if x.dtype == np.uint8 else 1, threads)
+    work = [(x[s : s + step], o[:, s : s + step]) for s in range(0, n, step)]
+    workers = min(len(work), threads)
     if workers == 1:
         for xb, ob in work:
             _cpu_block(xb, ob, pairs, ratio, mode)
@@ -237,87 +240,170 @@ def _i2e_cpu(
     return out
 
 
+def _block_images(n: int, pixels: int, scale: int, threads: int) -> int:
+    """Images per block for ``n`` images of ``pixels`` each: blocks of at most ``scale *
+    _CPU_BLOCK_PIXELS`` pixels (uint8: 8, measured: its maps are a quarter of the bytes of float
+    ones, and fewer, larger blocks make fewer numpy calls), as many as a multiple of ``threads``
+    once there is more than one ``_CPU_BLOCK_PIXELS`` of work, so that the threads share it
+    evenly."""
+    blocks = -(-n * pixels // (scale * _CPU_BLOCK_PIXELS))
+    if n * pixels > _CPU_BLOCK_PIXELS:
+        blocks = -(-max(blocks, threads) // threads) * threads
+    return -(-n // min(blocks, n))
+
+
 def _cpu_block(
     x: np.ndarray, out: np.ndarray, pairs: list[tuple[int, int]], ratio: float, mode: str
 ) -> None:
     """Events of a block ``x`` ``[b, C, H, W]`` into ``out`` ``[T, b, 2, H, W]``."""
-    b = x.shape[0]
-    if x.shape[1] == 1:
-        v = x[:, 0]
-    else:
-        v = np.maximum(x[:, 0], x[:, 1])
-        for c in range(2, x.shape[1]):
-            np.maximum(v, x[:, c], out=v)
-    flat = v.reshape(b, -1)
-    vmax, vmin = flat.max(axis=1), flat.min(axis=1)
-    if x.dtype != np.uint8:
-        threshold = (ratio * (torch.from_numpy(vmax) - torch.from_numpy(vmin))).numpy()
-        _compare(v, threshold, pairs, mode, out)
+    if x.dtype == np.uint8:
+        _cpu_block_uint8(x, out, pairs, ratio, mode)
         return
+    v = _channel_max(x)
+    flat = v.reshape(v.shape[0], -1)
+    vmax, vmin = torch.from_numpy(flat.max(axis=1)), torch.from_numpy(flat.min(axis=1))
+    threshold = (ratio * (vmax - vmin)).numpy()
+    _compare(v, threshold, pairs, mode, out)
+
+
+def _channel_max(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """V = max over the channels of ``x`` ``[b, C, H, W]``, as ``[b, H, W]`` (into ``out``)."""
+    if x.shape[1] == 1:
+        if out is None:
+            return x[:, 0]
+        np.copyto(out, x[:, 0])
+        return out
+    v = np.maximum(x[:, 0], x[:, 1], out=out)
+    for c in range(2, x.shape[1]):
+        np.maximum(v, x[:, c], out=v)
+    return v
+
+
+@functools.lru_cache(maxsize=16)
+def _uint8_cuts(ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(threshold, limit, exact)``, each ``[256, 256]`` indexed by an image's (max V, min V) as
+    uint8: the float threshold exactly as the float path computes it, the integer limit
+    ``D - 1`` of the test ``kb - ka >= D``, and whether that test is exact (False: the threshold
+    lies inside the float spread of ``d = D - 1``, the image takes the float path). Entries with
+    max < min are never looked up."""
     vals, lo, hi = _uint8_tables()
-    # float threshold exactly as the float path computes it, then the integer cut-off per image
-    threshold = (ratio * (torch.from_numpy(vals[vmax]) - torch.from_numpy(vals[vmin]))).numpy()
-    cut = np.searchsorted(
-        lo, threshold, side="right"
-    )  # least d with every V[k+d] - V[k] > threshold
-    exact = hi[cut - 1] <= threshold  # False: the threshold lies inside the spread of d = cut - 1
-    _compare_uint8(v, (cut - 1).astype(np.uint8), pairs, mode, out)
-    for i in np.flatnonzero(~exact):
-        _compare(vals[v[i : i + 1]], threshold[i : i + 1], pairs, mode, out[:, i : i + 1])
+    v = torch.from_numpy(vals)
+    threshold = (ratio * (v[:, None] - v[None, :])).numpy()
+    # least d with every V[k+d] - V[k] > threshold
+    cut = np.maximum(np.searchsorted(lo, threshold, side="right"), 1)
+    return threshold, (cut - 1).astype(np.uint8), hi[cut - 1] <= threshold
 
 
-def _compare_uint8(
-    v: np.ndarray, limit: np.ndarray, pairs: list[tuple[int, int]], mode: str, out: np.ndarray
+def _cpu_block_uint8(
+    x: np.ndarray, out: np.ndarray, pairs: list[tuple[int, int]], ratio: float, mode: str
 ) -> None:
-    """:func:`_compare` for uint8 ``v`` and integer limits ``0 <= limit <= 255`` (per image),
-    without the differences: ``V[c] - V[a] > limit`` is ``V[c] > min(V[a] + limit, 255)`` and
-    ``V[c] - V[a] < -limit`` is ``V[a] > min(V[c] + limit, 255)`` (no uint8 exceeds 255, so
-    the cap at 255 changes no answer).
+    """:func:`_cpu_block` for uint8 ``x``, in integers (exact: :func:`_uint8_cuts`).
 
-    Each map is one comparison of two uint8 arrays on the padded grid, flattened (the shifted
-    views are then contiguous 1-D slices: no per-row loop), into a scratch map whose valid
-    ``H x W`` part is copied into ``out``: a third of the bytes of subtracting into int16 and
-    comparing that twice, and contiguous."""
-    b, h, w = v.shape
-    wp = w + 2
-    size = b * (h + 2) * wp
-    slack = 2 * wp + 2  # the largest shift: every slice below stays inside
-    flat = np.zeros(size + slack, np.uint8)
-    padded = flat[:size].reshape(b, h + 2, wp)
-    _pad(v, mode, np.uint8, into=padded)
-    lim = limit.reshape(b, 1, 1)
-    raised_flat = np.zeros(size + slack, np.uint8)
-    raised = raised_flat[:size].reshape(b, h + 2, wp)
-    np.minimum(padded, 255 - lim, out=raised)  # V + limit, capped at 255, in uint8
-    raised += lim
-    scratch = np.empty(size, bool)
-    valid = scratch.reshape(b, h + 2, wp)[:, :h, :w]
+    ``V[c] - V[a] > limit`` is ``V[c] > min(V[a] + limit, 255)`` and ``V[c] - V[a] < -limit``
+    is ``V[a] > min(V[c] + limit, 255)`` (no uint8 exceeds 255, so the cap changes no answer):
+    one uint8 comparison per map, no differences. V gets its padding rows above and below and
+    is flattened, with a spare byte before it; each map is then one comparison of two
+    contiguous runs of ``H * W`` bytes per image, shifted by ``dy * W + dx``, straight into
+    ``out``. That is right except in the first and last column, where a shift of one column
+    reads the end of the neighbouring row instead of the padding; those columns are compared
+    again from the column-padded edges of V.
+    """
+    b, _, h, w = x.shape
+    _check_reflect(mode, h, w)
+    size = b * (h + 2) * w
+    flat = np.empty(size + 2 * w + 2, np.uint8)  # with slack: every run below stays inside
+    rows = flat[1 : size + 1].reshape(b, h + 2, w)
+    flat[0] = flat[size + 1 :] = 0  # read only for the edge columns, which are redone
+    v = _channel_max(x, out=rows[:, 1:-1])
+    _pad_rows(rows, mode)
+    inner = v.reshape(b, -1)
+    vmax, vmin = inner.max(axis=1), inner.min(axis=1)
+    thresholds, limits, exacts = _uint8_cuts(ratio)
+    limit = limits[vmax, vmin].reshape(b, 1, 1)
+    raised_flat = np.empty_like(flat)
+    raised_flat[0] = raised_flat[size + 1 :] = 0
+    _raise(rows, limit, out=raised_flat[1 : size + 1].reshape(b, h + 2, w))
+
+    # neighbourhood position -> (row, col), and its value and raised value at every pixel: runs
+    # of the flat arrays shifted by row * W + col
+    places = {p: position(p) for pair in pairs for p in pair}
+    runs = {
+        p: tuple(
+            a[r * w + c : r * w + c + size].reshape(b, h + 2, w)[:, :h] for a in (flat, raised_flat)
+        )
+        for p, (r, c) in places.items()
+    }
+
+    # V's first (last) two columns, padded and transposed (``[b, 3, H + 2]``, for contiguous
+    # rows): the three padded columns that the first (last) column of every map reads, as the
+    # neighbourhood's columns 0, 1, 2; a map is wrong there when it reads neighbourhood
+    # column 0 (2)
+    edges = [
+        (col, edge, _raise(edge, limit), wrong)
+        for col, edge, wrong in (
+            (0, _pad(v[:, :, :2].transpose(0, 2, 1), mode, np.uint8)[:, :3], 0),
+            (w - 1, _pad(v[:, :, -2:].transpose(0, 2, 1), mode, np.uint8)[:, -3:], 2),
+        )
+    ]
     for t, (a, c) in enumerate(pairs):
-        (ra, ca), (rc, cc) = position(a), position(c)
-        oa, oc = ra * wp + ca, rc * wp + cc
-        np.greater(flat[oc : oc + size], raised_flat[oa : oa + size], out=scratch)
-        np.copyto(out[t, :, 0], valid)
-        np.greater(flat[oa : oa + size], raised_flat[oc : oc + size], out=scratch)
-        np.copyto(out[t, :, 1], valid)
+        # ON: V[c] > raised[a], OFF: V[a] > raised[c]; each map's edge columns are redone right
+        # after it, while its lines are still in cache
+        for k, (p, q) in enumerate(((a, c), (c, a))):
+            (rp, cp), (rq, cq) = places[p], places[q]
+            np.greater(runs[q][0], runs[p][1], out=out[t, :, k])
+            for col, edge, raised_edge, wrong in edges:
+                if wrong in (cp, cq):
+                    np.greater(
+                        edge[:, cq, rq : rq + h],
+                        raised_edge[:, cp, rp : rp + h],
+                        out=out[t, :, k, :, col],
+                    )
+    vals = _uint8_tables()[0]
+    for i in np.flatnonzero(~exacts[vmax, vmin]):
+        threshold = thresholds[vmax[i], vmin[i]].reshape(1)
+        _compare(vals[v[i : i + 1]], threshold, pairs, mode, out[:, i : i + 1])
 
 
-def _pad(v: np.ndarray, mode: str, dtype: Any, into: np.ndarray | None = None) -> np.ndarray:
-    """V ``[b, H, W]`` with a 1-pixel border in ``mode`` (replicate, constant, reflect), in a
-    new array or ``into`` (``[b, H + 2, W + 2]``)."""
+def _raise(v: np.ndarray, limit: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``min(v + limit, 255)`` in uint8, ``limit`` per image (``[b, 1, 1]``)."""
+    # numpy's minimum against a broadcast operand is not vectorised (20x slower than against a
+    # full array), its add is: the cap is spelled out in full
+    cap = np.empty_like(v)
+    np.copyto(cap, 255 - limit)
+    raised = np.minimum(v, cap, out=out)
+    raised += limit
+    return raised
+
+
+def _check_reflect(mode: str, h: int, w: int) -> None:
+    """Reflect padding needs a second row and column to mirror."""
+    if mode == "reflect" and (h < 2 or w < 2):
+        raise ValueError(f"padding='reflect' needs images of at least 2x2 pixels, got {h}x{w}")
+
+
+def _pad_rows(padded: np.ndarray, mode: str) -> None:
+    """Fill the first and last row of ``padded`` ``[b, H + 2, W]`` from its inner rows."""
+    if mode == "replicate":
+        padded[:, 0], padded[:, -1] = padded[:, 1], padded[:, -2]
+    elif mode == "constant":
+        padded[:, 0] = padded[:, -1] = 0
+    else:  # reflect
+        padded[:, 0], padded[:, -1] = padded[:, 2], padded[:, -3]
+
+
+def _pad(v: np.ndarray, mode: str, dtype: Any) -> np.ndarray:
+    """V ``[b, H, W]`` with a 1-pixel border in ``mode`` (replicate, constant, reflect)."""
     b, h, w = v.shape
-    padded = np.empty((b, h + 2, w + 2), dtype=dtype) if into is None else into
+    _check_reflect(mode, h, w)
+    padded = np.empty((b, h + 2, w + 2), dtype=dtype)
     padded[:, 1:-1, 1:-1] = v
     if mode == "replicate":
         padded[:, 1:-1, 0], padded[:, 1:-1, -1] = v[:, :, 0], v[:, :, -1]
-        padded[:, 0], padded[:, -1] = padded[:, 1], padded[:, -2]
     elif mode == "constant":
         padded[:, 1:-1, 0] = padded[:, 1:-1, -1] = 0
-        padded[:, 0] = padded[:, -1] = 0
     else:  # reflect
-        if h < 2 or w < 2:
-            raise ValueError(f"padding='reflect' needs images of at least 2x2 pixels, got {h}x{w}")
         padded[:, 1:-1, 0], padded[:, 1:-1, -1] = v[:, :, 1], v[:, :, -2]
-        padded[:, 0], padded[:, -1] = padded[:, 2], padded[:, -3]
+    _pad_rows(padded, mode)
     return padded
 
 

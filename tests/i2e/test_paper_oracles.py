@@ -189,6 +189,35 @@ def test_torch_path_equals_the_numpy_engine_bit_for_bit(dtype, padding, size):
     assert engine.any()
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+@pytest.mark.parametrize("padding", ["replicate", "zeros", "reflect"])
+@pytest.mark.parametrize("size", [(1, 1), (1, 6), (6, 1), (2, 2), (2, 5), (5, 3)])
+def test_tiny_images_equal_the_torch_path(dtype, padding, size):
+    """Images of one to three rows or columns, where the engine's first and last columns (and
+    rows) are all there is."""
+    if padding == "reflect" and min(size) < 2:
+        pytest.skip("reflect padding needs 2x2 pixels")
+    imgs = torch.randint(
+        0, 256, (6, 3, *size), generator=torch.Generator().manual_seed(3), dtype=torch.uint8
+    )
+    if dtype == torch.float32:
+        imgs = imgs.float() / 255
+    for ratio in (0.0, 0.12, 0.5):
+        for seed in range(3):
+            pairs = conversion.draw_pairs(
+                directions.PAPER_ORDER, seed > 0, torch.Generator().manual_seed(seed)
+            )
+            engine = i2e(
+                imgs,
+                ratio=ratio,
+                padding=padding,
+                random_vectors=seed > 0,
+                generator=torch.Generator().manual_seed(seed),
+            )
+            fired = _fire_on_cpu(imgs, pairs, ratio, conversion.PADDINGS[padding])
+            assert torch.equal(engine, fired), (ratio, seed)
+
+
 def test_non_square_engine_matches_algorithm1_and_its_transpose():
     """24 x 40: the engine equals Algorithm 1; transposing the image transposes the events with
     the directions mirrored (x <-> y), which catches any H/W mix-up in the engine."""
