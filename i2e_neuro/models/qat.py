@@ -408,16 +408,22 @@ class SpikingGraph(torch.nn.Module):
 
         BatchNorm (float phase) comes after the delay, so that its shift reaches the target from
         step 0 on, as the folded bias does on Loihi: the folded model is then exactly the
-        unfolded one (tests/test_models.py).
+        unfolded one (tests/test_models.py). The input is silent after its ``T`` frames, so a
+        connection from it convolves those only and pads with the zeros the rest would give.
         """
         syn = self.synapses[_key(c.name)]
+        steps = source_spikes.shape[-1]
+        if c.source == INPUT:
+            source_spikes = source_spikes[..., : self.spec.timesteps]
         if c.kind == "pool_dense":
             source_spikes = source_spikes.sum(dim=(2, 3))
         if bool(self.folded):
             e = int(self.exponents[self._conn_index(c.name)])
             weight = quantize_weight(syn.weight, e)
-            return delay_one_step(self._conv(syn, c, source_spikes, weight))
-        out = delay_one_step(self._conv(syn, c, source_spikes, syn.weight))
+            out = self._conv(syn, c, source_spikes, weight)
+            return delay_one_step(F.pad(out, (0, steps - out.shape[-1])))
+        out = self._conv(syn, c, source_spikes, syn.weight)
+        out = delay_one_step(F.pad(out, (0, steps - out.shape[-1])))
         if c.batchnorm:
             out = self.neuron_config.threshold * self.norms[_key(c.name)](out)
         return out
