@@ -417,14 +417,13 @@ class SpikingGraph(torch.nn.Module):
             source_spikes = source_spikes[..., : self.spec.timesteps]
         if c.kind == "pool_dense":
             source_spikes = source_spikes.sum(dim=(2, 3))
-        if bool(self.folded):
-            e = int(self.exponents[self._conn_index(c.name)])
-            weight = quantize_weight(syn.weight, e)
-            out = self._conv(syn, c, source_spikes, weight)
-            return delay_one_step(F.pad(out, (0, steps - out.shape[-1])))
-        out = self._conv(syn, c, source_spikes, syn.weight)
+        folded = bool(self.folded)
+        weight = syn.weight
+        if folded:
+            weight = quantize_weight(weight, int(self.exponents[self._conn_index(c.name)]))
+        out = self._conv(syn, c, source_spikes, weight)
         out = delay_one_step(F.pad(out, (0, steps - out.shape[-1])))
-        if c.batchnorm:
+        if c.batchnorm and not folded:
             out = self.neuron_config.threshold * self.norms[_key(c.name)](out)
         return out
 

@@ -54,17 +54,22 @@ from i2e_neuro.train.distributed import Distributed
 from i2e_neuro.train.records import Records, epoch_line, progress, run_banner, run_result
 
 
-def build_model(cfg: TrainConfig, info: DataInfo):
+def build_model(cfg: TrainConfig, info: DataInfo, saved_spec: dict | None = None):
     """``(model, spec)``: the slayer QAT graph (spec: its NetSpec) or the SpikingJelly
-    reference (spec None), initialised from ``cfg.seed``."""
+    reference (spec None), initialised from ``cfg.seed``. ``saved_spec``: the topology a
+    resumed run's checkpoint recorded, which wins over the architecture's current one (a run
+    resumes with the network it started, whatever the architecture table says today)."""
     torch.manual_seed(cfg.seed)
     if cfg.backend == "slayer":
         from i2e_neuro.models.qat import NeuronConfig, SpikingGraph
-        from i2e_neuro.models.spec import build_spec
+        from i2e_neuro.models.spec import NetSpec, build_spec
 
-        spec = build_spec(
-            cfg.arch, info.input_shape, info.num_classes, info.timesteps, cfg.population
-        )
+        if saved_spec is not None:
+            spec = NetSpec.from_dict(saved_spec)
+        else:
+            spec = build_spec(
+                cfg.arch, info.input_shape, info.num_classes, info.timesteps, cfg.population
+            )
         return SpikingGraph(spec, NeuronConfig()), spec
     from i2e_neuro.models.reference import build_reference
 
@@ -172,7 +177,7 @@ class Trainer:
             raise TrainError(str(e), *getattr(e, "params", ())) from e
         if ckpt is not None:
             check_resumed_data(ckpt, self.out / CHECKPOINT, self.info)
-        self.model, self.spec = build_model(cfg, self.info)
+        self.model, self.spec = build_model(cfg, self.info, ckpt and ckpt.get("spec"))
         if self.before_training is not None:
             self.before_training(self.loihi_spec())  # e.g. the target check of `train --target`
         self.model.to(self.device)

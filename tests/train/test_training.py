@@ -136,6 +136,25 @@ def test_resume_matches_an_uninterrupted_run_bit_for_bit(tmp_path, capsys):
     assert last_json(capsys.readouterr().out)["test_accuracy"] == a["history"][-1]["test_accuracy"]
 
 
+def test_a_run_resumes_with_the_network_it_started(tmp_path, monkeypatch, capsys):
+    """A run started under another architecture table (here msresnet_tiny's earlier 4x4 stem)
+    resumes with the topology its checkpoint recorded, not today's table's."""
+    from i2e_neuro.models import spec as spec_module
+
+    old = dict(spec_module.ARCHITECTURES["msresnet_tiny"], stem_kernel=4, stem_padding=0)
+    args = ["--epochs", 2, "--qat-epochs", 1, "--seed", 3, *TINY, "--out", tmp_path / "a"]
+    with monkeypatch.context() as m:
+        m.setitem(spec_module.ARCHITECTURES, "msresnet_tiny", old)
+        assert run(*args, "--stop-after", 1) == 0
+    capsys.readouterr()
+    assert run("--resume", "--out", tmp_path / "a", "--no-progress") == 0
+    assert last_json(capsys.readouterr().out)["complete"]
+    ckpt = load(tmp_path / "a" / "checkpoint.pt")
+    assert tuple(ckpt["deploy"]["conns"]["stem"]["weight"].shape) == (16, 2, 4, 4)
+    stem = next(c for c in ckpt["spec"]["conns"] if c["name"] == "stem")
+    assert (stem["kernel"], stem["padding"]) == (4, 0)
+
+
 def _fail_at(monkeypatch, call: int, what):
     """Make the training loss raise / return ``what`` from its ``call``-th computation on."""
     original = loop.compute_loss
