@@ -23,20 +23,38 @@ def _exact_int(x) -> ty.Optional[int]:
     return int(a.reshape(-1)[0])
 
 
-def _decay_into(state: np.ndarray, factor: int, scratch: np.ndarray) -> None:
+def _decay_into(state: np.ndarray, factor: int, scratch: np.ndarray, tmp: np.ndarray) -> None:
     """In place: ``state = sign(p) * (|p| >> 12)`` with ``p = int64(state) * factor``, for
-    int32 ``state`` and ``0 <= factor <= 4096``; ``scratch`` is a float64 array of its shape.
+    int32 ``state`` and ``0 <= factor <= 4096``; ``scratch`` is a float64 array of its shape,
+    ``tmp`` an int32 one.
 
-    Computed as ``state * (factor / 4096)`` in float64, cast back to int32, which is exact
-    (docs/EXACTNESS.md, section 5); factor 4096 keeps the state as it is, factor 0 zeroes it.
+    A power of two ``factor = 2**(12 - s)`` is ``state / 2**s`` rounded toward zero, computed
+    in int32 as ``(state + ((state >> 31) & (2**s - 1))) >> s`` (for ``s = 1``: ``(state -
+    (state >> 31)) >> 1``), exact for every int32 (docs/EXACTNESS.md, section 5).  Any other
+    factor: ``state * (factor / 4096)`` in float64, cast back to int32, also exact (same
+    section); factor 4096 keeps the state as it is, factor 0 zeroes it.
     """
     if factor == 4096:
         return
     if factor == 0:
         state.fill(0)
         return
+    if factor & (factor - 1) == 0:  # 2**(12 - s), 1 <= s <= 12
+        s = 12 - (factor.bit_length() - 1)
+        np.right_shift(state, 31, out=tmp)  # -1 where negative, else 0
+        if s == 1:
+            np.subtract(state, tmp, out=state)
+        else:
+            np.bitwise_and(tmp, (1 << s) - 1, out=tmp)
+            np.add(state, tmp, out=state)
+        np.right_shift(state, s, out=state)
+        return
     np.multiply(state, factor / 4096.0, out=scratch)
     np.copyto(state, scratch, casting="unsafe")
+
+
+#: ``np.clip``'s ufunc (one pass, no Python wrapper), where numpy has it.
+_clip = getattr(getattr(np, "core", None) and np.core.umath, "clip", None)
 
 
 class _FastLifFixedMixin(PlainSetattr):
@@ -108,8 +126,8 @@ class _FastLifFixedMixin(PlainSetattr):
         factor_u, factor_v = factors
 
         scratch = getattr(self, "_fast_scratch", None)
-        if scratch is None or scratch.shape != u.shape:
-            scratch = self._fast_scratch = np.empty(u.shape, np.float64)
+        if scratch is None or scratch[0].shape != u.shape:
+            scratch = self._fast_scratch = (np.empty(u.shape, np.float64), np.empty_like(u))
 
         # Current: decay, add the MSB-aligned input; int32 arithmetic (and wrap-around) as in
         # the stock code, done in place in u.
@@ -117,7 +135,7 @@ class _FastLifFixedMixin(PlainSetattr):
             # No current carried over (lava-dl's current_decay = 1): u = 0 + (a_in << shift).
             np.left_shift(activation_in, self.act_shift, out=u)
         else:
-            _decay_into(u, factor_u, scratch)
+            _decay_into(u, factor_u, *scratch)
             u += np.left_shift(activation_in, self.act_shift)
         lim = self.max_uv_val
         if u.size and (_max(u, axis=None) > lim or _min(u, axis=None) <= -lim):
@@ -128,13 +146,16 @@ class _FastLifFixedMixin(PlainSetattr):
             u[:] = wrapped
 
         # Voltage: decay, add current and bias (int32, in place in v), clip to 24 bits.
-        _decay_into(v, factor_v, scratch)
+        _decay_into(v, factor_v, *scratch)
         v += u
         bias = self.effective_bias
         if not (isinstance(bias, int) and bias == 0):
             v += bias
-        np.minimum(v, lim - 1, out=v)  # np.clip(v, -lim + 1, lim - 1), in two ufunc calls
-        np.maximum(v, 1 - lim, out=v)
+        if _clip is not None:  # np.clip(v, -lim + 1, lim - 1), in place
+            _clip(v, 1 - lim, lim - 1, out=v)
+        else:  # pragma: no cover - numpy < 2 has np.core.umath.clip
+            np.minimum(v, lim - 1, out=v)
+            np.maximum(v, 1 - lim, out=v)
 
     def reset_voltage(self, spike_vector: np.ndarray):
         if (

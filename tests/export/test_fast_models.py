@@ -344,6 +344,9 @@ LIF_CASES = [
     # lava-dl's CUBA models with current_decay 1), u wraps; then no state at all
     dict(du=4095, dv=2048, vth=1024, bias_mant="random", bias_exp=6, amp=2**18),
     dict(du=4095, dv=4096, vth=300, bias_mant=0, bias_exp=0, amp=2000),
+    # Power-of-two decay factors (int32 shifts): 1024 for u and v, 2 for v
+    dict(du=3071, dv=3072, vth=700, bias_mant="random", bias_exp="random", amp=20_000),
+    dict(du=2047, dv=4094, vth=50, bias_mant=-700, bias_exp=1, amp=5_000),
 ]
 
 
@@ -519,7 +522,7 @@ def test_fast_lif_arithmetic_direct():
         u = rng.integers(-big, big, shape, dtype=np.int64).astype(np.int32)
         v = rng.integers(-big, big, shape, dtype=np.int64).astype(np.int32)
         a_in = rng.integers(-big, big, shape, dtype=np.int64).astype(np.int32)
-        du, dv = (int(x) for x in rng.choice([0, 1, 2047, 4094, 4095], 2))
+        du, dv = (int(x) for x in rng.choice([0, 1, 2047, 3072, 4094, 4095], 2))
         if trial % 3 == 0:
             bias_mant, bias_exp = (
                 np.zeros(shape, np.int16),
