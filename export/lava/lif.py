@@ -53,8 +53,8 @@ def _decay_into(state: np.ndarray, factor: int, scratch: np.ndarray, tmp: np.nda
     np.copyto(state, scratch, casting="unsafe")
 
 
-#: ``np.clip``'s ufunc (one pass, no Python wrapper), where numpy has it.
-_clip = getattr(getattr(np, "core", None) and np.core.umath, "clip", None)
+#: ``np.clip``'s ufunc (one pass, no Python wrapper; numpy < 2, which Lava pins).
+_clip = np.core.umath.clip
 
 
 class _FastLifFixedMixin(PlainSetattr):
@@ -151,11 +151,7 @@ class _FastLifFixedMixin(PlainSetattr):
         bias = self.effective_bias
         if not (isinstance(bias, int) and bias == 0):
             v += bias
-        if _clip is not None:  # np.clip(v, -lim + 1, lim - 1), in place
-            _clip(v, 1 - lim, lim - 1, out=v)
-        else:  # pragma: no cover - numpy < 2 has np.core.umath.clip
-            np.minimum(v, lim - 1, out=v)
-            np.maximum(v, 1 - lim, out=v)
+        _clip(v, 1 - lim, lim - 1, out=v)  # np.clip(v, -lim + 1, lim - 1), in place
 
     def reset_voltage(self, spike_vector: np.ndarray):
         if (

@@ -177,7 +177,7 @@ class Trainer:
             raise TrainError(str(e), *getattr(e, "params", ())) from e
         if ckpt is not None:
             check_resumed_data(ckpt, self.out / CHECKPOINT, self.info)
-        self.model, self.spec = build_model(cfg, self.info, ckpt and ckpt.get("spec"))
+        self.model, self.spec = build_model(cfg, self.info, ckpt.get("spec") if ckpt else None)
         if self.before_training is not None:
             self.before_training(self.loihi_spec())  # e.g. the target check of `train --target`
         self.model.to(self.device)
