@@ -216,6 +216,10 @@ class FastConvModelFixed(PlainSetattr, AbstractPyConvModel):
             if not (plan.ok and _torch_is_safe()):
                 return
             weights = plan.weights(np.float32, "torch")
+            if plan.groups == 1 and plan.stride == (1, 1) and self.num_message_bits.item() == 0:
+                # Binary spikes: measure here, not in a step, whether counting them event by
+                # event beats the dense convolution for this geometry (conv_plan._events_cheaper).
+                conv_plan._event_costs(plan, self.s_in.shape)
             shapes = (self.s_in.shape, weights.shape, plan.stride, plan.padding, plan.dilation)
             if (shapes, plan.groups) in _WARMED:
                 return  # torch keeps what it set up for the life of the process

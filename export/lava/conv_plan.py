@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 import typing as ty
 
 import numpy as np
@@ -42,7 +44,9 @@ _F64_EXACT = 1 << 53
 _prepared_pid: ty.Optional[int] = None
 
 # Which convolution routine _conv_exact uses: "auto" (``_conv_gather`` for small output maps,
-# else torch where it is safe, else numpy), "torch", "numpy" or "gather" (tests check each).
+# else ``_conv_events`` for binary spikes where its measured cost is lower, else torch where it
+# is safe, else numpy), "torch", "numpy", "gather" or "events" (tests check each; "events"
+# falls back to torch / numpy for what it does not handle: graded input, groups).
 _BACKEND = "auto"
 
 # Output maps of at most this many positions go to ``_conv_gather`` under "auto": there the
@@ -175,6 +179,9 @@ class _ConvPlan:
                 # -> (C_out, C_in/g, kW, kH), channels-last memory like the input.
                 w = torch.from_numpy(np.ascontiguousarray(flipped, dtype=dtype)).permute(0, 3, 1, 2)
                 w = w.contiguous(memory_format=torch.channels_last)
+            elif backend == "events":  # (C_in, kW * kH * C_out): what one input channel adds
+                k = flipped.transpose(3, 1, 2, 0)  # (C_in/g, kW, kH, C_out)
+                w = torch.from_numpy(np.ascontiguousarray(k, dtype=dtype).reshape(k.shape[0], -1))
             else:  # (kW, kH, C_in/g, C_out)
                 w = np.ascontiguousarray(flipped.transpose(1, 2, 3, 0), dtype=dtype)
             self._prepared[key] = w
@@ -270,12 +277,26 @@ def _convolve(input_, weight, kernel_size, stride, padding, dilation, groups, pl
         return np.zeros((wo, ho, c_out), weight.dtype), 0, True  # any scaling of 0 is 0
 
     backend = _BACKEND
+    # Event by event: binary spikes, one group, stride 1 (a strided convolution would sum
+    # every tap at every input position, most of them for no output).
+    events_ok = (
+        input_.dtype == np.bool_ and plan.groups == 1 and plan.stride == (1, 1) and _torch_is_safe()
+    )
     if backend == "auto":
         small = plan.groups == 1 and _output_size(plan, input_.shape) <= _GATHER_MAX_OUTPUTS
-        backend = "gather" if small else "torch" if _torch_is_safe() else "numpy"
+        if small:
+            backend = "gather"
+        elif events_ok and _events_cheaper(plan, input_):
+            backend = "events"
+        else:
+            backend = "torch" if _torch_is_safe() else "numpy"
     if backend == "gather" and plan.groups == 1:
         out = _conv_gather(input_, plan, dtype)
+    elif backend == "events" and events_ok:
+        out = _conv_events(input_, plan, dtype)
     else:
+        if backend not in ("torch", "numpy"):
+            backend = "torch" if _torch_is_safe() else "numpy"
         conv = _conv_torch if backend == "torch" else _conv_numpy
         out = conv(
             input_,
@@ -349,6 +370,104 @@ def _conv_gather(input_: np.ndarray, plan: _ConvPlan, dtype) -> np.ndarray:
     else:
         out = a @ w
     return out.reshape(wo, ho, w.shape[-1])
+
+
+def _conv_events(input_: np.ndarray, plan: _ConvPlan, dtype) -> np.ndarray:
+    """The convolution of binary spikes as Loihi computes it, event by event (groups = 1):
+    every spike at input position ``q`` in channel ``c`` adds channel ``c``'s weights of every
+    tap, ``Y[q] = sum of W[c, taps, :]`` over the channels that spiked at ``q`` (one torch
+    ``embedding_bag``: a sum of table rows per position), and each output then sums its taps'
+    entries, ``out[o] = sum over taps t of Y[o * stride + t * dilation - padding, t]`` (one
+    slice addition per tap).  The work follows the spikes, not the map: at a few percent
+    activity on small maps with many channels (the deep stages) it is a fraction of a dense
+    convolution, which ``_events_cheaper`` measures.  Same numbers: every partial sum is a sum
+    of weights of a subset of the inputs, bounded by the plan's ``l1``, exact in ``dtype``."""
+    w_, h_, c_in = input_.shape
+    c_out, k_w, k_h, _ = plan.weight.shape
+    (sx, sy), (px, py), (dx, dy) = plan.stride, plan.padding, plan.dilation
+    wo = (w_ + 2 * px - dx * (k_w - 1) - 1) // sx + 1
+    ho = (h_ + 2 * py - dy * (k_h - 1) - 1) // sy + 1
+    position, channel = np.nonzero(input_.reshape(w_ * h_, c_in))  # by position (C order)
+    offsets = np.zeros(w_ * h_, np.int64)
+    np.cumsum(np.bincount(position, minlength=w_ * h_)[:-1], out=offsets[1:])
+    table = plan.weights(dtype, "events")
+    with torch.no_grad():
+        y = torch_F.embedding_bag(
+            torch.from_numpy(channel), table, torch.from_numpy(offsets), mode="sum"
+        )
+    y = y.numpy().reshape(w_, h_, k_w, k_h, c_out)
+    out = np.zeros((wo, ho, c_out), dtype)
+    for i in range(k_w):
+        x0, x1 = _tap_range(i * dx - px, sx, w_, wo)
+        if x0 >= x1:
+            continue
+        xs = slice(x0 * sx + i * dx - px, (x1 - 1) * sx + i * dx - px + 1, sx)
+        for j in range(k_h):
+            y0, y1 = _tap_range(j * dy - py, sy, h_, ho)
+            if y0 < y1:
+                ys = slice(y0 * sy + j * dy - py, (y1 - 1) * sy + j * dy - py + 1, sy)
+                out[x0:x1, y0:y1] += y[xs, ys, i, j]
+    return out
+
+
+def _tap_range(shift: int, stride: int, size: int, n_out: int) -> tuple[int, int]:
+    """The outputs ``o`` in ``[lo, hi)`` whose tap reads inside the map: ``0 <= o * stride +
+    shift < size`` and ``0 <= o < n_out``."""
+    lo = max(0, -(shift // stride)) if shift < 0 else 0
+    hi = min(n_out, (size - 1 - shift) // stride + 1) if size - 1 - shift >= 0 else 0
+    return lo, hi
+
+
+#: Per convolution geometry: ``(a, b, dense)`` seconds, the measured cost of ``_conv_events``
+#: as ``a + b * spikes`` and of torch's dense ``conv2d`` (``_event_costs``).
+_EVENT_COSTS: dict = {}
+_EVENT_COSTS_LOCK = threading.Lock()
+
+
+def _events_cheaper(plan: _ConvPlan, input_: np.ndarray) -> bool:
+    """Whether ``_conv_events`` is expected to be faster than torch's dense convolution on
+    this input, from the costs measured for its geometry (``_event_costs``).  Either way the
+    result is the same; only the time differs."""
+    a, b, dense = _event_costs(plan, input_.shape)
+    return a + b * np.count_nonzero(input_) < dense
+
+
+def _event_costs(plan: _ConvPlan, in_shape) -> tuple[float, float, float]:
+    """``(a, b, dense)`` for this geometry, measured on first use in this process (best of
+    two runs each: the event form at 2 % and 20 % spikes, fitted as ``a + b * spikes``, and
+    torch's conv2d), and kept; ``FastConvModelFixed._warm`` asks for it before the first
+    spikes arrive."""
+    key = (tuple(in_shape), plan.weight.shape, plan.stride, plan.padding, plan.dilation)
+    costs = _EVENT_COSTS.get(key)
+    if costs is not None:
+        return costs
+    with _EVENT_COSTS_LOCK:
+        costs = _EVENT_COSTS.get(key)
+        if costs is None:
+            costs = _EVENT_COSTS[key] = _measure_event_costs(plan, tuple(in_shape))
+    return costs
+
+
+def _measure_event_costs(plan: _ConvPlan, in_shape) -> tuple[float, float, float]:
+    rng = np.random.default_rng(0)
+    points = []
+    for density in (0.02, 0.2):
+        x = rng.random(in_shape) < density
+        best = min(_timed(_conv_events, x, plan, np.float32) for _ in range(2))
+        points.append((np.count_nonzero(x), best))
+    (n1, t1), (n2, t2) = points
+    b = max(0.0, (t2 - t1) / max(1, n2 - n1))
+    x = rng.random(in_shape) < 0.1
+    w = plan.weights(np.float32, "torch")
+    args = (np.float32, plan.stride, plan.padding, plan.dilation, plan.groups)
+    dense = min(_timed(_conv_torch, x, w, *args) for _ in range(2))
+    return t1 - b * n1, b, dense
+
+
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
 
 
 def _conv_torch(input_, w, dtype, stride, padding, dilation, groups) -> np.ndarray:
