@@ -73,7 +73,7 @@ def _inputs(rng, shape):
     }
 
 
-@pytest.mark.parametrize("backend", ["torch", "numpy", "gather"])
+@pytest.mark.parametrize("backend", ["torch", "numpy", "gather", "events"])
 @pytest.mark.parametrize("weight_exp", [-3, -1, 2])
 def test_conv_exact_scaled_equals_the_integer_shift(backend, weight_exp, monkeypatch):
     """``weight_exp`` folded into the float convolution equals the stock integer sum shifted
@@ -96,7 +96,7 @@ def test_conv_exact_scaled_equals_the_integer_shift(backend, weight_exp, monkeyp
                 assert np.abs(ref).max(initial=0) <= bound, (geom, name)
 
 
-@pytest.mark.parametrize("backend", ["torch", "numpy", "gather"])
+@pytest.mark.parametrize("backend", ["torch", "numpy", "gather", "events"])
 @pytest.mark.parametrize(
     "geom",
     GEOMETRIES,
@@ -118,6 +118,60 @@ def test_conv_exact_equals_stock_conv(geom, backend, monkeypatch):
             assert np.array_equal(utils.signed_clamp(got, 24), utils.signed_clamp(ref, 24))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_events_equals_stock_conv(dtype):
+    """Binary spikes convolved event by event (each spike adds its channel's weights of every
+    tap, then each output sums its taps) give the stock integers in every one-group geometry:
+    strides, dilations, padding, rectangular kernels, maps smaller than the kernel, dense and
+    sparse spikes."""
+    for geom in GEOMETRIES:
+        w_, h_, cin, cout, k, s, p, d, g = geom
+        if g != 1:
+            continue
+        rng = np.random.default_rng(500 + GEOMETRIES.index(geom))
+        weight = (rng.integers(-128, 128, (cout, *k, cin)) * 2).astype(np.int32)
+        plan = conv_plan._ConvPlan(weight, k, s, p, d, g)
+        for density in (0.02, 0.3, 1.0):
+            x = rng.random((w_, h_, cin)) < density
+            ref = utils.conv(x, weight, k, s, p, d, g)
+            got = conv_plan._conv_events(x, plan, dtype)
+            assert got.dtype == dtype and got.shape == ref.shape, geom
+            assert np.array_equal(got, ref), (geom, density)
+
+
+@pytest.mark.parametrize("cheaper", [True, False])
+def test_auto_choice_follows_the_measured_costs(cheaper, monkeypatch):
+    """ "auto" convolves binary stride-1 input event by event exactly when the costs measured
+    for its geometry say that is faster, and the result is the stock one either way; graded
+    input and strided geometries never take that path."""
+    calls = []
+    real = conv_plan._conv_events
+    monkeypatch.setattr(conv_plan, "_BACKEND", "auto")
+    monkeypatch.setattr(conv_plan, "_event_costs", lambda plan, shape: (0.0, 0.0, 1.0 * cheaper))
+    monkeypatch.setattr(conv_plan, "_conv_events", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(11)
+    weight = (rng.integers(-128, 128, (8, 3, 3, 6)) * 2).astype(np.int32)
+    for stride, x in (
+        (1, rng.random((9, 7, 6)) < 0.1),
+        (1, rng.integers(-3, 4, (9, 7, 6)).astype(np.int32)),
+        (2, rng.random((9, 7, 6)) < 0.1),
+    ):
+        ref = utils.conv(x, weight, (3, 3), (stride, stride), (1, 1), (1, 1), 1)
+        got, _ = conv_plan._conv_exact(x, weight, 3, stride, 1, 1, 1)
+        assert np.array_equal(got, ref)
+    assert len(calls) == (1 if cheaper else 0)
+
+
+def test_event_costs_are_measured_once_per_geometry():
+    """The costs behind the choice: positive times, measured on first use and kept."""
+    rng = np.random.default_rng(12)
+    weight = (rng.integers(-128, 128, (4, 3, 3, 5)) * 2).astype(np.int32)
+    plan = conv_plan._ConvPlan(weight, 3, 1, 1, 1, 1)
+    a, b, dense = conv_plan._event_costs(plan, (6, 5, 5))
+    assert b >= 0 and dense > 0 and a + b * 30 > 0
+    assert conv_plan._event_costs(plan, (6, 5, 5)) is conv_plan._event_costs(plan, (6, 5, 5))
+
+
 @pytest.mark.parametrize("density", [0.0, 0.02, 0.1, 0.5])
 @pytest.mark.parametrize("size", [(1, 1), (2, 2), (2, 1)])
 def test_conv_gather_on_small_maps_of_sparse_spikes(size, density):
@@ -136,7 +190,7 @@ def test_conv_gather_on_small_maps_of_sparse_spikes(size, density):
         assert np.abs(ref).max(initial=0) <= bound
 
 
-@pytest.mark.parametrize("backend", ["torch", "numpy", "gather"])
+@pytest.mark.parametrize("backend", ["torch", "numpy", "gather", "events"])
 def test_conv_plan_reused_across_inputs(backend, monkeypatch):
     """One ``_ConvPlan`` (what the model keeps between steps) serves every later input exactly,
     whichever precision (float32, float64, stock) each input needs."""

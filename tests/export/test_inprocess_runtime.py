@@ -131,6 +131,40 @@ def test_simulate_equals_lavas_own_runtime():
         np.testing.assert_array_equal(partial.neuron_counts[g], ours.neuron_counts[g], err_msg=g)
 
 
+def test_dense_prepares_its_weights_beside_the_steps_as_the_stock_model_does():
+    """The fast Dense prepares its weights (8-bit clip, ``num_weight_bits`` truncation) on a
+    compute thread from the first step; silent steps before the first spike, the sums after
+    it, the neuron states and the weights the host reads back all equal Lava's stock
+    bit-accurate Dense in Lava's own runtime, including weights outside the 8-bit range."""
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.dense.process import Dense
+
+    def run(in_process: bool):
+        rng = np.random.default_rng(5)
+        steps = 10
+        data = (rng.random((40, steps)) < 0.4).astype(np.int32)
+        data[:, :4] = 0  # the first spikes arrive at step 5
+        source = SourceBuffer(data=data)
+        dense = Dense(weights=rng.integers(-400, 400, (7, 40)), num_weight_bits=6, weight_exp=1)
+        lif = LIF(shape=(7,), du=4095, dv=2048, vth=50)
+        source.s_out.connect(dense.s_in)
+        dense.a_out.connect(lif.a_in)
+        cfg = fast_run_config() if in_process else Loihi2SimCfg(select_tag="fixed_pt")
+        try:
+            run_checked(source, 3, cfg, timeout_s=120, in_process=in_process)
+            early = np.asarray(dense.weights.get()).copy()  # before any spike
+            run_checked(source, steps - 3, timeout_s=120, in_process=in_process)
+            return [early, np.asarray(dense.weights.get()), *_states(lif)]
+        finally:
+            source.stop()
+
+    ours, lavas = run(True), run(False)
+    assert np.abs(lavas[0]).max() <= 256  # the stock model clipped them at the first step
+    for a, b in zip(ours, lavas):
+        np.testing.assert_array_equal(a, b)
+    assert np.any(lavas[2])
+
+
 @pytest.mark.parametrize("failure,expected", [("run_spk", LavaRunError), ("init", ValueError)])
 def test_a_failing_model_ends_every_actor(failure, expected):
     models = {"run_spk": _RaisesInRunSpk, "init": _RaisesInInit}
