@@ -93,8 +93,9 @@ class FastConvModelFixed(PlainSetattr, AbstractPyConvModel):
     The convolution itself is ``_conv_exact`` (torch conv2d or numpy gemms, in float32 or
     float64 when that is provably exact, else the stock scipy routine); see its docstring
     for the argument.  When the bound shows ``|a_out| < 2**23`` the 24-bit wrap is skipped
-    (it is the identity there).  The dense method is used for binary spikes too (a scatter of
-    the active spikes, ``np.add.at``, was slower at the event rates of I2E input).
+    (it is the identity there).  Binary spikes on a stride-1 convolution are convolved event
+    by event (``conv_plan._conv_events``: each spike adds its channel's weights of every tap)
+    where the costs measured for the geometry show that faster than the dense routine.
 
     In the in-process runtime (``export.lava.inprocess_runtime``) the convolution of step t runs on
     a compute thread while the other models of step t run (its result is only sent at step
