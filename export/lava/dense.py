@@ -56,6 +56,15 @@ def binary_sum(weights: np.ndarray, transposed, active: np.ndarray) -> np.ndarra
     return transposed[idx].sum(axis=0).astype(np.int64)
 
 
+def shifted_binary_sum(weights: np.ndarray, transposed, active: np.ndarray, weight_exp: int):
+    """The stock model's ``a_buff`` of one step: :func:`binary_sum` shifted by ``weight_exp``
+    as the stock code shifts it."""
+    a_accum = binary_sum(weights, transposed, active)
+    if weight_exp > 0:
+        return np.left_shift(a_accum, weight_exp)
+    return np.right_shift(a_accum, -weight_exp)
+
+
 def prepared_weights(weights: np.ndarray, num_weight_bits: int, sign_mode) -> tuple:
     """The stock model's first-step preparation of ``weights`` (8-bit clip in the sign mode,
     ``num_weight_bits`` truncation), verbatim, and its :func:`transposed_exact` copy."""
@@ -77,12 +86,14 @@ class FastDenseModelBitAcc(PlainSetattr, PyDenseModelBitAcc):
     In the in-process runtime the first step's preparation (for the head of an MS-ResNet at
     224x224, 25 million weights: about 0.3 s) runs on a compute thread while the steps go on:
     it is needed only when the first spike arrives (a step without spikes sums no weight, so
-    its result is zeros whatever the weights), and the host's reads and writes of a Var wait
-    for it (``_get_var``, ``_set_var``)."""
+    its result is zeros whatever the weights). Each step's sum runs there too, as the Conv's
+    convolution does: it is sent only at the next step. The host's reads and writes of a Var
+    wait for both (``_get_var``, ``_set_var``)."""
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
         self._preparing = None  # the first step's weight preparation, in flight
+        self._summing = None  # the next a_buff, in flight
 
     def run_spk(self):
         if self.num_message_bits.item() > 0:
@@ -100,21 +111,28 @@ class FastDenseModelBitAcc(PlainSetattr, PyDenseModelBitAcc):
                 self._adopt(prepared_weights(*args))
             else:
                 self._preparing = pool.submit(prepared_weights, *args)
-        self.a_out.send(self.a_buff)
+        self.a_out.send(self._settled_a_buff())
         active = recv_dense(self.s_in) != 0  # the stock .astype(bool)
         if not active.any():  # no spike sums no weight: zeros, as the stock sum gives
-            a_accum = np.zeros(self.weights.shape[0], np.int64)
-        else:
-            self._settle()
-            prepared = self._transposed
-            if prepared is None or prepared[0] is not self.weights:
-                prepared = self._transposed = (self.weights, transposed_exact(self.weights))
-            a_accum = binary_sum(self.weights, prepared[1], active)
-        self.a_buff = (
-            np.left_shift(a_accum, self.weight_exp)
-            if self.weight_exp > 0
-            else np.right_shift(a_accum, -self.weight_exp)
-        )
+            self.a_buff = np.zeros(self.weights.shape[0], np.int64)
+            return
+        self._settle()
+        prepared = self._transposed
+        if prepared is None or prepared[0] is not self.weights:
+            prepared = self._transposed = (self.weights, transposed_exact(self.weights))
+        args = (self.weights, prepared[1], active, self.weight_exp)
+        pool = compute_pool()
+        if pool is None:
+            self.a_buff = shifted_binary_sum(*args)
+        else:  # sent at the next step (the one-step buffer): summed meanwhile
+            self._summing = pool.submit(shifted_binary_sum, *args)
+
+    def _settled_a_buff(self) -> np.ndarray:
+        """``a_buff``, once the sum of the previous step has finished."""
+        if self._summing is not None:
+            future, self._summing = self._summing, None
+            self.a_buff = result(future)
+        return self.a_buff
 
     _transposed = None
 
@@ -130,11 +148,13 @@ class FastDenseModelBitAcc(PlainSetattr, PyDenseModelBitAcc):
             self._adopt(result(future))
 
     def _get_var(self) -> None:
-        self._settle()  # the host reads the weights as the stock model holds them
+        self._settle()  # the host reads the Vars as the stock model holds them
+        self._settled_a_buff()
         super()._get_var()
 
     def _set_var(self) -> None:
         self._settle()
+        self._settled_a_buff()
         super()._set_var()
 
     def on_var_update(self) -> None:

@@ -133,9 +133,10 @@ def test_simulate_equals_lavas_own_runtime():
 
 def test_dense_prepares_its_weights_beside_the_steps_as_the_stock_model_does():
     """The fast Dense prepares its weights (8-bit clip, ``num_weight_bits`` truncation) on a
-    compute thread from the first step; silent steps before the first spike, the sums after
-    it, the neuron states and the weights the host reads back all equal Lava's stock
-    bit-accurate Dense in Lava's own runtime, including weights outside the 8-bit range."""
+    compute thread from the first step, and each step's sum there too; silent steps before the
+    first spike, the sums after it, the neuron states and the weights and buffer the host reads
+    back all equal Lava's stock bit-accurate Dense in Lava's own runtime, including weights
+    outside the 8-bit range."""
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.dense.process import Dense
 
@@ -154,7 +155,8 @@ def test_dense_prepares_its_weights_beside_the_steps_as_the_stock_model_does():
             run_checked(source, 3, cfg, timeout_s=120, in_process=in_process)
             early = np.asarray(dense.weights.get()).copy()  # before any spike
             run_checked(source, steps - 3, timeout_s=120, in_process=in_process)
-            return [early, np.asarray(dense.weights.get()), *_states(lif)]
+            late = [np.asarray(dense.weights.get()), np.asarray(dense.a_buff.get())]
+            return [early, *late, *_states(lif)]
         finally:
             source.stop()
 
@@ -162,7 +164,7 @@ def test_dense_prepares_its_weights_beside_the_steps_as_the_stock_model_does():
     assert np.abs(lavas[0]).max() <= 256  # the stock model clipped them at the first step
     for a, b in zip(ours, lavas):
         np.testing.assert_array_equal(a, b)
-    assert np.any(lavas[2])
+    assert np.any(lavas[2]) and np.any(lavas[3])  # a sum in flight at the end, read back
 
 
 @pytest.mark.parametrize("failure,expected", [("run_spk", LavaRunError), ("init", ValueError)])
