@@ -100,6 +100,7 @@ class FastDenseModelBitAcc(PlainSetattr, PyDenseModelBitAcc):
         super().__init__(proc_params)
         self._preparing = None  # the first step's weight preparation, in flight
         self._summing = None  # the next a_buff, in flight
+        self._transposed = None  # (the weights it was made from, transposed_exact of them)
 
     def run_spk(self):
         if self.num_message_bits.item() > 0:
@@ -139,8 +140,6 @@ class FastDenseModelBitAcc(PlainSetattr, PyDenseModelBitAcc):
             future, self._summing = self._summing, None
             self.a_buff = result(future)
         return self.a_buff
-
-    _transposed = None
 
     def _adopt(self, prepared: tuple) -> None:
         self.weights, transposed = prepared
