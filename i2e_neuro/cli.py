@@ -14,6 +14,8 @@ import signal
 import sys
 import threading
 
+from i2e_neuro.allocator import keep_freed_memory
+
 #: command name -> (module under i2e_neuro.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "convert images, folders or datasets to I2E event files"),
@@ -86,6 +88,7 @@ def _run(command, args) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         sys.unraisablehook = _lost_exception_hook(sys.unraisablehook)
+    keep_freed_memory()
     try:
         return int(command.run(args) or 0)
     except Terminated:

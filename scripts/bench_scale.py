@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import export.lava.runner  # noqa: F401  (Lava first: it fixes multiprocessing's start method)
+from i2e_neuro.allocator import keep_freed_memory  # noqa: E402
 
 DEFAULT_CONFIGS = [f"{a}@{s}" for a in ("msresnet18", "msresnet34") for s in (32, 128, 224)]
 QUICK_CONFIGS = ["msresnet_tiny@32"]
@@ -355,6 +356,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--out", help="also write the JSON report to this file")
     p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's malloc settings as they are (the i2e-neuro commands keep freed "
+        "memory mapped, i2e_neuro/allocator.py, and by default so does this benchmark)",
+    )
+    p.add_argument(
         "--target",
         help="a named Loihi 2 system (oheo-gulch, kapoho-point, hala-point): run, for each paper "
         "configuration, the closest network that fits it",
@@ -362,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.samples < 1 or args.repeats < 1:
         raise SystemExit("--samples and --repeats must be >= 1")
+    malloc = "default" if args.default_malloc else ("kept" if keep_freed_memory() else "default")
     if args.target is not None:
         from i2e_neuro.energy.hw import HardwareConfigError, load_target
         from i2e_neuro.models.spec import LOIHI2_VARIANTS
@@ -409,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         **run_context(load, os.getloadavg()),
         "torch_threads": torch.get_num_threads(),
+        "malloc": malloc,
         "images": [str(p) for p in paths],
         "configs": rows,
     }

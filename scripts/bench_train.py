@@ -37,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from i2e_neuro.allocator import keep_freed_memory  # noqa: E402
 from i2e_neuro.machine import cpu_name, run_context  # noqa: E402
 from i2e_neuro.models.qat import NeuronConfig, SpikingGraph  # noqa: E402
 from i2e_neuro.models.reference import build_reference  # noqa: E402
@@ -124,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's malloc settings as they are (the i2e-neuro commands keep freed "
+        "memory mapped, i2e_neuro/allocator.py, and by default so does this benchmark)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="msresnet_tiny 32x32, batch 8, 2 repeats (a smoke run)"
     )
     args = parser.parse_args(argv)
@@ -137,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         if v < 1:
             parser.error(f"{name} {v}: must be at least 1")
     torch.set_num_threads(args.threads)
+    malloc = "default" if args.default_malloc else ("kept" if keep_freed_memory() else "default")
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     configs = [(args.arch, args.size, args.batch, args.repeats)] if args.arch else DEFAULTS
@@ -193,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             f"[{r['qat_over_sj_rounds']['min']:.2f}, {r['qat_over_sj_rounds']['max']:.2f}]"
             for r in records
         )
-        + f"; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
+        + f"; malloc {malloc}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
     print(
         json.dumps(
@@ -201,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 "note": "samples/s as [median, slowest, fastest] over the repeats",
                 **run_context(load_before, load_after),
                 "torch_threads": torch.get_num_threads(),
+                "malloc": malloc,
                 "rows": records,
             }
         )
