@@ -3,10 +3,11 @@
 A training step or a simulated time step allocates and frees many arrays of a few hundred
 kilobytes to tens of megabytes (torch and numpy temporaries). glibc's malloc serves the larger
 ones with fresh ``mmap`` pages and returns freed heap memory to the kernel, so each step faults
-in and zeroes pages again: measured on msresnet_tiny's QAT step (batch 64), 985 and 817 against
-667 to 770 samples/s (BENCHMARKS.md, training throughput). :func:`keep_freed_memory` sets the
-``mallopt`` limits that keep such memory mapped; every ``i2e-neuro`` command calls it, and the
-benchmarks that stand for a command do too. A library import changes nothing.
+in and zeroes pages again. :func:`keep_freed_memory` sets the ``mallopt`` limits that keep such
+memory mapped; every ``i2e-neuro`` command calls it (``cli._run``), and a library import
+changes nothing. The benchmarks compare both sides with glibc's own settings unless asked
+(``--kept-malloc``): the setting speeds up lava-dl and SpikingJelly too, by other amounts
+(BENCHMARKS.md).
 """
 
 from __future__ import annotations
