@@ -103,8 +103,8 @@ def _key(name: str) -> str:
 def delay_one_step(x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
     """Loihi's synaptic hop: the output of step t reaches the target at step t + 1; with
     ``steps``, the result has that many steps (zeros after ``x``'s last one). One ``cat`` of
-    the zeros and ``x``'s steps (``F.pad`` fills the whole output first, then copies: about
-    ten times slower on a training batch's synaptic input)."""
+    the zeros and ``x``'s steps, where ``F.pad`` fills the whole output first and then copies
+    into it (``[64, 32, 8, 8, 14]``: 0.44 against 6.4 ms here, outside a training step)."""
     steps = x.shape[-1] if steps is None else steps
     keep = max(0, min(x.shape[-1], steps - 1))
     parts = [x.new_zeros(*x.shape[:-1], 1), x[..., :keep]]
