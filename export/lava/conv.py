@@ -62,6 +62,13 @@ from export.lava.synapse import loihi_synapse_weights, shift_by_exponent, synaps
 #: (each up to ``sys.getswitchinterval()``) and the cost of waking that thread.
 INLINE_MAX_OUTPUTS = 4
 
+#: Larger convolutions are done in the model's own step too when one takes at most this many
+#: seconds on 10 % spikes (``conv_plan.step_cost``, measured once per geometry before the first
+#: spikes).  Handing work to a compute thread is not free for the hub: besides the hand-off,
+#: the hub's own numpy calls then compete with that thread for the GIL and, with one compute
+#: thread per core, for a core.  None: hand every larger convolution over.
+INLINE_MAX_SECONDS: ty.Optional[float] = 500e-6
+
 #: Convolution geometries torch has already run once in this process (``FastConvModelFixed._warm``).
 _WARMED: set = set()
 # utils.signed_clamp(x, bits=24) is the identity for -2**23 <= x < 2**23.
@@ -122,6 +129,7 @@ class FastConvModelFixed(PlainSetattr, AbstractPyConvModel):
         self._warming: ty.Optional[concurrent.futures.Future] = None
         self._pending: ty.Optional[concurrent.futures.Future] = None  # next a_buf, computing
         self._zeros: ty.Optional[np.ndarray] = None  # see _silence
+        self._step_seconds: ty.Optional[float] = None  # conv_plan.step_cost, from _warm
 
     def run_spk(self) -> None:
         self.a_out.send(self._settled_a_buf())
@@ -136,10 +144,19 @@ class FastConvModelFixed(PlainSetattr, AbstractPyConvModel):
             self._warming = pool.submit(self._warm)
         if is_silent(s_in):
             self.a_buf = self._silence()  # no spike, no synaptic input
-        elif pool is None or self.a_out.shape[0] * self.a_out.shape[1] <= INLINE_MAX_OUTPUTS:
+        elif pool is None or self._inline():
             self.a_buf = self._synaptic_input(s_in)
         else:
             self._pending = pool.submit(self._synaptic_input, s_in)
+
+    def _inline(self) -> bool:
+        """Whether this step's convolution runs here rather than on a compute thread: small
+        output maps always, others once their measured cost is known to be small
+        (``INLINE_MAX_SECONDS``)."""
+        if self.a_out.shape[0] * self.a_out.shape[1] <= INLINE_MAX_OUTPUTS:
+            return True
+        cost, limit = self._step_seconds, INLINE_MAX_SECONDS
+        return cost is not None and limit is not None and cost <= limit
 
     def _silence(self) -> np.ndarray:
         """The synaptic input of a step without spikes: one read-only array of zeros, sent
@@ -214,13 +231,17 @@ class FastConvModelFixed(PlainSetattr, AbstractPyConvModel):
                 plan.weights(np.float32, "numpy")
                 _gather_index(plan, *self.s_in.shape[:2])
                 return
-            if not (plan.ok and _torch_is_safe()):
+            if not plan.ok:
+                return
+            if plan.groups == 1 and plan.stride == (1, 1) and self.num_message_bits.item() == 0:
+                if _torch_is_safe():
+                    # Binary spikes: measure here, not in a step, whether counting them event
+                    # by event beats the dense convolution here (conv_plan._events_cheaper).
+                    conv_plan._event_costs(plan, self.s_in.shape)
+            self._step_seconds = conv_plan.step_cost(plan, self.s_in.shape)
+            if not _torch_is_safe():
                 return
             weights = plan.weights(np.float32, "torch")
-            if plan.groups == 1 and plan.stride == (1, 1) and self.num_message_bits.item() == 0:
-                # Binary spikes: measure here, not in a step, whether counting them event by
-                # event beats the dense convolution for this geometry (conv_plan._events_cheaper).
-                conv_plan._event_costs(plan, self.s_in.shape)
             shapes = (self.s_in.shape, weights.shape, plan.stride, plan.padding, plan.dilation)
             if (shapes, plan.groups) in _WARMED:
                 return  # torch keeps what it set up for the life of the process

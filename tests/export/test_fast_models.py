@@ -172,6 +172,20 @@ def test_event_costs_are_measured_once_per_geometry():
     assert conv_plan._event_costs(plan, (6, 5, 5)) is conv_plan._event_costs(plan, (6, 5, 5))
 
 
+def test_step_costs_are_measured_once_per_geometry():
+    """The cost behind where a convolution runs: a positive time, measured on first use, kept
+    per geometry (another geometry is measured on its own)."""
+    rng = np.random.default_rng(13)
+    weight = (rng.integers(-128, 128, (4, 3, 3, 5)) * 2).astype(np.int32)
+    plan = conv_plan._ConvPlan(weight, 3, 1, 1, 1, 1)
+    cost = conv_plan.step_cost(plan, (6, 5, 5))
+    assert cost > 0 and conv_plan.step_cost(plan, (6, 5, 5)) is cost
+    strided = conv_plan._ConvPlan(weight, 3, 2, 1, 1, 1)
+    before = len(conv_plan._STEP_COSTS)
+    assert conv_plan.step_cost(strided, (6, 5, 5)) > 0
+    assert len(conv_plan._STEP_COSTS) == before + 1
+
+
 @pytest.mark.parametrize("density", [0.0, 0.02, 0.1, 0.5])
 @pytest.mark.parametrize("size", [(1, 1), (2, 2), (2, 1)])
 def test_conv_gather_on_small_maps_of_sparse_spikes(size, density):

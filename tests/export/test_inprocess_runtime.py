@@ -15,6 +15,7 @@ from lava.proc.io.source import RingBuffer as SourceBuffer
 from lava.proc.lif.process import LIF, LIFReset
 
 from export.description import from_deploy
+from export.lava import conv as conv_model
 from export.lava.conv import FastConvModelFixed
 from export.lava.inprocess_runtime import is_in_process
 from export.lava.run_config import fast_run_config
@@ -81,11 +82,19 @@ def _wait_threads_gone(before: set, timeout_s: float = 10.0) -> set:
     return _threads() - before
 
 
-def test_state_equals_lavas_own_runtime_across_resumed_runs_and_var_sets():
+#: ``conv.INLINE_MAX_SECONDS`` settings that put every convolution of a small network on a
+#: compute thread (None) or in its model's own step (1 s).
+WHERE_CONVOLUTIONS_RUN = {"compute threads": None, "own step": 1.0}
+
+
+def test_state_equals_lavas_own_runtime_across_resumed_runs_and_var_sets(monkeypatch):
     """4 + 8 steps with a Var set in between: u and v of both groups equal Lava's
-    multiprocessing runtime doing the same, bit for bit."""
+    multiprocessing runtime doing the same, bit for bit, wherever the convolutions run."""
     results = {}
-    for in_process in (True, False):
+    for where in (*WHERE_CONVOLUTIONS_RUN, "lava"):
+        in_process = where != "lava"
+        if in_process:
+            monkeypatch.setattr(conv_model, "INLINE_MAX_SECONDS", WHERE_CONVOLUTIONS_RUN[where])
         source, lif1, lif2 = _net()
         try:
             run_checked(source, 4, fast_run_config(), timeout_s=120, in_process=in_process)
@@ -93,35 +102,68 @@ def test_state_equals_lavas_own_runtime_across_resumed_runs_and_var_sets():
             mid = _states(lif1, lif2)
             lif2.vth.set(np.array([1]))
             run_checked(source, 8, timeout_s=120, in_process=in_process)
-            results[in_process] = (mid, _states(lif1, lif2))
+            results[where] = [*mid, *_states(lif1, lif2)]
         finally:
             source.stop()
-    for ours, lavas in zip(
-        [*results[True][0], *results[True][1]], [*results[False][0], *results[False][1]]
-    ):
-        np.testing.assert_array_equal(ours, lavas)
-    assert any(np.any(a) for a in results[True][1])  # the network did something
+    for where in WHERE_CONVOLUTIONS_RUN:
+        for ours, lavas in zip(results[where], results["lava"]):
+            np.testing.assert_array_equal(ours, lavas, err_msg=where)
+    assert any(np.any(a) for a in results["lava"][4:])  # the network did something
 
 
-def test_simulate_equals_lavas_own_runtime():
+@pytest.mark.parametrize("limit, in_step", [(None, False), (1.0, True), (0.0, False)])
+def test_convolutions_run_where_their_measured_cost_says(monkeypatch, limit, in_step):
+    """A convolution of more than ``INLINE_MAX_OUTPUTS`` positions runs on a compute thread,
+    unless its measured cost (``conv_plan.step_cost``) is at most ``INLINE_MAX_SECONDS``: then
+    in its model's own step, on the hub thread (from the step its cost is known: spikes that
+    come before are handed over)."""
+    monkeypatch.setattr(conv_model, "INLINE_MAX_SECONDS", limit)
+    threads: dict = {}  # model -> the thread of each of its convolutions, in order
+    convolve = FastConvModelFixed._synaptic_input
+
+    def recorded(self, s_in):
+        if self.a_out.shape[0] * self.a_out.shape[1] > conv_model.INLINE_MAX_OUTPUTS:
+            hub = threading.current_thread().name == "lava-in-process"
+            threads.setdefault(id(self), []).append("hub" if hub else "compute")
+        return convolve(self, s_in)
+
+    monkeypatch.setattr(FastConvModelFixed, "_synaptic_input", recorded)
+    source, lif1, lif2 = _net(steps=24)
+    try:
+        run_checked(source, 24, fast_run_config(), timeout_s=120, in_process=True)
+    finally:
+        source.stop()
+    assert len(threads) == 3 and all(len(t) > 10 for t in threads.values())
+    for seq in threads.values():
+        if in_step:
+            first = seq.index("hub")
+            assert first <= 3 and set(seq[first:]) == {"hub"}, seq
+        else:
+            assert set(seq) == {"compute"}, seq
+
+
+def test_simulate_equals_lavas_own_runtime(monkeypatch):
     """An MS-ResNet (random weights, BatchNorm folded) through ``simulate``: every spike of
-    every group, the readout and the counts are the same with the in-process runtime and with
-    Lava's, and no process is forked."""
+    every group, the readout and the counts are the same with the in-process runtime (the
+    convolutions on compute threads, and in their models' steps) and with Lava's, and no
+    process is forked."""
     torch.manual_seed(0)
     net = randomize_batchnorm(SpikingGraph(build_spec("msresnet_tiny", (2, 32, 32), 10)))
     net.eval().fold()
     desc = from_deploy(net.deploy(i2e={"ratio": 0.12, "order": "efghabcd"}))
     images = np.random.default_rng(0).integers(0, 256, (3, 3, 32, 32), np.uint8)
-    before = _child_processes()
-    ours = simulate(desc, images, record=3)
-    assert _child_processes() - before == set()
     lavas = simulate(desc, images, record=3, in_process=False)
-    np.testing.assert_array_equal(ours.readout_counts, lavas.readout_counts)
-    np.testing.assert_array_equal(ours.readout_first, lavas.readout_first)
-    assert ours.trains.keys() == lavas.trains.keys()
-    for g in ours.trains:
-        np.testing.assert_array_equal(ours.trains[g], lavas.trains[g], err_msg=g)
-        np.testing.assert_array_equal(ours.counts[g], lavas.counts[g], err_msg=g)
+    for where, limit in WHERE_CONVOLUTIONS_RUN.items():
+        monkeypatch.setattr(conv_model, "INLINE_MAX_SECONDS", limit)
+        before = _child_processes()
+        ours = simulate(desc, images, record=3)
+        assert _child_processes() - before == set()
+        np.testing.assert_array_equal(ours.readout_counts, lavas.readout_counts, err_msg=where)
+        np.testing.assert_array_equal(ours.readout_first, lavas.readout_first, err_msg=where)
+        assert ours.trains.keys() == lavas.trains.keys()
+        for g in ours.trains:
+            np.testing.assert_array_equal(ours.trains[g], lavas.trains[g], err_msg=f"{where} {g}")
+            np.testing.assert_array_equal(ours.counts[g], lavas.counts[g], err_msg=f"{where} {g}")
     assert sum(int(c.sum()) for c in ours.counts.values()) > 0
     # Counts of recorded samples are folded from their trains once per window, the others
     # add up every step: both give the same numbers.
