@@ -664,6 +664,15 @@ def test_pinned_models_are_the_ones_lava_selects():
         (np.zeros(7, np.uint8), True),
         (np.array([False, True]), False),
         (np.zeros(0, np.int32), True),
+        (np.zeros((40000,), bool), True),
+        (np.eye(200, dtype=bool), False),
+        (np.zeros((5, 4), np.int64), True),
+        (np.array([0, 0, 1 << 40], np.int64), False),
+        (np.array([0.0, -0.0]), True),
+        (np.array([0.0, 1e-300]), False),
+        (np.array([0.0, np.nan]), False),
+        (np.zeros((6, 4, 2), np.int16)[:, ::2], True),
+        (np.arange(48, dtype=np.int16).reshape(6, 4, 2)[1:, ::2], False),
     ],
 )
 def test_is_silent(x, silent):
