@@ -53,11 +53,14 @@ import numpy as np
 from lava.magma.compiler.builders.py_builder import PyProcessBuilder
 from lava.magma.compiler.channels.interfaces import Channel, ChannelType
 from lava.magma.compiler.channels.pypychannel import CspRecvPort, CspSendPort
+from lava.magma.core.model.py.model import AbstractPyProcessModel, PyLoihiProcessModel
 from lava.magma.core.process.message_interface_enum import ActorType
 from lava.magma.runtime.message_infrastructure.message_infrastructure_interface import (
     MessageInfrastructureInterface,
 )
+from lava.magma.runtime.mgmt_token_enums import MGMT_COMMAND, MGMT_RESPONSE
 from lava.magma.runtime.runtime import Runtime, target_fn
+from lava.magma.runtime.runtime_services.runtime_service import LoihiPyRuntimeService
 from scipy.sparse import csr_matrix
 
 __all__ = [
@@ -207,6 +210,8 @@ class _Hub:
             max_workers=max(1, compute_threads), thread_name_prefix="lava-in-process-compute"
         )
         self._ready: collections.deque = collections.deque()  # greenlets and callables
+        # Per model (by its command channel): the channels it receives from and sends on.
+        self._channels: dict = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stopped = False
@@ -229,6 +234,37 @@ class _Hub:
     def suspend(self) -> None:
         """From a greenlet of the hub: give way until ``schedule`` resumes this greenlet."""
         self._greenlet.switch()
+
+    def register_model(self, model) -> None:
+        """Note the channels a built model receives from and sends on (``flow_order``)."""
+        ins, outs = [], []
+        for port in model.py_ports:
+            for channel in getattr(port, "csp_ports", ()):
+                if type(channel) is LocalRecvPort:
+                    ins.append(channel._queue)
+                elif type(channel) is LocalSendPort:
+                    outs.append(channel._queue)
+        command = getattr(model.service_to_process, "_queue", None)
+        if command is not None:
+            self._channels[command] = (ins, outs)
+
+    def flow_order(self, commands: list) -> list:
+        """The models, by command channel, in an order data flows: each after every model it
+        receives from, as far as the graph allows (a cycle is entered at its first model in
+        the order given); unregistered models keep their place among the rest."""
+        none = ((), ())
+        sender = {q: c for c in commands for q in self._channels.get(c, none)[1]}
+        before = {
+            c: {sender[q] for q in self._channels.get(c, none)[0] if q in sender} - {c}
+            for c in commands
+        }
+        order, placed, left = [], set(), list(commands)
+        while left:
+            nxt = next((c for c in left if before[c] <= placed), left[0])
+            order.append(nxt)
+            placed.add(nxt)
+            left.remove(nxt)
+        return order
 
     def stop(self) -> None:
         with self._lock:
@@ -507,6 +543,118 @@ class _Selector:
             _wait(queues, [q.readers for q in queues])
 
 
+def _has_stock_loop(model) -> bool:
+    """Whether ``model`` runs Lava's own command loop (``AbstractPyProcessModel.run``) with the
+    Loihi protocol's port polling, which ``_run_loihi_model`` does with less work."""
+    cls = type(model)
+    return (
+        isinstance(model, PyLoihiProcessModel)
+        and cls.run is AbstractPyProcessModel.run
+        and cls.add_ports_for_polling is PyLoihiProcessModel.add_ports_for_polling
+    )
+
+
+def _run_loihi_model(model) -> None:
+    """Lava's ``AbstractPyProcessModel.run`` for a Loihi-protocol model, step for step, with
+    one shortcut: after a spiking phase Lava polls the command channel alone (Var ports are
+    polled only in the management and host phases: ``PyLoihiProcessModel.add_ports_for_polling``)
+    and so only waits for the next command, which receiving it does too; the list of channel
+    actions, its closure and the three phase comparisons are then left out."""
+    commands = model.service_to_process
+    handlers = model._cmd_handlers
+    stop = MGMT_COMMAND.STOP[0]
+    spiking = PyLoihiProcessModel.Phase.SPK  # the array ``_spike`` sets as the phase
+    while True:
+        if model._action == "cmd":
+            cmd = commands.recv()[0]
+            try:
+                handler = handlers.get(cmd)
+                if handler is None:
+                    raise ValueError(
+                        f"Illegal RuntimeService command! ProcessModels of type "
+                        f"{model.__class__.__qualname__} {model.model_id} cannot handle "
+                        f"command: {cmd} "
+                    )
+                handler()
+                if cmd == stop or model._stopped:
+                    return
+            except Exception as inst:
+                # Inform runtime service about termination (as Lava does)
+                model.process_to_service.send(MGMT_RESPONSE.ERROR)
+                model.join()
+                raise inst
+        else:
+            model._handle_var_port(model._action)
+        if model.phase is spiking or not model.var_ports:
+            model._action = "cmd"  # Lava's select would return "cmd" once a command is in
+            continue
+        model._channel_actions = [(commands, lambda: "cmd")]
+        model.add_ports_for_polling()
+        model._action = model._selector.select(*model._channel_actions)
+
+
+class _LoihiRuntimeService(LoihiPyRuntimeService):
+    """Lava's ``LoihiPyRuntimeService`` with shortcuts that change nothing it sends or decides:
+
+    * a phase command is sent to every model as one read-only array (each receives the same
+      values, which nobody can change; the in-process channels pass it uncopied);
+    * a model's response is compared with the six requests only when it is not
+      ``STATUS_DONE`` (the value every model sends at almost every step, equal to none);
+    * the models are addressed in the order data flows between them (``_Hub.flow_order``;
+      its three parallel lists permuted alike).  The hub runs models in the order their
+      command came, and a model run before the models it receives from only waits for them.
+      The models of a Loihi-protocol step may run in any order (Lava's own runtime runs them
+      all at once).
+    """
+
+    _ordered = False
+
+    def _send_pm_cmd(self, phase) -> None:
+        if not self._ordered:
+            self._order_by_flow()
+        phase = np.array(phase)
+        phase.flags.writeable = False
+        for send_port in self.service_to_process:
+            send_port.send(phase)
+
+    def _get_pm_resp(self) -> list:
+        ports = self.process_to_service
+        messages = [ports[i].recv() for i in range(len(self.model_ids))]
+        done = LoihiPyRuntimeService.PMResponse.STATUS_DONE[0]
+        if all(m[0] == done for m in messages):
+            return messages
+        return self._flags_of(messages)
+
+    def _order_by_flow(self) -> None:
+        self._ordered = True
+        n = len(self.model_ids)
+        commands = self.service_to_process[:n]
+        if len(self.process_to_service) != n or not all(type(p) is LocalSendPort for p in commands):
+            return
+        hub = commands[0]._queue.hub
+        rank = {q: i for i, q in enumerate(hub.flow_order([p._queue for p in commands]))}
+        order = sorted(range(n), key=lambda i: rank.get(commands[i]._queue, n))
+        for name in ("service_to_process", "process_to_service", "model_ids"):
+            items = getattr(self, name)
+            setattr(self, name, [items[i] for i in order])
+
+    def _flags_of(self, messages: list) -> list:
+        """Lava's checks of ``_get_pm_resp``, on messages already received."""
+        queued = collections.deque(messages)
+
+        class _Replay:
+            @staticmethod
+            def recv():
+                return queued.popleft()
+
+        ports = self.process_to_service
+        self.process_to_service = [_Replay] * len(messages)
+        try:
+            return LoihiPyRuntimeService._get_pm_resp(self)
+        finally:
+            self.process_to_service = ports
+
+
 class Actor:
     """One process model (or runtime service) as a greenlet of the hub; the part of Lava's
     ``SystemProcess`` interface that the runtime and ``export.lava.supervision`` use."""
@@ -548,8 +696,11 @@ class Actor:
             e.trace = traceback.format_exc()
             self._report(e)
             raise
+        self._infra.hub.register_model(model)
         self._report(None)
         model._selector = _Selector(model._selector)
+        if _has_stock_loop(model):
+            model.run = lambda: _run_loihi_model(model)  # started by model.start()
         model.start()
 
     def is_alive(self) -> bool:
@@ -656,6 +807,8 @@ class InProcessRuntime(Runtime):
 
     def _build_runtime_services(self) -> None:
         for rs_builder in (self._executable.runtime_service_builders or {}).values():
+            if rs_builder.rs_class is LoihiPyRuntimeService:
+                rs_builder.rs_class = _LoihiRuntimeService
             self.exception_q.append(queue.SimpleQueue())
             self._messaging_infrastructure.build_actor(target_fn, rs_builder, self.exception_q[-1])
 

@@ -16,8 +16,10 @@ from lava.proc.lif.process import LIF, LIFReset
 
 from export.description import from_deploy
 from export.lava import conv as conv_model
+from export.lava import inprocess_runtime
 from export.lava.conv import FastConvModelFixed
 from export.lava.inprocess_runtime import is_in_process
+from export.lava.lif import FastLifModelBitAcc
 from export.lava.run_config import fast_run_config
 from export.lava.runner import simulate
 from export.lava.supervision import LavaRunError, run_checked
@@ -140,6 +142,69 @@ def test_convolutions_run_where_their_measured_cost_says(monkeypatch, limit, in_
             assert first <= 3 and set(seq[first:]) == {"hub"}, seq
         else:
             assert set(seq) == {"compute"}, seq
+
+
+class _HalvesVEveryThirdStep(FastLifModelBitAcc):
+    """A LIF model that asks for the post-management phase every third step (a response
+    other than ``STATUS_DONE``) and halves its voltage there."""
+
+    def post_guard(self) -> bool:
+        return self.time_step % 3 == 0
+
+    def run_post_mgmt(self) -> None:
+        self.v //= 2
+
+
+def test_management_phases_asked_for_run_as_in_lavas_own_runtime():
+    """A model's request for a management phase reaches the runtime service and the phase
+    runs in the same steps as in Lava's runtime: the same states after resumed runs."""
+    results = {}
+    for in_process in (True, False):
+        source, lif1, lif2 = _net()
+        cfg = fast_run_config(exception_proc_model_map={LIF: _HalvesVEveryThirdStep})
+        try:
+            run_checked(source, 5, cfg, timeout_s=120, in_process=in_process)
+            mid = _states(lif1, lif2)
+            run_checked(source, 7, timeout_s=120, in_process=in_process)
+            results[in_process] = [*mid, *_states(lif1, lif2)]
+        finally:
+            source.stop()
+    for ours, lavas in zip(results[True], results[False]):
+        np.testing.assert_array_equal(ours, lavas)
+    plain = {}
+    source, lif1, lif2 = _net()
+    try:
+        run_checked(source, 12, fast_run_config(), timeout_s=120, in_process=True)
+        plain = _states(lif1, lif2)
+    finally:
+        source.stop()
+    assert not np.array_equal(plain[3], results[True][7])  # the phase did run
+
+
+def test_models_are_stepped_in_the_order_data_flows(monkeypatch):
+    """The runtime service addresses the models sender first (``_Hub.flow_order``): in a
+    network without cycles no model waits for another's data, only for its commands (with the
+    convolutions in their models' steps: a convolution still running on a compute thread
+    when its result is due is waited for)."""
+    monkeypatch.setattr(conv_model, "compute_pool", lambda: None)
+    waits = []
+    wait = inprocess_runtime._wait
+
+    def counted(queues, lists):
+        waits.append(queues[0])
+        return wait(queues, lists)
+
+    monkeypatch.setattr(inprocess_runtime, "_wait", counted)
+    source, lif1, lif2 = _net(steps=16)
+    try:
+        run_checked(source, 16, fast_run_config(), timeout_s=120, in_process=True)
+        hub = source.runtime._messaging_infrastructure.hub
+        data = {q for ins, _ in hub._channels.values() for q in ins}
+        assert len(hub._channels) == 6 and len(data) >= 6
+    finally:
+        source.stop()
+    assert len(waits) >= 6 * 16  # every model waits for each step's command
+    assert [(q.send_port._name, q.recv_port._name) for q in waits if q in data] == []
 
 
 def test_simulate_equals_lavas_own_runtime(monkeypatch):
