@@ -12,8 +12,9 @@ import torch
 
 
 def i2e_to_slayer(events: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-    """``[T, B, C, H, W]`` -> float ``[B, C, H, W, steps]``, zero-padded in time to ``steps``."""
-    x = events.permute(1, 2, 3, 4, 0).to(torch.float32)
+    """``[T, B, C, H, W]`` -> float ``[B, C, H, W, steps]`` (contiguous), zero-padded in time
+    to ``steps``."""
+    x = events.permute(1, 2, 3, 4, 0).to(torch.float32, memory_format=torch.contiguous_format)
     if steps is not None and steps > x.shape[-1]:
         x = torch.nn.functional.pad(x, (0, steps - x.shape[-1]))
     return x

@@ -201,19 +201,24 @@ def _cuba_voltage(
     state.copy_(wrapped.movedim(-1, 0))
     state += bias.to(work)
     v = torch.zeros(raw_u.shape[:-1], dtype=work, device=raw_u.device)
-    scale = keep / 4096
+    spiked = torch.empty(raw_u.shape[:-1], dtype=torch.bool, device=raw_u.device)
+    zero = torch.zeros((), dtype=work, device=raw_u.device)
     v_peaks = []
     for t in range(steps):
         if keep == 0:
             v.zero_()
+        elif power_of_two and keep != 4096:
+            # v * keep / 4096 rounded toward 0: a division by a power of two is exact, and
+            # torch's rounding division is several times faster than ``trunc_`` on the CPU
+            v.div_(4096 // keep, rounding_mode="trunc")
         elif keep != 4096:
-            v.mul_(scale).trunc_()  # v * keep / 4096, rounded toward 0
+            v.mul_(keep / 4096).div_(1.0, rounding_mode="trunc")  # the exact product, truncated
         out = state[t]
         out.add_(v)  # v before the clip: decayed + u + bias
         if peaks is not None and out.numel():
             v_peaks.append(out.abs().amax())
         out.clamp_(1 - lim, lim - 1)
-        torch.mul(out, out <= vth, out=v)  # the reset: 0 where it spiked
+        torch.where(torch.gt(out, vth, out=spiked), zero, out, out=v)  # the reset: 0 if spiked
     if peaks is not None and raw_u.numel():
         u_step = [int(x) for x in raw_u.abs().flatten(0, -2).amax(0).tolist()]  # per step
         v_step = [int(x) for x in torch.stack(v_peaks).tolist()]
@@ -295,8 +300,9 @@ class _ChipCuba(torch.autograd.Function):
         steps = grad_v.shape[-1]
         rev = torch.empty((steps, *grad_v.shape[:-1]), dtype=grad_v.dtype, device=grad_v.device)
         rev.copy_(grad_v.movedim(-1, 0))
+        carried = torch.empty_like(rev[0]) if steps > 1 else None  # no temporary per step
         for n in range(steps - 2, -1, -1):
-            rev[n] += rev[n + 1] * ctx.decay
+            rev[n] += torch.mul(rev[n + 1], ctx.decay, out=carried)
         grad = torch.empty_like(grad_v)
         grad.copy_(rev.movedim(0, -1))
         grad_bias = grad.sum_to_size(ctx.bias_shape) if ctx.needs_input_grad[1] else None
@@ -387,7 +393,7 @@ class SpikingGraph(torch.nn.Module):
                 f"events: expected [{self.spec.timesteps}, B, {', '.join(map(str, self.spec.input_shape))}] "
                 f"for {self.spec.name}, got {tuple(events.shape)}"
             )
-        x = i2e_to_slayer(events, self.spec.steps)
+        x = i2e_to_slayer(events)  # T steps: only its connections read it (_synapse)
         spikes: dict[str, torch.Tensor] = {INPUT: x}
         outputs: dict[str, torch.Tensor] = {}
         for g in self.spec.groups:
@@ -425,10 +431,11 @@ class SpikingGraph(torch.nn.Module):
         BatchNorm (float phase) comes after the delay, so that its shift reaches the target from
         step 0 on, as the folded bias does on Loihi: the folded model is then exactly the
         unfolded one (tests/test_models.py). The input is silent after its ``T`` frames, so a
-        connection from it convolves those only and pads with the zeros the rest would give.
+        connection from it convolves those only (given ``T`` or all steps) and pads with the
+        zeros the rest would give.
         """
         syn = self.synapses[_key(c.name)]
-        steps = source_spikes.shape[-1]
+        steps = self.spec.steps
         if c.source == INPUT:
             source_spikes = source_spikes[..., : self.spec.timesteps]
         if c.kind == "pool_dense":
