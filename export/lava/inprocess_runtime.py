@@ -28,13 +28,18 @@ channel_class):
   and the ``observer`` hook of Lava's ``CspSelector``), for greenlets of the hub and for
   ordinary threads (the caller's thread talks to the runtime service through them).
 
+* the runtime service (``_LoihiRuntimeService``) is Lava's, addressing the models in the order
+  data flows between them (``_Hub.flow_order``), and a model running Lava's own command loop is
+  driven by the same loop less its per-step polling list (``_run_loihi_model``).
+
 What is computed is unchanged: each model still runs its phases when the runtime service
 tells it to and exchanges the same arrays (tests compare every spike with Lava's own
 multiprocessing runtime).  Nothing is forked, so nothing can outlive this process.
 
-One private Lava attribute is used: a process model's ``_selector`` (its ``CspSelector``,
-which would block the hub thread while waiting) is replaced by a cooperative one with the
-same ``select`` contract; lava-nc is pinned to 0.10.0.
+Private Lava attributes used (lava-nc is pinned to 0.10.0): a process model's ``_selector``
+(its ``CspSelector``, which would block the hub thread while waiting) is replaced by a
+cooperative one with the same ``select`` contract; the command loop reads ``_action``,
+``_cmd_handlers``, ``_stopped`` and ``_channel_actions`` as Lava's ``run`` does.
 """
 
 from __future__ import annotations
