@@ -46,22 +46,22 @@ def recv_dense(port) -> np.ndarray:
 
     With one channel the array is returned as it came; it may be read-only (an in-process
     channel passes a sender's read-only array as it is), so callers do not write into it.
+    What a port allows is worked out at its first call and kept on it (its channels, type
+    and dtype are fixed once the model is built).
     """
-    channels = getattr(port, "csp_ports", ())
-    if not (
-        type(port) is PyInPortVectorDense
-        and channels
-        and type(getattr(port, "_transformer", None)) is IdentityTransformer
-    ):
+    plan = port.__dict__.get("_recv_dense_plan")
+    if plan is None:
+        plan = port.__dict__["_recv_dense_plan"] = _recv_dense_plan(port)
+    if not plan:
         return port.recv()
+    channels, shape, summable = plan
     xs = [c.recv() for c in channels]
     first = xs[0]
     dtype = first.dtype
-    if (
-        dtype.kind in "iu"
-        and np.result_type(port._d_type, dtype) == dtype
-        and all(x.shape == port._shape and x.dtype == dtype for x in xs)
-    ):
+    ok = summable.get(dtype)
+    if ok is None:
+        ok = summable[dtype] = dtype.kind in "iu" and np.result_type(port._d_type, dtype) == dtype
+    if ok and all(x.shape == shape and x.dtype == dtype for x in xs):
         if len(xs) == 1:
             return first
         total = first + xs[1]
@@ -72,6 +72,19 @@ def recv_dense(port) -> np.ndarray:
     for x in xs:
         total = total + x
     return total
+
+
+def _recv_dense_plan(port) -> tuple:
+    """``(channels, shape, {dtype: summable})`` for a port ``recv_dense`` may sum itself, or
+    ``()`` (Lava's ``recv``)."""
+    channels = tuple(getattr(port, "csp_ports", ()))
+    if (
+        type(port) is PyInPortVectorDense
+        and channels
+        and type(getattr(port, "_transformer", None)) is IdentityTransformer
+    ):
+        return channels, tuple(port._shape), {}
+    return ()
 
 
 def is_silent(x: np.ndarray) -> bool:
@@ -95,13 +108,27 @@ _SMALL_BOOL = 1 << 15
 def one_message(port, data: np.ndarray):
     """What ``port.send(data)`` should be given: in the in-process runtime, ``data`` cast once
     to the dtype its channels carry and ``frozen``, so that all of the port's channels pass that
-    one array (instead of each casting a copy of its own); elsewhere ``data`` as it is."""
+    one array (instead of each casting a copy of its own); elsewhere ``data`` as it is.  The
+    port's channel dtype (or None) is worked out at its first call and kept on it."""
+    dtype = port.__dict__.get("_one_message_dtype", _UNSET)
+    if dtype is _UNSET:
+        dtype = port.__dict__["_one_message_dtype"] = _one_message_dtype(port)
+    if dtype is not None and type(data) is np.ndarray:
+        return frozen(np.array(data, dtype=dtype))
+    return data
+
+
+_UNSET = object()
+
+
+def _one_message_dtype(port):
+    """The dtype all of ``port``'s channels carry when they are all in-process, else None."""
     channels = getattr(port, "csp_ports", ())
-    if type(data) is np.ndarray and channels and all(type(c) is LocalSendPort for c in channels):
+    if channels and all(type(c) is LocalSendPort for c in channels):
         dtype = channels[0]._dtype
         if all(c._dtype == dtype for c in channels):
-            return frozen(np.array(data, dtype=dtype))
-    return data
+            return dtype
+    return None
 
 
 def frozen(x: np.ndarray) -> np.ndarray:
