@@ -159,12 +159,14 @@ def _cuba_voltage(
     voltage_decay: int,
     peaks: dict | None,
     dtype: torch.dtype | None = None,
+    divisor: int = 1,
 ) -> torch.Tensor | None:
     """The voltage ``v`` (before the reset) of :func:`cuba_integer`, ``[..., T]``, from
     ``raw_u`` (``a_in << 6`` as integers, any dtype) and the integer ``bias``: the same integers
     as :func:`_cuba_voltage_int64`, computed in float32 or float64 (``dtype``: the float type
     of the result; default float32), one contiguous time slice per step; None when the bounds
-    below do not hold (the caller then runs the int64 reference).
+    below do not hold (the caller then runs the int64 reference).  ``divisor``: a power of
+    two the result is divided by (exactly), in the pass that lays it out.
 
     Why it is exact: every value is an integer, and each operation's exact result is an integer
     below the format's limit, so no rounding happens. The wrap subtracts or adds ``2**24``
@@ -224,7 +226,10 @@ def _cuba_voltage(
         v_step = [int(x) for x in torch.stack(v_peaks).tolist()]
         _record_peaks(peaks, u_step, v_step)
     result = torch.empty(raw_u.shape, dtype=dtype or torch.float32, device=raw_u.device)
-    result.copy_(state.movedim(0, -1))
+    if divisor == 1:
+        result.copy_(state.movedim(0, -1))
+    else:  # a power of two: exact, in the same pass as the copy
+        torch.div(state.movedim(0, -1), divisor, out=result)
     return result
 
 
@@ -284,14 +289,14 @@ class _ChipCuba(torch.autograd.Function):
             # a_in << 6 as exact integers in the input's own float type: round(x * 64) is
             # the int64 rounding of the double, and * 64 scales by a power of two.
             raw_u = (syn * WEIGHT_SCALE).round_().mul_(64)
-            v = _cuba_voltage(raw_u, b, vth, voltage_decay, peaks, syn.dtype)
+            v = _cuba_voltage(raw_u, b, vth, voltage_decay, peaks, syn.dtype, STATE_SCALE)
         if v is None:
             a_in = torch.round(syn.double() * WEIGHT_SCALE).long()
             _, v = cuba_integer(a_in, b, vth, voltage_decay, peaks)
-            v = v.to(synaptic.dtype)
+            v = v.to(synaptic.dtype).div_(STATE_SCALE)
         ctx.decay = 1 - voltage_decay / 4096
         ctx.bias_shape = bias.shape
-        return v.div_(STATE_SCALE)
+        return v
 
     @staticmethod
     def backward(ctx, grad_v):
