@@ -175,3 +175,18 @@ def test_old_module_paths_are_gone(old):
     changelog = readme.partition("\n## Changelog")[2].partition("\n## ")[0]
     assert changelog, "the README has no '## Changelog' section"
     assert f"`{old}`" in changelog
+
+
+def test_the_package_and_the_cli_start_without_torch():
+    """``import i2e_neuro`` and ``i2e-neuro simulate --help`` load no torch (``I2E`` and ``i2e``
+    come on first use, and then are the conversion's)."""
+    code = (
+        "import sys, i2e_neuro, i2e_neuro.cli\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "from i2e_neuro import I2E, i2e\n"
+        "from i2e_neuro.i2e.conversion import I2E as conversion_I2E\n"
+        "assert I2E is conversion_I2E and callable(i2e) and i2e_neuro.i2e is i2e\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
