@@ -106,7 +106,8 @@ class FastConvModelFixed(PlainSetattr, AbstractPyConvModel):
 
     In the in-process runtime (``export.lava.inprocess_runtime``) the convolution of step t runs on
     a compute thread while the other models of step t run (its result is only sent at step
-    t+1), and the weights are prepared there from the first step.  Its results are fresh arrays
+    t+1), unless its measured cost is small (``INLINE_MAX_SECONDS``): then in this model's step.
+    The weights are prepared on a compute thread from the first step.  Its results are fresh arrays
     it never writes into again, so it marks them read-only (``frozen``) and the in-process
     channels pass them without a copy; before the host writes ``a_buf`` it is copied back to a
     writable array.
@@ -233,11 +234,9 @@ class FastConvModelFixed(PlainSetattr, AbstractPyConvModel):
                 return
             if not plan.ok:
                 return
-            if plan.groups == 1 and plan.stride == (1, 1) and self.num_message_bits.item() == 0:
-                if _torch_is_safe():
-                    # Binary spikes: measure here, not in a step, whether counting them event
-                    # by event beats the dense convolution here (conv_plan._events_cheaper).
-                    conv_plan._event_costs(plan, self.s_in.shape)
+            # Measured here, not in a step: the cost that decides where the convolutions run,
+            # and with it (its first run) the costs that choose the routine for binary spikes
+            # (conv_plan._events_cheaper).
             self._step_seconds = conv_plan.step_cost(plan, self.s_in.shape)
             if not _torch_is_safe():
                 return

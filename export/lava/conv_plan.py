@@ -437,7 +437,7 @@ def _event_costs(plan: _ConvPlan, in_shape) -> tuple[float, float, float]:
     two runs each: the event form at 2 % and 20 % spikes, fitted as ``a + b * spikes``, and
     torch's conv2d), and kept; ``FastConvModelFixed._warm`` asks for it before the first
     spikes arrive."""
-    key = (tuple(in_shape), plan.weight.shape, plan.stride, plan.padding, plan.dilation)
+    key = _geometry(plan, in_shape)
     costs = _EVENT_COSTS.get(key)
     if costs is not None:
         return costs
@@ -454,14 +454,14 @@ def _measure_event_costs(plan: _ConvPlan, in_shape) -> tuple[float, float, float
     points = []
     for density in (0.02, 0.2):
         x = rng.random(in_shape) < density
-        best = min(_timed(_conv_events, x, plan, np.float32) for _ in range(2))
+        best = min(_timed(time.perf_counter, _conv_events, x, plan, np.float32) for _ in range(2))
         points.append((np.count_nonzero(x), best))
     (n1, t1), (n2, t2) = points
     b = max(0.0, (t2 - t1) / max(1, n2 - n1))
     x = rng.random(in_shape) < 0.1
     w = plan.weights(np.float32, "torch")
     args = (np.float32, plan.stride, plan.padding, plan.dilation, plan.groups)
-    dense = min(_timed(_conv_torch, x, w, *args) for _ in range(2))
+    dense = min(_timed(time.perf_counter, _conv_torch, x, w, *args) for _ in range(2))
     return t1 - b * n1, b, dense
 
 
@@ -476,32 +476,34 @@ def step_cost(plan: _ConvPlan, in_shape) -> float:
     meanwhile does not count), best of three runs on random spikes of a fixed seed; measured
     on first use in this process and kept.  ``FastConvModelFixed`` asks for it before the first
     spikes arrive, to decide where its convolutions run."""
-    in_shape = tuple(int(n) for n in in_shape)
-    key = (in_shape, plan.weight.shape, plan.stride, plan.padding, plan.dilation, plan.groups)
+    key = _geometry(plan, in_shape)
     cost = _STEP_COSTS.get(key)
     if cost is not None:
         return cost
-    x = np.random.default_rng(0).random(in_shape) < 0.1
+    x = np.random.default_rng(0).random(key[0]) < 0.1
     k_wh = plan.weight.shape[1:3]
     args = (x, plan.weight, k_wh, plan.stride, plan.padding, plan.dilation, plan.groups, plan, 0)
     with _STEP_COSTS_LOCK:
         cost = _STEP_COSTS.get(key)
         if cost is None:
             _convolve(*args)  # any one-off set-up (event costs, index, torch's primitive) first
-            cost = _STEP_COSTS[key] = min(_cpu_timed(_convolve, *args) for _ in range(3))
+            cost = _STEP_COSTS[key] = min(
+                _timed(time.thread_time, _convolve, *args) for _ in range(3)
+            )
     return cost
 
 
-def _timed(fn, *args) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
+def _geometry(plan: _ConvPlan, in_shape) -> tuple:
+    """What a convolution's cost depends on: the input's shape and the plan's geometry."""
+    in_shape = tuple(int(n) for n in in_shape)
+    return (in_shape, plan.weight.shape, plan.stride, plan.padding, plan.dilation, plan.groups)
 
 
-def _cpu_timed(fn, *args) -> float:
-    start = time.thread_time()
+def _timed(clock, fn, *args) -> float:
+    """Seconds of ``fn(*args)`` by ``clock`` (``time.perf_counter``, ``time.thread_time``)."""
+    start = clock()
     fn(*args)
-    return time.thread_time() - start
+    return clock() - start
 
 
 def _conv_torch(input_, w, dtype, stride, padding, dilation, groups) -> np.ndarray:
